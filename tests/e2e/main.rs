@@ -1,0 +1,1 @@
+//! End-to-end tests: they run the real `mlpdrive` binary.
