@@ -188,3 +188,8 @@ mod tests {
         assert_eq!(align_up(0, 512), 0);
     }
 }
+
+/// "<n> KiB" for messages.
+pub fn format_kib(bytes: usize) -> String {
+    format!("{} KiB", bytes / 1024)
+}

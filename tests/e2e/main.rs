@@ -1,1 +1,10 @@
-//! End-to-end tests: they run the real `mlpdrive` binary.
+//! End-to-end tests: they run the real `mlpdrive` binary (and, for the
+//! target round trip, the library's real targets) against real files with
+//! O_DIRECT and io_uring. One test binary, several modules, so the crate is
+//! linked once.
+
+mod bad_input;
+mod cli;
+mod common;
+mod raw_runs;
+mod roundtrip;

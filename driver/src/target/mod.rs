@@ -22,6 +22,7 @@
 pub mod dev;
 pub mod file;
 pub mod null;
+pub mod table;
 pub mod uri;
 pub mod workdir;
 
@@ -31,6 +32,15 @@ use std::time::{Duration, Instant};
 use crate::buf::AlignedBuf;
 
 
+
+/// How a target should do I/O, from the run's `io.*` config.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenOptions {
+    /// O_DIRECT (bypass the page cache).
+    pub direct: bool,
+    /// io_uring (true) or the synchronous pread/pwrite queue (false).
+    pub use_uring: bool,
+}
 
 /// A target-local handle for an object (an index into the target's table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -188,7 +198,9 @@ pub trait Target: Send + Sync {
     fn info(&self) -> &TargetInfo;
     /// Creates (or re-creates) an object for writing; any previous content
     /// of an object of this name that the target created is discarded.
-    fn create(&self, name: &str) -> Result<ObjectHandle, TargetError>;
+    /// `size_hint` is the expected logical size (extent-based targets
+    /// reserve it; others ignore it).
+    fn create(&self, name: &str, size_hint: u64) -> Result<ObjectHandle, TargetError>;
     /// Opens an existing object: its handle and current logical size.
     fn open(&self, name: &str) -> Result<Option<(ObjectHandle, u64)>, TargetError>;
     /// Removes an object the target created.

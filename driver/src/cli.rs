@@ -1,0 +1,110 @@
+//! The command line as typed (clap), and `main`'s mapping of outcomes to
+//! exit codes: 0 success, 1 the run ran but failed, 2 usage or config error.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::{EXIT_OK, EXIT_USAGE, Error};
+
+#[derive(Parser, Debug)]
+#[command(name = "mlpdrive", version, about = "Storage load driver for AI workloads (MLPerf Storage at the storage interface)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a workload (a built-in preset name or a YAML file) against a target.
+    Run(RunArgs),
+    /// List the built-in presets.
+    Workloads,
+    /// Print the human summary of a finished run.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Preset name (see `mlpdrive workloads`) or path to a YAML config.
+    pub workload: String,
+    /// Where I/O goes: file://DIR, dev:///dev/X, null://  [default: file://./mlpdrive-data]
+    #[arg(long, short = 't', value_name = "URI")]
+    pub target: Option<String>,
+    /// Override a config key, e.g. --set queue_depth=64 --set io.direct=false (repeatable).
+    #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Seed for op order and data (same as --set seed=N).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Length of the measured phase, e.g. 30s, 5m (same as --set duration=D).
+    #[arg(long, value_name = "D")]
+    pub duration: Option<String>,
+    /// Also write results.json to this exact path.
+    #[arg(long, short = 'o', value_name = "FILE.json")]
+    pub output: Option<PathBuf>,
+    /// Results root; each run writes <DIR>/<run-id>/.
+    #[arg(long, value_name = "DIR", default_value = "./mlpdrive-results")]
+    pub results: PathBuf,
+    /// No progress output on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Allow dev:// targets (a raw block device: its data is overwritten).
+    #[arg(long)]
+    pub allow_raw_device: bool,
+    /// Allow targets under system directories or mounted devices.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A results.json, a run directory, or a results root (its newest run).
+    pub path: PathBuf,
+}
+
+/// Parses arguments, runs, and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mlpdrive: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<i32, Error> {
+    match cli.command {
+        Command::Run(args) => crate::run::run(&args),
+        Command::Workloads => {
+            print!("{}", workloads_text());
+            Ok(EXIT_OK)
+        }
+        Command::Report(args) => {
+            let (result, path) = crate::results::load(&args.path)?;
+            eprintln!("mlpdrive: {}", path.display());
+            print!("{}", crate::results::summary::render_text(&result));
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+fn workloads_text() -> String {
+    let presets = crate::config::presets();
+    let width = presets.iter().map(|p| p.name.len()).max().unwrap_or(4).max(4);
+    let mut s = format!("{:<width$}  {:<8}  DESCRIPTION\n", "NAME", "WORKLOAD");
+    for p in presets {
+        s.push_str(&format!("{:<width$}  {:<8}  {}\n", p.name, p.workload, p.description));
+    }
+    s.push_str("\nRun one with `mlpdrive run NAME`, or pass a YAML file path; override keys with --set KEY=VALUE.\n");
+    s
+}

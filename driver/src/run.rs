@@ -1,0 +1,313 @@
+//! `mlpdrive run`: validate everything → open the target → run the
+//! workload with a sampler thread (progress, 1 s time series, partial
+//! results) → write results → exit code.
+//!
+//! Everything the user typed is validated before anything is created on
+//! disk, so a usage error (exit 2) never leaves a directory behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::cli::RunArgs;
+use crate::config::{self, RunConfig};
+use crate::error::{EXIT_FAILED, EXIT_OK, Error};
+use crate::progress::{Progress, Rates};
+use crate::recorder::{LiveCounters, TimeSeries};
+use crate::results::{self, ErrorRecord, ResultsDir, RunResult, RunStatus, TargetRecord, VerifyRecord};
+use crate::rusage;
+use crate::target::uri::{self, SafetyFlags, TargetSpec, TargetUri};
+use crate::target::{IoMode, OpenOptions, Target};
+use crate::workload::{self, PhaseState, RunEnv, WorkloadOutput};
+
+/// A workload's config, validated.
+enum Plan {
+    Raw(config::raw::RawConfig),
+}
+
+pub fn run(args: &RunArgs) -> Result<i32, Error> {
+    // 1. Validate all input; create nothing.
+    let cfg = config::load(&args.workload, &args.set, args.seed, args.duration.as_deref())?;
+    let plan = plan(&cfg)?;
+    let target_str = args.target.as_deref().unwrap_or(uri::DEFAULT_TARGET);
+    let parsed = uri::parse(target_str)?;
+    let spec = uri::check(&parsed, &SafetyFlags { allow_raw_device: args.allow_raw_device, force: args.force })?;
+    check_output_path(args.output.as_deref())?;
+    check_results_root(&args.results)?;
+
+    // 2. Open the target (creates the work directory).
+    let opts = OpenOptions { direct: cfg.common.io.direct, use_uring: cfg.common.io.engine == config::EngineKind::IoUring };
+    let target = open_target(&spec, opts)?;
+    if !args.quiet {
+        eprintln!("mlpdrive: {} → {}", describe(&cfg), where_it_writes(&spec, target.as_ref()));
+    }
+
+    // 3. Run with a sampler alongside.
+    let run_id = results::new_run_id(&cfg.common.workload, jiff::Timestamp::now());
+    let started_at = jiff::Timestamp::now();
+    let usage0 = rusage::self_usage();
+    let live = Arc::new(LiveCounters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    crate::signal::install(&stop);
+    let phase = Arc::new(PhaseState::default());
+    phase.set("setup");
+    let dir = ResultsDir::new(&args.results, &run_id);
+    let skeleton = skeleton(&cfg, &spec, target.as_ref(), args, &run_id, started_at);
+    let sampler_done = Arc::new(AtomicBool::new(false));
+    let series = Arc::new(Mutex::new(TimeSeries::new()));
+    let outcome = std::thread::scope(|s| {
+        let sampler = {
+            let (live, phase, done, series) = (live.clone(), phase.clone(), sampler_done.clone(), series.clone());
+            let common = &cfg.common;
+            let (dir, skeleton) = (&dir, &skeleton);
+            let quiet = args.quiet;
+            s.spawn(move || sample(&live, &phase, &done, &series, common, quiet, dir, skeleton))
+        };
+        let env = RunEnv { target: target.as_ref(), common: &cfg.common, live: live.clone(), stop: stop.clone(), phase };
+        let out = match &plan {
+            Plan::Raw(raw) => workload::raw::run(&env, raw),
+        };
+        sampler_done.store(true, Ordering::SeqCst);
+        sampler.join().expect("sampler thread panicked");
+        out
+    });
+    let usage = rusage::self_usage().since(&usage0);
+
+    // 4. Results.
+    let points = series.lock().expect("series poisoned").points().to_vec();
+    let mut result = skeleton;
+    result.cpu_user_s = usage.cpu_user_s;
+    result.cpu_sys_s = usage.cpu_sys_s;
+    result.peak_rss_bytes = usage.peak_rss_bytes;
+    result.timeseries = points;
+    let interrupted = crate::signal::interrupted();
+    match outcome {
+        Ok(out) => fill_from_output(&mut result, out, interrupted),
+        Err(Error::Failed(msg)) => {
+            result.status = RunStatus::Failed;
+            result.errors = ErrorRecord { count: 1, first: Some(msg) };
+        }
+        Err(e) => return Err(e),
+    }
+    let dir_written = dir
+        .write_all(&result, &config_yaml(&cfg))
+        .map_err(|e| Error::failed(format!("cannot write results under {}: {e}", args.results.display())))?;
+    if let Some(out) = &args.output {
+        results::write_json_atomic(out, &result)
+            .map_err(|e| Error::failed(format!("cannot write {}: {e}", out.display())))?;
+    }
+    print!("{}", results::summary::render_text(&result));
+    if !args.quiet {
+        eprintln!("mlpdrive: results in {}", dir_written.display());
+    }
+    Ok(if result.status == RunStatus::Ok { EXIT_OK } else { EXIT_FAILED })
+}
+
+fn plan(cfg: &RunConfig) -> Result<Plan, Error> {
+    match cfg.common.workload.as_str() {
+        "raw" => {
+            let raw: config::raw::RawConfig = config::workload_config(cfg)?;
+            raw.validate(&cfg.common)?;
+            Ok(Plan::Raw(raw))
+        }
+        other => Err(Error::usage(format!(
+            "config key `workload`: unknown workload '{other}'; known: {}",
+            config::KNOWN_WORKLOADS.join(", ")
+        ))),
+    }
+}
+
+fn open_target(spec: &TargetSpec, opts: OpenOptions) -> Result<Box<dyn Target>, Error> {
+    Ok(match &spec.uri {
+        TargetUri::File { dir } => Box::new(crate::target::file::FileTarget::open(dir, &spec.display, opts)?),
+        TargetUri::Dev { path } => Box::new(crate::target::dev::DevTarget::open(path, &spec.display, opts)?),
+        TargetUri::Null => Box::new(crate::target::null::NullTarget::new()),
+    })
+}
+
+fn describe(cfg: &RunConfig) -> String {
+    format!("{} ({})", cfg.common.workload, cfg.source)
+}
+
+fn where_it_writes(spec: &TargetSpec, target: &dyn Target) -> String {
+    match &spec.uri {
+        TargetUri::File { dir } => format!("writing under {}", dir.join(crate::target::workdir::WORKDIR_NAME).display()),
+        _ => format!("{} ({})", target.info().location, target.info().kind),
+    }
+}
+
+/// `--output FILE`: its directory must exist (we don't create directories
+/// the user did not name).
+fn check_output_path(p: Option<&Path>) -> Result<(), Error> {
+    let Some(p) = p else { return Ok(()) };
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::usage(format!(
+            "--output {}: directory {} does not exist; create it first",
+            p.display(),
+            parent.display()
+        )));
+    }
+    if p.is_dir() {
+        return Err(Error::usage(format!("--output {}: is a directory; give a file path like results.json", p.display())));
+    }
+    Ok(())
+}
+
+/// `--results DIR`: may not exist yet, but its parent must, and it must not
+/// be a file.
+fn check_results_root(p: &Path) -> Result<(), Error> {
+    if p.exists() {
+        if !p.is_dir() {
+            return Err(Error::usage(format!("--results {}: exists and is not a directory", p.display())));
+        }
+        return Ok(());
+    }
+    let parent = match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !parent.is_dir() {
+        return Err(Error::usage(format!(
+            "--results {}: parent directory {} does not exist; create it first",
+            p.display(),
+            parent.display()
+        )));
+    }
+    Ok(())
+}
+
+fn config_yaml(cfg: &RunConfig) -> String {
+    serde_yaml_ng::to_string(&cfg.effective).unwrap_or_default()
+}
+
+fn skeleton(
+    cfg: &RunConfig,
+    spec: &TargetSpec,
+    target: &dyn Target,
+    args: &RunArgs,
+    run_id: &str,
+    started_at: jiff::Timestamp,
+) -> RunResult {
+    let info = target.info();
+    RunResult {
+        schema_version: results::SCHEMA_VERSION,
+        mlpdrive_version: env!("CARGO_PKG_VERSION").to_string(),
+        run_id: run_id.to_string(),
+        status: RunStatus::Running,
+        workload: cfg.common.workload.clone(),
+        description: cfg.common.description.clone(),
+        source: cfg.source.clone(),
+        target: TargetRecord { kind: info.kind.to_string(), location: spec.display.clone() },
+        io_mode: IoMode { direct: cfg.common.io.direct, engine: "pending".into(), registered_buffers: false, note: None },
+        seed: cfg.common.seed,
+        host: hostname(),
+        command: std::env::args().collect(),
+        started_at: started_at.to_string(),
+        duration_s: 0.0,
+        cpu_user_s: 0.0,
+        cpu_sys_s: 0.0,
+        peak_rss_bytes: 0,
+        verify: VerifyRecord { enabled: cfg.common.verify, verified_bytes: 0, unverified_bytes: 0, errors: 0, first: None },
+        verify_errors: 0,
+        errors: ErrorRecord { count: 0, first: None },
+        notes: Vec::new(),
+        series: Vec::new(),
+        timeseries: Vec::new(),
+        summary: serde_json::Value::Null,
+        config: serde_json::to_value(&cfg.effective).unwrap_or_default(),
+    }
+}
+
+fn fill_from_output(r: &mut RunResult, out: WorkloadOutput, interrupted: bool) {
+    r.duration_s = out.window_s;
+    r.io_mode = out.io_mode;
+    r.summary = out.summary;
+    r.verify.verified_bytes = out.verify.verified_bytes;
+    r.verify.unverified_bytes = out.verify.unverified_bytes;
+    r.verify.errors = out.verify.bad_blocks;
+    r.verify.first = out.verify.first_error.as_ref().map(ToString::to_string);
+    r.verify_errors = out.verify.bad_blocks;
+    r.errors = ErrorRecord { count: out.errors.count, first: out.errors.first };
+    r.series = results::series_records(&out.recorder);
+    r.notes.extend(out.notes);
+    if let Some(n) = &r.io_mode.note {
+        r.notes.push(n.clone());
+    }
+    if !r.io_mode.direct && r.io_mode.engine != "null" {
+        r.notes.push("O_DIRECT was NOT used (io.direct=false): reads and writes went through the page cache".into());
+    }
+    if r.target.kind == "null" && r.verify.enabled {
+        r.notes.push("null:// stores nothing: read verification was skipped".into());
+        r.verify.enabled = false;
+    }
+    if !r.verify.enabled && r.target.kind != "null" {
+        r.notes.push("verify=false: read data was not checked".into());
+    }
+    r.status = if interrupted {
+        RunStatus::Interrupted
+    } else if r.errors.count > 0 || r.verify_errors > 0 {
+        RunStatus::Failed
+    } else {
+        RunStatus::Ok
+    };
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// The sampler: once a second, one time-series point and a progress
+/// update; every `progress_interval`, a partial results.json.
+#[allow(clippy::too_many_arguments)]
+fn sample(
+    live: &LiveCounters,
+    phase: &PhaseState,
+    done: &AtomicBool,
+    series: &Mutex<TimeSeries>,
+    common: &config::Common,
+    quiet: bool,
+    dir: &ResultsDir,
+    skeleton: &RunResult,
+) {
+    let mut progress = Progress::new(quiet, common.progress_interval, common.duration);
+    let t0 = Instant::now();
+    let mut last = live.snapshot();
+    let mut last_t = t0;
+    let mut last_flush = t0;
+    let mut measuring = false;
+    while !done.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = Instant::now();
+        if now - last_t < Duration::from_secs(1) {
+            continue;
+        }
+        let snap = live.snapshot();
+        let rates = Rates::between(&last, &snap, (now - last_t).as_secs_f64());
+        let (name, elapsed) = match phase.measure_start() {
+            Some(ms) => (phase.name(), (now - ms).as_secs_f64()),
+            None => (phase.name(), (now - t0).as_secs_f64()),
+        };
+        if let Some(ms) = phase.measure_start() {
+            if !measuring {
+                measuring = true;
+            }
+            series.lock().expect("series poisoned").sample((now - ms).as_secs_f64(), snap.clone());
+        }
+        progress.update(name, elapsed, &rates);
+        if now - last_flush >= common.progress_interval {
+            last_flush = now;
+            let mut partial = skeleton.clone();
+            partial.timeseries = series.lock().expect("series poisoned").points().to_vec();
+            partial.summary = serde_json::json!({ "partial": snap });
+            let _ = dir.write_partial(&partial);
+        }
+        last = snap;
+        last_t = now;
+    }
+    progress.finish();
+}

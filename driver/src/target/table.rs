@@ -1,0 +1,69 @@
+//! The handle table shared by fd-backed targets: handle → open file (or
+//! extent), name → handle. Lookups take a read lock, but each worker's queue
+//! caches what it resolved, so the lock is touched once per object per
+//! worker, not once per I/O.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use crate::io::Resolved;
+use crate::target::ObjectHandle;
+
+#[derive(Default)]
+pub struct HandleTable {
+    inner: RwLock<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: Vec<Option<Resolved>>,
+    by_name: HashMap<String, u32>,
+}
+
+impl HandleTable {
+    /// Inserts or replaces the entry for `name`; returns its handle (stable
+    /// for the name within a run).
+    pub fn insert(&self, name: &str, r: Resolved) -> ObjectHandle {
+        let mut t = self.inner.write().expect("handle table poisoned");
+        if let Some(&i) = t.by_name.get(name) {
+            t.entries[i as usize] = Some(r);
+            return ObjectHandle(i);
+        }
+        let i = t.entries.len() as u32;
+        t.entries.push(Some(r));
+        t.by_name.insert(name.to_owned(), i);
+        ObjectHandle(i)
+    }
+
+    pub fn get(&self, h: ObjectHandle) -> Option<Resolved> {
+        let t = self.inner.read().expect("handle table poisoned");
+        t.entries.get(h.0 as usize).cloned().flatten()
+    }
+
+    pub fn lookup(&self, name: &str) -> Option<(ObjectHandle, Resolved)> {
+        let t = self.inner.read().expect("handle table poisoned");
+        let i = *t.by_name.get(name)?;
+        t.entries[i as usize].clone().map(|r| (ObjectHandle(i), r))
+    }
+
+    /// Forgets `name` (its handle becomes invalid).
+    pub fn remove(&self, name: &str) -> Option<Resolved> {
+        let mut t = self.inner.write().expect("handle table poisoned");
+        let i = t.by_name.remove(name)?;
+        t.entries[i as usize].take()
+    }
+
+    /// Every live entry, for targets without a persistent namespace.
+    pub fn all(&self) -> Vec<(ObjectHandle, Resolved)> {
+        let t = self.inner.read().expect("handle table poisoned");
+        t.entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.clone().map(|r| (ObjectHandle(i as u32), r)))
+            .collect()
+    }
+
+    pub fn name_of(r: &Resolved) -> Arc<str> {
+        r.name.clone()
+    }
+}

@@ -1,0 +1,102 @@
+//! Workloads: op generators that speak only to the target trait, the data
+//! generator, the engine and the recorder.
+//!
+//! Each workload takes the run environment ([`RunEnv`]) and its own typed
+//! config, and returns a [`WorkloadOutput`]: its `summary` object (the part
+//! of results.json it owns) plus the recorder, verification and error
+//! tallies the run-level results are built from.
+
+pub mod raw;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use crate::config::Common;
+use crate::datagen::VerifyOutcome;
+use crate::engine::{Control, ErrorTally, WorkerReport};
+use crate::recorder::{LiveCounters, Recorder};
+use crate::target::{IoMode, Target};
+
+/// Built-in workload names with one line each (for `mlpdrive workloads`).
+pub const WORKLOADS: &[(&str, &str)] = &[("raw", "fio-like calibration: seq/rand read/write at a block size and queue depth")];
+
+/// What a workload gets to run.
+pub struct RunEnv<'a> {
+    pub target: &'a dyn Target,
+    pub common: &'a Common,
+    pub live: Arc<LiveCounters>,
+    pub stop: Arc<AtomicBool>,
+    pub phase: Arc<PhaseState>,
+}
+
+/// The current phase, shared with the progress/sampler thread.
+#[derive(Default)]
+pub struct PhaseState {
+    name: Mutex<&'static str>,
+    measure_start: OnceLock<Instant>,
+}
+
+impl PhaseState {
+    pub fn set(&self, name: &'static str) {
+        *self.name.lock().expect("phase poisoned") = name;
+    }
+
+    pub fn name(&self) -> &'static str {
+        *self.name.lock().expect("phase poisoned")
+    }
+
+    /// Marks the start of the measured window (once).
+    pub fn begin_measure(&self) -> Instant {
+        self.set("measure");
+        *self.measure_start.get_or_init(Instant::now)
+    }
+
+    pub fn measure_start(&self) -> Option<Instant> {
+        self.measure_start.get().copied()
+    }
+}
+
+impl RunEnv<'_> {
+    /// Engine control for a phase: `deadline` bounds it (None: until the
+    /// sources are done).
+    pub fn control(&self, deadline: Option<Instant>, verify: bool) -> Control {
+        Control {
+            stop: self.stop.clone(),
+            deadline,
+            live: self.live.clone(),
+            verify,
+            continue_on_error: self.common.continue_on_error,
+            stall_timeout: self.common.io.timeout,
+        }
+    }
+}
+
+/// What a workload hands back.
+pub struct WorkloadOutput {
+    /// The workload-owned `summary` object of results.json.
+    pub summary: serde_json::Value,
+    pub recorder: Recorder,
+    pub verify: VerifyOutcome,
+    pub errors: ErrorTally,
+    /// Seconds from the start of the measured phase to its last completion.
+    pub window_s: f64,
+    pub io_mode: IoMode,
+    pub notes: Vec<String>,
+}
+
+/// Merges worker reports into one recorder / verify / error tally and the
+/// time of the last completion.
+pub fn merge_reports(reports: &[WorkerReport]) -> (Recorder, VerifyOutcome, ErrorTally, Option<Instant>) {
+    let mut rec = Recorder::new();
+    let mut ver = VerifyOutcome::default();
+    let mut err = ErrorTally::default();
+    let mut last = None;
+    for r in reports {
+        rec.merge(&r.recorder);
+        ver.merge(&r.verify);
+        err.merge(&r.errors);
+        last = last.max(r.last_completion);
+    }
+    (rec, ver, err, last)
+}
