@@ -5,5 +5,6 @@
 //! results ([`results`]). See docs/ARCHITECTURE.md.
 
 pub mod buf;
+pub mod datagen;
 pub mod error;
 pub mod target;

@@ -1,0 +1,886 @@
+//! Self-verifying, incompressible, deduplication-proof data.
+//!
+//! Storage under test may compress or deduplicate what it stores, so every
+//! 4 KiB block mlpdrive writes is unique and random. It is also a pure
+//! function of `(seed, object key, block index, generation)`, so any run can
+//! regenerate it, and it carries a header (the fio "verify" idea), so a reader
+//! can check what it got back without a stored copy and tell *misplaced*
+//! data (a valid block of another place, object, seed or generation: a
+//! misdirected or lost write, stale data) from *corrupt* data (bytes that
+//! no writer produced).
+//!
+//! # Block format (version 1)
+//!
+//! All integers are little-endian `u64`.
+//!
+//! | bytes          | content                                              |
+//! | -------------- | ---------------------------------------------------- |
+//! | `[0, 8)`       | `xxh3_64` checksum of bytes `[8, 4096)`              |
+//! | `[8, 16)`      | magic and format version: ASCII `MLPDBLK` then `0x01`|
+//! | `[16, 24)`     | seed                                                 |
+//! | `[24, 32)`     | object key ([`object_key`])                          |
+//! | `[32, 40)`     | block index within the object                        |
+//! | `[40, 48)`     | generation (which write of the object this is)       |
+//! | `[48, 4096)`   | payload: 506 words from two Xoshiro256++ streams     |
+//!
+//! Payload words alternate between two Xoshiro256++ generators (even words
+//! from the first, odd from the second; two independent streams let the CPU
+//! overlap their steps, ~25% faster than one). Both are seeded from
+//! `xxh3_128` of the magic and the four fields, widened to two 256-bit states
+//! by a bijective 64-bit finaliser, so two distinct blocks share a payload
+//! only through a 128-bit hash collision.
+//!
+//! An object's byte stream is the concatenation of its blocks 0, 1, 2, ...;
+//! an object whose size is not a multiple of 4 KiB ends with a prefix of its
+//! last block.
+//!
+//! # Verification
+//!
+//! A whole block is checked by its checksum and header alone, which is as fast
+//! as hashing: checksum and fields as expected ⇒ verified; checksum valid but
+//! another block's fields ⇒ [`VerifyErrorKind::Misplaced`]; checksum invalid
+//! ⇒ [`VerifyErrorKind::Corrupt`], located by regenerating the expected block.
+//! A partial block (a read that covers only part of it) is checked by
+//! regenerating the block and comparing the covered bytes; that needs the
+//! generation, taken from [`Expect`] or, when that is `None`, from the
+//! block's own header if the read covers it (`[0, 48)`). A partial block with
+//! neither is counted as unverified. A partial read whose covered header
+//! names another block, and whose bytes match that block, is misplaced.
+
+use std::fmt;
+
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128_with_seed};
+
+/// Size of one generated block; the unit of uniqueness and verification.
+pub const BLOCK_BYTES: usize = 4096;
+/// Size of the block header (checksum, magic, seed, object, block, generation).
+pub const HEADER_BYTES: usize = 48;
+/// Magic and format version, bytes `[8, 16)` of every block.
+pub const BLOCK_MAGIC: u64 = u64::from_le_bytes(*b"MLPDBLK\x01");
+
+const BLOCK_BYTES_U64: u64 = BLOCK_BYTES as u64;
+const CHECKSUM_AT: usize = 0;
+const MAGIC_AT: usize = 8;
+const SEED_AT: usize = 16;
+const OBJECT_AT: usize = 24;
+const BLOCK_AT: usize = 32;
+const GEN_AT: usize = 40;
+/// Domain separator for the payload seed hash, so it can never equal a
+/// checksum or object key computed from the same bytes.
+const PAYLOAD_SEED_DOMAIN: u64 = 0x6d6c_7064_7061_796c;
+
+/// Stable 64-bit key for an object name (xxh3 of the UTF-8 name); same on
+/// every run and machine, so a later run can verify what an earlier one wrote.
+pub fn object_key(name: &str) -> u64 {
+    xxh3_64(name.as_bytes())
+}
+
+/// Everything that determines the bytes of one block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockId {
+    /// Run seed (the same seed regenerates the same data).
+    pub seed: u64,
+    /// Object key, see [`object_key`].
+    pub object: u64,
+    /// Block index within the object (object byte offset / 4096).
+    pub block: u64,
+    /// Generation: which write of the object this is. (`gen` is a reserved
+    /// word in edition 2024, hence the raw identifier.)
+    pub r#gen: u64,
+}
+
+/// Writes the exact bytes of one block.
+pub fn fill_block(dst: &mut [u8; BLOCK_BYTES], id: BlockId) {
+    put_u64(dst, MAGIC_AT, BLOCK_MAGIC);
+    put_u64(dst, SEED_AT, id.seed);
+    put_u64(dst, OBJECT_AT, id.object);
+    put_u64(dst, BLOCK_AT, id.block);
+    put_u64(dst, GEN_AT, id.r#gen);
+    let [mut even, mut odd] = payload_rngs(id);
+    for pair in dst[HEADER_BYTES..].chunks_exact_mut(16) {
+        pair[..8].copy_from_slice(&even.next_u64().to_le_bytes());
+        pair[8..].copy_from_slice(&odd.next_u64().to_le_bytes());
+    }
+    let checksum = xxh3_64(&dst[MAGIC_AT..]);
+    put_u64(dst, CHECKSUM_AT, checksum);
+}
+
+/// Fills `dst` with the object's byte stream starting at byte `offset` of the
+/// object (any offset and length; the stream is the concatenation of blocks
+/// 0, 1, 2, ... of `(seed, object, gen)`). Whole aligned blocks are generated
+/// in place; only a partial first or last block goes through a stack copy.
+///
+/// Panics if `offset + dst.len()` overflows `u64` (no object is that large).
+pub fn fill(dst: &mut [u8], seed: u64, object: u64, generation: u64, offset: u64) {
+    assert_range_fits(offset, dst.len());
+    let mut scratch = [0u8; BLOCK_BYTES];
+    let mut pos = 0;
+    while pos < dst.len() {
+        let span = Span::at(offset, pos, dst.len());
+        let id = BlockId {
+            seed,
+            object,
+            block: span.block,
+            r#gen: generation,
+        };
+        let out = &mut dst[pos..pos + span.len()];
+        match <&mut [u8; BLOCK_BYTES]>::try_from(&mut *out) {
+            Ok(whole) => fill_block(whole, id),
+            Err(_) => {
+                fill_block(&mut scratch, id);
+                out.copy_from_slice(&scratch[span.lo..span.hi]);
+            }
+        }
+        pos += span.len();
+    }
+}
+
+/// What a reader expects. `gen = None` means "any generation" (the object may
+/// have been overwritten by later runs): whole blocks are still fully
+/// verifiable through header and checksum; partial blocks are verifiable only
+/// when the read covers their header (which names the generation), and are
+/// otherwise counted as unverified.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect {
+    pub seed: u64,
+    pub object: u64,
+    /// Expected generation, or `None` for any.
+    pub r#gen: Option<u64>,
+}
+
+/// How a block failed verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyErrorKind {
+    /// Bytes differ from what was written there; `byte_offset` = object offset
+    /// of the first bad byte. When the generation is unknown it is taken from
+    /// the block's own header, so a damaged generation field shows up as a
+    /// bad checksum, i.e. at the block's first byte.
+    Corrupt { byte_offset: u64 },
+    /// A valid block (checksum OK, or for a partial read, the covered bytes
+    /// match the block its header names) of another place, object, seed or
+    /// generation was found where the expected block should be.
+    Misplaced { found: BlockId },
+}
+
+/// One failed block: the expected object and block index, and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyError {
+    pub object: u64,
+    pub block: u64,
+    pub kind: VerifyErrorKind,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let block_offset = self.block.saturating_mul(BLOCK_BYTES_U64);
+        write!(
+            f,
+            "object {:#018x} block {} (byte offset {}): ",
+            self.object, self.block, block_offset
+        )?;
+        match &self.kind {
+            VerifyErrorKind::Corrupt { byte_offset } => write!(
+                f,
+                "corrupt data, first bad byte at object offset {} (byte {} of the block)",
+                byte_offset,
+                byte_offset.wrapping_sub(block_offset)
+            ),
+            VerifyErrorKind::Misplaced { found } => write!(
+                f,
+                "misplaced data, found a valid block of seed {:#018x} object {:#018x} \
+                 block {} generation {}",
+                found.seed, found.object, found.block, found.r#gen
+            ),
+        }
+    }
+}
+
+/// Result of verifying one or more reads. Bytes of bad blocks count as
+/// neither verified nor unverified.
+#[derive(Debug, Default, Clone)]
+pub struct VerifyOutcome {
+    pub verified_bytes: u64,
+    pub unverified_bytes: u64,
+    pub bad_blocks: u64,
+    pub first_error: Option<VerifyError>,
+}
+
+impl VerifyOutcome {
+    /// Adds `other`'s counts; keeps the earlier first error.
+    pub fn merge(&mut self, other: &VerifyOutcome) {
+        self.verified_bytes += other.verified_bytes;
+        self.unverified_bytes += other.unverified_bytes;
+        self.bad_blocks += other.bad_blocks;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error.clone();
+        }
+    }
+
+    /// True when no block failed (unverified bytes are not failures).
+    pub fn is_ok(&self) -> bool {
+        self.bad_blocks == 0 && self.first_error.is_none()
+    }
+}
+
+/// Verifies `data`, which was read from the object at byte `offset` (any
+/// offset and length; short reads are fine). Never allocates.
+///
+/// Panics if `offset + data.len()` overflows `u64`.
+pub fn verify(data: &[u8], offset: u64, expect: &Expect) -> VerifyOutcome {
+    assert_range_fits(offset, data.len());
+    let mut outcome = VerifyOutcome::default();
+    let mut pos = 0;
+    while pos < data.len() {
+        let span = Span::at(offset, pos, data.len());
+        let bytes = &data[pos..pos + span.len()];
+        let check = match <&[u8; BLOCK_BYTES]>::try_from(bytes) {
+            Ok(whole) => check_whole(whole, span.block, expect),
+            Err(_) => check_partial(bytes, &span, expect),
+        };
+        match check {
+            Check::Verified => outcome.verified_bytes += bytes.len() as u64,
+            Check::Unverified => outcome.unverified_bytes += bytes.len() as u64,
+            Check::Bad(kind) => {
+                outcome.bad_blocks += 1;
+                if outcome.first_error.is_none() {
+                    outcome.first_error = Some(VerifyError {
+                        object: expect.object,
+                        block: span.block,
+                        kind,
+                    });
+                }
+            }
+        }
+        pos += span.len();
+    }
+    outcome
+}
+
+/// Verdict on the covered part of one block.
+enum Check {
+    Verified,
+    Unverified,
+    Bad(VerifyErrorKind),
+}
+
+/// The part of one block covered by a buffer: block index and byte range
+/// `[lo, hi)` within the block.
+struct Span {
+    block: u64,
+    lo: usize,
+    hi: usize,
+}
+
+impl Span {
+    /// The block span starting at buffer position `pos` of a buffer of
+    /// `buf_len` bytes that maps to object offset `offset`.
+    fn at(offset: u64, pos: usize, buf_len: usize) -> Span {
+        let object_offset = offset + pos as u64;
+        let block = object_offset / BLOCK_BYTES_U64;
+        let lo = (object_offset % BLOCK_BYTES_U64) as usize;
+        let hi = BLOCK_BYTES.min(lo + (buf_len - pos));
+        Span { block, lo, hi }
+    }
+
+    fn len(&self) -> usize {
+        self.hi - self.lo
+    }
+
+    fn covers_header(&self) -> bool {
+        self.lo == 0 && self.hi >= HEADER_BYTES
+    }
+
+    /// Object offset of byte `index` of the covered range.
+    fn object_offset(&self, index: usize) -> u64 {
+        self.block * BLOCK_BYTES_U64 + (self.lo + index) as u64
+    }
+}
+
+/// The header fields of a block (or of a buffer holding at least its header).
+struct Header {
+    magic: u64,
+    id: BlockId,
+}
+
+impl Header {
+    fn parse(bytes: &[u8]) -> Header {
+        Header {
+            magic: get_u64(bytes, MAGIC_AT),
+            id: BlockId {
+                seed: get_u64(bytes, SEED_AT),
+                object: get_u64(bytes, OBJECT_AT),
+                block: get_u64(bytes, BLOCK_AT),
+                r#gen: get_u64(bytes, GEN_AT),
+            },
+        }
+    }
+
+    /// True if the header is ours and names the expected place (the
+    /// generation is compared only when known).
+    fn names(&self, expect: &Expect, block: u64) -> bool {
+        self.magic == BLOCK_MAGIC
+            && self.id.seed == expect.seed
+            && self.id.object == expect.object
+            && self.id.block == block
+            && expect
+                .r#gen
+                .is_none_or(|generation| generation == self.id.r#gen)
+    }
+}
+
+/// Whole block: checksum and header decide; regenerate only to locate damage.
+fn check_whole(bytes: &[u8; BLOCK_BYTES], block: u64, expect: &Expect) -> Check {
+    let header = Header::parse(bytes);
+    let checksum_ok = xxh3_64(&bytes[MAGIC_AT..]) == get_u64(bytes, CHECKSUM_AT);
+    if checksum_ok && header.names(expect, block) {
+        return Check::Verified;
+    }
+    if checksum_ok && header.magic == BLOCK_MAGIC {
+        return Check::Bad(VerifyErrorKind::Misplaced { found: header.id });
+    }
+    // Corrupt: locate the first bad byte against the expected block. With the
+    // generation unknown, the header's claim is the best candidate (exact
+    // unless the generation field itself is damaged).
+    let generation = expect.r#gen.unwrap_or(header.id.r#gen);
+    let mut scratch = [0u8; BLOCK_BYTES];
+    fill_block(&mut scratch, expected_id(expect, block, generation));
+    let index = first_difference(bytes, &scratch);
+    Check::Bad(VerifyErrorKind::Corrupt {
+        byte_offset: block * BLOCK_BYTES_U64 + index as u64,
+    })
+}
+
+/// Partial block: regenerate and compare the covered bytes. Without an
+/// expected generation, the covered header supplies it; without either, the
+/// bytes cannot be checked.
+fn check_partial(bytes: &[u8], span: &Span, expect: &Expect) -> Check {
+    let header = span.covers_header().then(|| Header::parse(bytes));
+    let Some(generation) = expect.r#gen.or(header.as_ref().map(|h| h.id.r#gen)) else {
+        return Check::Unverified;
+    };
+    let id = expected_id(expect, span.block, generation);
+    let mut scratch = [0u8; BLOCK_BYTES];
+    fill_block(&mut scratch, id);
+    let want = &scratch[span.lo..span.hi];
+    if bytes == want {
+        return Check::Verified;
+    }
+    if let Some(found) = misplaced(bytes, span, header.as_ref().filter(|h| h.id != id)) {
+        return Check::Bad(VerifyErrorKind::Misplaced { found });
+    }
+    let index = first_difference(bytes, want);
+    Check::Bad(VerifyErrorKind::Corrupt {
+        byte_offset: span.object_offset(index),
+    })
+}
+
+/// If `header` (the covered header of a partial read) is ours and the
+/// covered bytes equal the block it names, returns that block's id.
+fn misplaced(bytes: &[u8], span: &Span, header: Option<&Header>) -> Option<BlockId> {
+    let header = header.filter(|h| h.magic == BLOCK_MAGIC)?;
+    let mut scratch = [0u8; BLOCK_BYTES];
+    fill_block(&mut scratch, header.id);
+    (bytes == &scratch[span.lo..span.hi]).then_some(header.id)
+}
+
+/// Index of the first byte where `got` differs from `want` (0 if none; only
+/// called once they are known to differ).
+fn first_difference(got: &[u8], want: &[u8]) -> usize {
+    got.iter().zip(want).position(|(g, w)| g != w).unwrap_or(0)
+}
+
+fn expected_id(expect: &Expect, block: u64, generation: u64) -> BlockId {
+    BlockId {
+        seed: expect.seed,
+        object: expect.object,
+        block,
+        r#gen: generation,
+    }
+}
+
+/// The two interleaved payload generators of one block. xxh3_128 of (magic,
+/// fields) gives 128 well-mixed bits; a bijective finaliser with distinct
+/// constants widens them to the two 256-bit states.
+fn payload_rngs(id: BlockId) -> [Xoshiro256PlusPlus; 2] {
+    let mut key = [0u8; 40];
+    for (chunk, word) in
+        key.chunks_exact_mut(8)
+            .zip([BLOCK_MAGIC, id.seed, id.object, id.block, id.r#gen])
+    {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    let hash = xxh3_128_with_seed(&key, PAYLOAD_SEED_DOMAIN);
+    let halves = [hash as u64, (hash >> 64) as u64];
+    [0u64, 1].map(|stream| {
+        let mut seed = [0u8; 32];
+        for (i, chunk) in seed.chunks_exact_mut(8).enumerate() {
+            let lane = (stream * 4 + i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            chunk.copy_from_slice(&mix64(halves[i % 2] ^ lane).to_le_bytes());
+        }
+        Xoshiro256PlusPlus::from_seed(seed)
+    })
+}
+
+/// The SplitMix64 finaliser: a bijection on u64 with full avalanche.
+fn mix64(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn put_u64(dst: &mut [u8], at: usize, value: u64) {
+    dst[at..at + 8].copy_from_slice(&value.to_le_bytes());
+}
+
+fn get_u64(src: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&src[at..at + 8]);
+    u64::from_le_bytes(word)
+}
+
+fn assert_range_fits(offset: u64, len: usize) {
+    assert!(
+        offset.checked_add(len as u64).is_some(),
+        "datagen range overflows u64: offset {offset} + length {len}"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::io::Write;
+    use xxhash_rust::xxh3::xxh3_128;
+
+    const SEED: u64 = 0x5eed;
+    const GEN: u64 = 7;
+    const B: usize = BLOCK_BYTES;
+    const B64: u64 = BLOCK_BYTES_U64;
+
+    fn obj() -> u64 {
+        object_key("train/file_0001.npz")
+    }
+
+    fn block(id: BlockId) -> [u8; B] {
+        let mut out = [0u8; B];
+        fill_block(&mut out, id);
+        out
+    }
+
+    fn stream(object: u64, generation: u64, offset: u64, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        fill(&mut out, SEED, object, generation, offset);
+        out
+    }
+
+    fn expect(generation: Option<u64>) -> Expect {
+        Expect {
+            seed: SEED,
+            object: obj(),
+            r#gen: generation,
+        }
+    }
+
+    fn corrupt_at(outcome: &VerifyOutcome) -> u64 {
+        match outcome.first_error.as_ref().map(|e| &e.kind) {
+            Some(VerifyErrorKind::Corrupt { byte_offset }) => *byte_offset,
+            other => panic!("expected Corrupt, got {other:?} in {outcome:?}"),
+        }
+    }
+
+    fn misplaced_found(outcome: &VerifyOutcome) -> BlockId {
+        match outcome.first_error.as_ref().map(|e| &e.kind) {
+            Some(VerifyErrorKind::Misplaced { found }) => *found,
+            other => panic!("expected Misplaced, got {other:?} in {outcome:?}"),
+        }
+    }
+
+    #[test]
+    fn object_key_is_xxh3_of_name() {
+        // Reference value of XXH3_64bits("") from the xxHash specification.
+        assert_eq!(object_key(""), 0x2d06_8005_38d3_94c2);
+        assert_eq!(object_key("a/b"), object_key("a/b"));
+        assert_ne!(object_key("a/b"), object_key("a/c"));
+    }
+
+    #[test]
+    fn format_is_stable() {
+        // Data written by one build must verify under the next: pin the bytes.
+        let id = BlockId {
+            seed: 1,
+            object: 2,
+            block: 3,
+            r#gen: 4,
+        };
+        let bytes = block(id);
+        assert_eq!(
+            xxh3_64(&bytes),
+            0x5695_98c7_9419_1142,
+            "block format changed"
+        );
+    }
+
+    #[test]
+    fn header_layout_matches_doc() {
+        let id = BlockId {
+            seed: 11,
+            object: 22,
+            block: 33,
+            r#gen: 44,
+        };
+        let bytes = block(id);
+        assert_eq!(&bytes[8..16], b"MLPDBLK\x01");
+        assert_eq!(get_u64(&bytes, 16), 11);
+        assert_eq!(get_u64(&bytes, 24), 22);
+        assert_eq!(get_u64(&bytes, 32), 33);
+        assert_eq!(get_u64(&bytes, 40), 44);
+        assert_eq!(get_u64(&bytes, 0), xxh3_64(&bytes[8..]));
+    }
+
+    #[test]
+    fn same_inputs_same_bytes_any_field_change_differs() {
+        let id = BlockId {
+            seed: SEED,
+            object: obj(),
+            block: 5,
+            r#gen: GEN,
+        };
+        let base = block(id);
+        assert_eq!(base, block(id));
+        let variants = [
+            BlockId {
+                seed: SEED + 1,
+                ..id
+            },
+            BlockId {
+                object: object_key("train/file_0002.npz"),
+                ..id
+            },
+            BlockId { block: 6, ..id },
+            BlockId {
+                r#gen: GEN + 1,
+                ..id
+            },
+        ];
+        for other in variants {
+            let bytes = block(other);
+            // The payload must differ, not just the header.
+            assert_ne!(&bytes[HEADER_BYTES..], &base[HEADER_BYTES..], "{other:?}");
+            let same_words = bytes[HEADER_BYTES..]
+                .chunks_exact(8)
+                .zip(base[HEADER_BYTES..].chunks_exact(8))
+                .filter(|(a, b)| a == b)
+                .count();
+            assert!(
+                same_words <= 1,
+                "{other:?}: {same_words} equal payload words"
+            );
+        }
+    }
+
+    #[test]
+    fn aligned_fill_is_concatenation_of_blocks() {
+        let data = stream(obj(), GEN, 2 * B64, 3 * B);
+        for (i, chunk) in data.chunks_exact(B).enumerate() {
+            let id = BlockId {
+                seed: SEED,
+                object: obj(),
+                block: 2 + i as u64,
+                r#gen: GEN,
+            };
+            assert_eq!(chunk, &block(id)[..], "block {i}");
+        }
+    }
+
+    #[test]
+    fn unaligned_fill_equals_slice_of_aligned_fill() {
+        let whole = stream(obj(), GEN, 0, 6 * B);
+        let cases = [
+            (0, 1),
+            (1, 10),
+            (47, 2),
+            (100, 5000),
+            (B - 1, 2),
+            (B, B),
+            (B + 3, 3 * B),
+            (5 * B + 17, B - 17),
+            (123, 5 * B),
+            (0, 6 * B),
+            (3 * B, 0),
+        ];
+        for (offset, len) in cases {
+            let part = stream(obj(), GEN, offset as u64, len);
+            assert_eq!(
+                part,
+                &whole[offset..offset + len],
+                "offset {offset} len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn verify_ok_on_full_partial_unaligned_and_short_reads() {
+        let whole = stream(obj(), GEN, 0, 8 * B);
+        for generation in [Some(GEN), None] {
+            let exp = expect(generation);
+            let full = verify(&whole, 0, &exp);
+            assert!(full.is_ok(), "{full:?}");
+            assert_eq!(full.verified_bytes, 8 * B64);
+            assert_eq!(full.unverified_bytes, 0);
+
+            // Aligned read of a middle range.
+            let mid = verify(&whole[2 * B..5 * B], 2 * B64, &exp);
+            assert!(mid.is_ok() && mid.verified_bytes == 3 * B64, "{mid:?}");
+
+            // Short read: 2.5 blocks of a 3-block request; the tail covers the header.
+            let short = verify(&whole[B..B + 2 * B + B / 2], B64, &exp);
+            assert!(short.is_ok(), "{short:?}");
+            assert_eq!(short.verified_bytes, 2 * B64 + B64 / 2);
+
+            // Last block of an object whose size is not a multiple of 4 KiB.
+            let tail = verify(&whole[7 * B..7 * B + 100], 7 * B64, &exp);
+            assert!(tail.is_ok() && tail.verified_bytes == 100, "{tail:?}");
+
+            let empty = verify(&[], 12345, &exp);
+            assert!(empty.is_ok() && empty.verified_bytes == 0 && empty.unverified_bytes == 0);
+        }
+
+        // Unaligned ranges: fully verified only when the generation is known.
+        let exp = expect(Some(GEN));
+        for (offset, len) in [
+            (1, 10),
+            (100, 5000),
+            (B - 1, 2),
+            (B + 3, 3 * B),
+            (123, 7 * B),
+        ] {
+            let got = verify(&whole[offset..offset + len], offset as u64, &exp);
+            assert!(got.is_ok(), "offset {offset} len {len}: {got:?}");
+            assert_eq!(got.verified_bytes, len as u64);
+        }
+    }
+
+    #[test]
+    fn unknown_generation_partials_without_header_are_unverified() {
+        let whole = stream(obj(), GEN, 0, 4 * B);
+        let exp = expect(None);
+        // [100, 3B+50): head of block 0 lacks its header, blocks 1-2 whole,
+        // block 3 covered from its start (header included).
+        let got = verify(&whole[100..3 * B + 50], 100, &exp);
+        assert!(got.is_ok(), "{got:?}");
+        assert_eq!(got.unverified_bytes, B64 - 100);
+        assert_eq!(got.verified_bytes, 2 * B64 + 50);
+        // A start-of-block read shorter than the header cannot be checked either.
+        let got = verify(&whole[B..B + 20], B64, &exp);
+        assert_eq!((got.verified_bytes, got.unverified_bytes), (0, 20));
+        assert!(got.is_ok());
+    }
+
+    #[test]
+    fn any_flipped_byte_is_corrupt_at_its_exact_offset() {
+        let whole = stream(obj(), GEN, 0, 4 * B);
+        // Checksum, magic, each field, payload start, payload end.
+        let in_block = [0, 7, 8, 15, 16, 24, 32, 47, 48, 1000, B - 1];
+        for generation in [Some(GEN), None] {
+            for &pos in &in_block {
+                let at = 2 * B + pos;
+                let mut data = whole.clone();
+                data[at] ^= 0x40;
+                let got = verify(&data, 0, &expect(generation));
+                assert_eq!(got.bad_blocks, 1, "gen {generation:?} pos {pos}");
+                assert_eq!(got.verified_bytes, 3 * B64);
+                let err = got.first_error.clone().unwrap();
+                assert_eq!((err.object, err.block), (obj(), 2));
+                // With an unknown generation a damaged generation field can
+                // only be seen as a bad checksum (documented on Corrupt).
+                let want = if generation.is_none() && (40..48).contains(&pos) {
+                    2 * B
+                } else {
+                    at
+                };
+                assert_eq!(
+                    corrupt_at(&got),
+                    want as u64,
+                    "gen {generation:?} pos {pos}"
+                );
+
+                // The same damage seen through an unaligned partial read.
+                let got = verify(&data[at - 5..at + 9], (at - 5) as u64, &expect(Some(GEN)));
+                assert_eq!(corrupt_at(&got), at as u64, "partial, pos {pos}");
+            }
+        }
+        let mut data = whole.clone();
+        data[B + 40] ^= 1;
+        let got = verify(&data, 0, &expect(Some(GEN)));
+        assert_eq!(corrupt_at(&got), B64 + 40);
+    }
+
+    #[test]
+    fn zeroed_block_is_corrupt_at_its_start() {
+        let mut data = stream(obj(), GEN, 0, 2 * B);
+        data[B..].fill(0);
+        for generation in [Some(GEN), None] {
+            let got = verify(&data, 0, &expect(generation));
+            assert_eq!(corrupt_at(&got), B64);
+            assert_eq!(got.verified_bytes, B64);
+        }
+    }
+
+    #[test]
+    fn swapped_blocks_are_misplaced_naming_the_found_block() {
+        let mut data = stream(obj(), GEN, 0, 4 * B);
+        let (left, right) = data.split_at_mut(3 * B);
+        left[B..2 * B].swap_with_slice(&mut right[..B]);
+        for generation in [Some(GEN), None] {
+            let got = verify(&data, 0, &expect(generation));
+            assert_eq!(got.bad_blocks, 2);
+            assert_eq!(got.verified_bytes, 2 * B64);
+            let err = got.first_error.clone().unwrap();
+            assert_eq!(err.block, 1);
+            let found = misplaced_found(&got);
+            assert_eq!(
+                found,
+                BlockId {
+                    seed: SEED,
+                    object: obj(),
+                    block: 3,
+                    r#gen: GEN
+                }
+            );
+        }
+        // A partial read covering the moved block's header is also misplaced.
+        let got = verify(&data[B..B + 300], B64, &expect(None));
+        assert_eq!(misplaced_found(&got).block, 3);
+        let got = verify(&data[B..B + 300], B64, &expect(Some(GEN)));
+        assert_eq!(misplaced_found(&got).block, 3);
+    }
+
+    #[test]
+    fn block_of_another_seed_object_or_generation_is_misplaced() {
+        let other_object = object_key("train/file_0002.npz");
+        let cases = [
+            BlockId {
+                seed: SEED + 1,
+                object: obj(),
+                block: 0,
+                r#gen: GEN,
+            },
+            BlockId {
+                seed: SEED,
+                object: other_object,
+                block: 0,
+                r#gen: GEN,
+            },
+        ];
+        for found in cases {
+            let data = block(found);
+            for generation in [Some(GEN), None] {
+                let got = verify(&data, 0, &expect(generation));
+                assert_eq!(misplaced_found(&got), found);
+                let got = verify(&data[..1000], 0, &expect(generation));
+                assert_eq!(misplaced_found(&got), found, "partial");
+            }
+        }
+        // Stale data: an older generation is misplaced when the generation is
+        // known, and fine when any generation is accepted.
+        let stale = stream(obj(), GEN - 1, 0, 2 * B);
+        let got = verify(&stale, 0, &expect(Some(GEN)));
+        assert_eq!(misplaced_found(&got).r#gen, GEN - 1);
+        assert_eq!(got.bad_blocks, 2);
+        assert!(verify(&stale, 0, &expect(None)).is_ok());
+        // Without the header in the range, foreign data is simply corrupt.
+        let foreign = block(cases[1]);
+        let got = verify(&foreign[100..200], 100, &expect(Some(GEN)));
+        assert_eq!(corrupt_at(&got), 100);
+    }
+
+    #[test]
+    fn outcomes_merge_and_errors_display() {
+        let mut data = stream(obj(), GEN, 0, 3 * B);
+        data[B + 5] ^= 1;
+        data[2 * B + 9] ^= 1;
+        let bad = verify(&data, 0, &expect(Some(GEN)));
+        assert_eq!(bad.bad_blocks, 2);
+        assert_eq!(corrupt_at(&bad), B64 + 5, "first error is kept");
+
+        let mut total = verify(&data[..B], 0, &expect(Some(GEN)));
+        total.merge(&bad);
+        total.merge(&VerifyOutcome {
+            unverified_bytes: 3,
+            ..Default::default()
+        });
+        assert_eq!(total.verified_bytes, 2 * B64);
+        assert_eq!(total.unverified_bytes, 3);
+        assert_eq!(total.bad_blocks, 2);
+        assert_eq!(total.first_error, bad.first_error);
+        assert!(!total.is_ok());
+
+        let text = bad.first_error.unwrap().to_string();
+        let key = format!("{:#018x}", obj());
+        assert!(text.contains(&key) && text.contains("block 1"), "{text}");
+        assert!(
+            text.contains("corrupt") && text.contains(&(B64 + 5).to_string()),
+            "{text}"
+        );
+
+        let misplaced = VerifyError {
+            object: obj(),
+            block: 4,
+            kind: VerifyErrorKind::Misplaced {
+                found: BlockId {
+                    seed: 1,
+                    object: 2,
+                    block: 3,
+                    r#gen: 9,
+                },
+            },
+        };
+        let text = misplaced.to_string();
+        assert!(
+            text.contains("misplaced") && text.contains("block 3 generation 9"),
+            "{text}"
+        );
+    }
+
+    /// Counts bytes written through it (the zstd output sink).
+    struct CountingSink(u64);
+
+    impl Write for CountingSink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn data_is_unique_and_incompressible() {
+        const OBJECTS: u64 = 4;
+        const OBJECT_BYTES: u64 = 64 << 20;
+        const CHUNK_BYTES: usize = 1 << 20;
+        let mut seen = HashSet::with_capacity((OBJECTS * OBJECT_BYTES / B64) as usize);
+        let mut encoder = zstd::stream::write::Encoder::new(CountingSink(0), 3).unwrap();
+        let mut chunk = vec![0u8; CHUNK_BYTES];
+        for n in 0..OBJECTS {
+            let object = object_key(&format!("train/file_{n:04}.npz"));
+            for offset in (0..OBJECT_BYTES).step_by(CHUNK_BYTES) {
+                fill(&mut chunk, SEED, object, GEN, offset);
+                for b in chunk.chunks_exact(B) {
+                    assert!(seen.insert(xxh3_128(b)), "duplicate block in object {n}");
+                }
+                encoder.write_all(&chunk).unwrap();
+            }
+        }
+        let original = OBJECTS * OBJECT_BYTES;
+        assert_eq!(seen.len() as u64, original / B64);
+        let compressed = encoder.finish().unwrap().0;
+        assert!(
+            compressed as f64 >= original as f64 / 1.01,
+            "compressed {compressed} of {original} bytes"
+        );
+    }
+}
