@@ -88,7 +88,7 @@ pub struct BlockId {
     pub block: u64,
     /// Generation: which write of the object this is. (`gen` is a reserved
     /// word in edition 2024, hence the raw identifier.)
-    pub r#gen: u64,
+    pub generation: u64,
 }
 
 /// Writes the exact bytes of one block.
@@ -97,7 +97,7 @@ pub fn fill_block(dst: &mut [u8; BLOCK_BYTES], id: BlockId) {
     put_u64(dst, SEED_AT, id.seed);
     put_u64(dst, OBJECT_AT, id.object);
     put_u64(dst, BLOCK_AT, id.block);
-    put_u64(dst, GEN_AT, id.r#gen);
+    put_u64(dst, GEN_AT, id.generation);
     let [mut even, mut odd] = payload_rngs(id);
     for pair in dst[HEADER_BYTES..].chunks_exact_mut(16) {
         pair[..8].copy_from_slice(&even.next_u64().to_le_bytes());
@@ -123,7 +123,7 @@ pub fn fill(dst: &mut [u8], seed: u64, object: u64, generation: u64, offset: u64
             seed,
             object,
             block: span.block,
-            r#gen: generation,
+            generation: generation,
         };
         let out = &mut dst[pos..pos + span.len()];
         match <&mut [u8; BLOCK_BYTES]>::try_from(&mut *out) {
@@ -147,7 +147,7 @@ pub struct Expect {
     pub seed: u64,
     pub object: u64,
     /// Expected generation, or `None` for any.
-    pub r#gen: Option<u64>,
+    pub generation: Option<u64>,
 }
 
 /// How a block failed verification.
@@ -191,7 +191,7 @@ impl fmt::Display for VerifyError {
                 f,
                 "misplaced data, found a valid block of seed {:#018x} object {:#018x} \
                  block {} generation {}",
-                found.seed, found.object, found.block, found.r#gen
+                found.seed, found.object, found.block, found.generation
             ),
         }
     }
@@ -312,7 +312,7 @@ impl Header {
                 seed: get_u64(bytes, SEED_AT),
                 object: get_u64(bytes, OBJECT_AT),
                 block: get_u64(bytes, BLOCK_AT),
-                r#gen: get_u64(bytes, GEN_AT),
+                generation: get_u64(bytes, GEN_AT),
             },
         }
     }
@@ -325,8 +325,8 @@ impl Header {
             && self.id.object == expect.object
             && self.id.block == block
             && expect
-                .r#gen
-                .is_none_or(|generation| generation == self.id.r#gen)
+                .generation
+                .is_none_or(|generation| generation == self.id.generation)
     }
 }
 
@@ -343,7 +343,7 @@ fn check_whole(bytes: &[u8; BLOCK_BYTES], block: u64, expect: &Expect) -> Check 
     // Corrupt: locate the first bad byte against the expected block. With the
     // generation unknown, the header's claim is the best candidate (exact
     // unless the generation field itself is damaged).
-    let generation = expect.r#gen.unwrap_or(header.id.r#gen);
+    let generation = expect.generation.unwrap_or(header.id.generation);
     let mut scratch = [0u8; BLOCK_BYTES];
     fill_block(&mut scratch, expected_id(expect, block, generation));
     let index = first_difference(bytes, &scratch);
@@ -357,7 +357,7 @@ fn check_whole(bytes: &[u8; BLOCK_BYTES], block: u64, expect: &Expect) -> Check 
 /// bytes cannot be checked.
 fn check_partial(bytes: &[u8], span: &Span, expect: &Expect) -> Check {
     let header = span.covers_header().then(|| Header::parse(bytes));
-    let Some(generation) = expect.r#gen.or(header.as_ref().map(|h| h.id.r#gen)) else {
+    let Some(generation) = expect.generation.or(header.as_ref().map(|h| h.id.generation)) else {
         return Check::Unverified;
     };
     let id = expected_id(expect, span.block, generation);
@@ -396,7 +396,7 @@ fn expected_id(expect: &Expect, block: u64, generation: u64) -> BlockId {
         seed: expect.seed,
         object: expect.object,
         block,
-        r#gen: generation,
+        generation: generation,
     }
 }
 
@@ -407,7 +407,7 @@ fn payload_rngs(id: BlockId) -> [Xoshiro256PlusPlus; 2] {
     let mut key = [0u8; 40];
     for (chunk, word) in
         key.chunks_exact_mut(8)
-            .zip([BLOCK_MAGIC, id.seed, id.object, id.block, id.r#gen])
+            .zip([BLOCK_MAGIC, id.seed, id.object, id.block, id.generation])
     {
         chunk.copy_from_slice(&word.to_le_bytes());
     }
@@ -479,7 +479,7 @@ mod tests {
         Expect {
             seed: SEED,
             object: obj(),
-            r#gen: generation,
+            generation: generation,
         }
     }
 
@@ -512,7 +512,7 @@ mod tests {
             seed: 1,
             object: 2,
             block: 3,
-            r#gen: 4,
+            generation: 4,
         };
         let bytes = block(id);
         assert_eq!(
@@ -528,7 +528,7 @@ mod tests {
             seed: 11,
             object: 22,
             block: 33,
-            r#gen: 44,
+            generation: 44,
         };
         let bytes = block(id);
         assert_eq!(&bytes[8..16], b"MLPDBLK\x01");
@@ -545,7 +545,7 @@ mod tests {
             seed: SEED,
             object: obj(),
             block: 5,
-            r#gen: GEN,
+            generation: GEN,
         };
         let base = block(id);
         assert_eq!(base, block(id));
@@ -560,7 +560,7 @@ mod tests {
             },
             BlockId { block: 6, ..id },
             BlockId {
-                r#gen: GEN + 1,
+                generation: GEN + 1,
                 ..id
             },
         ];
@@ -588,7 +588,7 @@ mod tests {
                 seed: SEED,
                 object: obj(),
                 block: 2 + i as u64,
-                r#gen: GEN,
+                generation: GEN,
             };
             assert_eq!(chunk, &block(id)[..], "block {i}");
         }
@@ -746,7 +746,7 @@ mod tests {
                     seed: SEED,
                     object: obj(),
                     block: 3,
-                    r#gen: GEN
+                    generation: GEN
                 }
             );
         }
@@ -765,13 +765,13 @@ mod tests {
                 seed: SEED + 1,
                 object: obj(),
                 block: 0,
-                r#gen: GEN,
+                generation: GEN,
             },
             BlockId {
                 seed: SEED,
                 object: other_object,
                 block: 0,
-                r#gen: GEN,
+                generation: GEN,
             },
         ];
         for found in cases {
@@ -787,7 +787,7 @@ mod tests {
         // known, and fine when any generation is accepted.
         let stale = stream(obj(), GEN - 1, 0, 2 * B);
         let got = verify(&stale, 0, &expect(Some(GEN)));
-        assert_eq!(misplaced_found(&got).r#gen, GEN - 1);
+        assert_eq!(misplaced_found(&got).generation, GEN - 1);
         assert_eq!(got.bad_blocks, 2);
         assert!(verify(&stale, 0, &expect(None)).is_ok());
         // Without the header in the range, foreign data is simply corrupt.
@@ -833,7 +833,7 @@ mod tests {
                     seed: 1,
                     object: 2,
                     block: 3,
-                    r#gen: 9,
+                    generation: 9,
                 },
             },
         };

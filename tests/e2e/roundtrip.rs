@@ -80,7 +80,7 @@ fn write_object(t: &dyn Target, name: &str, size: u64) -> ObjectHandle {
         let len = CHUNK.min(size - off) as u32;
         reqs.push(Request {
             op: Op::Write { obj: h, offset: off, len },
-            data: Data::Fill { object, seed: SEED, gen: 0 },
+            data: Data::Fill { object, seed: SEED, generation: 0 },
             key: key(OpKind::Write),
             exact: false,
         });
@@ -98,7 +98,7 @@ fn read_ranges(t: &dyn Target, h: ObjectHandle, name: &str, ranges: &[(u64, u32)
         .iter()
         .map(|&(offset, len)| Request {
             op: Op::Read { obj: h, offset, len },
-            data: Data::Verify(Expect { seed: SEED, object, gen: Some(0) }),
+            data: Data::Verify(Expect { seed: SEED, object, generation: Some(0) }),
             key: key(OpKind::Read),
             exact: true,
         })

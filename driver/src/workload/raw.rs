@@ -157,7 +157,7 @@ fn ensure_layout(env: &RunEnv, name: &str, key: u64, size: u64, seed: u64) -> Re
     if let Some((h, have)) = opened {
         if have == size && env.target.info().caps.stores_data {
             let probe = Op::Read { obj: h, offset: 0, len: datagen::BLOCK_BYTES as u32 };
-            let expect = Expect { seed, object: key, gen: None };
+            let expect = Expect { seed, object: key, generation: None };
             let rep = run_single(env, probe, Data::Verify(expect), "layout-check", datagen::BLOCK_BYTES)?;
             if rep.errors.count == 0 && rep.verify.is_ok() && rep.verify.verified_bytes == datagen::BLOCK_BYTES as u64
             {
@@ -232,7 +232,7 @@ impl LayoutSource {
         self.in_flight += 1;
         Next::Op(Request {
             op: Op::Write { obj: self.obj, offset, len },
-            data: Data::Fill { object: self.key, seed: self.seed, gen: 0 },
+            data: Data::Fill { object: self.key, seed: self.seed, generation: 0 },
             key: key("layout", OpKind::Write),
             exact: false,
         })
@@ -359,7 +359,7 @@ impl RawSource {
     fn read(&self, block: u64) -> Request {
         Request {
             op: Op::Read { obj: self.obj, offset: block * self.bs, len: self.bs as u32 },
-            data: Data::Verify(Expect { seed: self.seed, object: self.key, gen: None }),
+            data: Data::Verify(Expect { seed: self.seed, object: self.key, generation: None }),
             key: key("measure", OpKind::Read),
             exact: true,
         }
@@ -368,11 +368,11 @@ impl RawSource {
     fn write(&mut self, block: u64) -> Request {
         self.writes += 1;
         // Unique per (seed, job, write): overwrites never repeat old bytes.
-        let gen = splitmix(self.seed ^ (u64::from(self.job) << 40) ^ self.writes) | 1;
+        let generation = splitmix(self.seed ^ (u64::from(self.job) << 40) ^ self.writes) | 1;
         self.writing.push(block);
         Request {
             op: Op::Write { obj: self.obj, offset: block * self.bs, len: self.bs as u32 },
-            data: Data::Fill { object: self.key, seed: self.seed, gen },
+            data: Data::Fill { object: self.key, seed: self.seed, generation },
             key: key("measure", OpKind::Write),
             exact: false,
         }
