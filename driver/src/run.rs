@@ -28,8 +28,8 @@ enum Plan {
 
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
     // 1. Validate all input; create nothing.
-    let cfg = config::load(&args.workload, &args.set, args.seed, args.duration.as_deref())?;
-    let plan = plan(&cfg)?;
+    let mut cfg = config::load(&args.workload, &args.set, args.seed, args.duration.as_deref())?;
+    let plan = plan(&mut cfg)?;
     let target_str = args.target.as_deref().unwrap_or(uri::DEFAULT_TARGET);
     let parsed = uri::parse(target_str)?;
     let spec = uri::check(&parsed, &SafetyFlags { allow_raw_device: args.allow_raw_device, force: args.force })?;
@@ -104,11 +104,11 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     Ok(if result.status == RunStatus::Ok { EXIT_OK } else { EXIT_FAILED })
 }
 
-fn plan(cfg: &RunConfig) -> Result<Plan, Error> {
+fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
     match cfg.common.workload.as_str() {
         "raw" => {
-            let raw: config::raw::RawConfig = config::workload_config(cfg)?;
-            raw.validate(&cfg.common)?;
+            let raw = config::raw::RawConfig::from_run_config(cfg)?;
+            cfg.record_workload(&raw)?;
             Ok(Plan::Raw(raw))
         }
         other => Err(Error::usage(format!(
@@ -182,7 +182,7 @@ fn check_results_root(p: &Path) -> Result<(), Error> {
 }
 
 fn config_yaml(cfg: &RunConfig) -> String {
-    serde_yaml_ng::to_string(&cfg.effective).unwrap_or_default()
+    cfg.effective_yaml().unwrap_or_default()
 }
 
 fn skeleton(
@@ -283,22 +283,25 @@ fn sample(
     while !done.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
         let now = Instant::now();
+        if !measuring && phase.measure_start().is_some() {
+            // The measured window began: the time series counts from here.
+            measuring = true;
+            *series.lock().expect("series poisoned") = TimeSeries::with_baseline(live.snapshot());
+        }
         if now - last_t < Duration::from_secs(1) {
             continue;
         }
         let snap = live.snapshot();
         let rates = Rates::between(&last, &snap, (now - last_t).as_secs_f64());
-        let (name, elapsed) = match phase.measure_start() {
-            Some(ms) => (phase.name(), (now - ms).as_secs_f64()),
-            None => (phase.name(), (now - t0).as_secs_f64()),
-        };
-        if let Some(ms) = phase.measure_start() {
-            if !measuring {
-                measuring = true;
+        let elapsed = match phase.measure_start() {
+            Some(ms) => {
+                let t = (now - ms).as_secs_f64();
+                series.lock().expect("series poisoned").sample(t, snap.clone());
+                t
             }
-            series.lock().expect("series poisoned").sample((now - ms).as_secs_f64(), snap.clone());
-        }
-        progress.update(name, elapsed, &rates);
+            None => (now - t0).as_secs_f64(),
+        };
+        progress.update(phase.name(), elapsed, &rates);
         if now - last_flush >= common.progress_interval {
             last_flush = now;
             let mut partial = skeleton.clone();

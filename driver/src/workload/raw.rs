@@ -19,7 +19,7 @@ use serde_json::json;
 
 use super::{RunEnv, WorkloadOutput, merge_reports};
 use crate::buf::{BufPool, align_down};
-use crate::config::raw::{RawConfig, RwMode};
+use crate::config::raw::{RawConfig, Rw};
 use crate::datagen::{self, Expect};
 use crate::engine::{self, Data, Next, OpSource, Request, WorkerReport};
 use crate::error::Error;
@@ -57,7 +57,7 @@ pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
         let name = format!("raw/job{j}.dat");
         let key = datagen::object_key(&name);
         let handle = match cfg.rw {
-            RwMode::Write => create(env.target, &name, size)?,
+            Rw::Write => create(env.target, &name, size)?,
             _ => {
                 env.phase.set("layout");
                 ensure_layout(env, &name, key, size, seed)?
@@ -109,7 +109,7 @@ pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
 
     // Durability point after writes (not in the measured window, like fio
     // without end_fsync): fixes the logical size a later read run checks.
-    if cfg.rw.writes() && errors.count == 0 {
+    if cfg.read_percent() < 100 && errors.count == 0 {
         env.phase.set("commit");
         for (f, src) in files.iter().zip(&sources) {
             let commit_size = src.committed_size(size);
@@ -127,7 +127,7 @@ pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
         "queue_depth": cfg.queue_depth,
         "jobs": cfg.jobs,
         "size": size,
-        "rwmix_read": cfg.rwmix_read,
+        "rwmix_read": cfg.read_percent(),
         "read": read,
         "write": write,
     });
@@ -289,7 +289,7 @@ impl OpSource for LayoutSource {
 /// One job's op stream in the measured window.
 struct RawSource {
     rng: Xoshiro256PlusPlus,
-    rw: RwMode,
+    rw: Rw,
     rwmix_read: u32,
     obj: ObjectHandle,
     key: u64,
@@ -313,7 +313,7 @@ impl RawSource {
         RawSource {
             rng: Xoshiro256PlusPlus::seed_from_u64(splitmix(seed ^ splitmix(u64::from(job) + 1))),
             rw: cfg.rw,
-            rwmix_read: u32::from(cfg.rwmix_read),
+            rwmix_read: u32::from(cfg.read_percent()),
             obj: f.handle,
             key: f.key,
             seed,
@@ -332,7 +332,7 @@ impl RawSource {
     /// The logical size to commit after the run: the whole file, except a
     /// sequential write run that did not get round it once.
     fn committed_size(&self, size: u64) -> u64 {
-        if self.rw == RwMode::Write && !self.wrapped { self.seq_next * self.bs } else { size }
+        if self.rw == Rw::Write && !self.wrapped { self.seq_next * self.bs } else { size }
     }
 
     fn seq_block(&mut self) -> u64 {
@@ -386,21 +386,21 @@ impl OpSource for RawSource {
         }
         self.issued += self.bs;
         let req = match self.rw {
-            RwMode::Read => {
+            Rw::Read => {
                 let b = self.seq_block();
                 self.read(b)
             }
-            RwMode::Write => {
+            Rw::Write => {
                 let b = self.seq_block();
                 self.write(b)
             }
-            RwMode::RandRead => {
+            Rw::RandRead => {
                 let b = self.rand_block();
                 self.read(b)
             }
-            RwMode::RandWrite | RwMode::RandRw => {
+            Rw::RandWrite | Rw::RandRw => {
                 let is_read =
-                    self.rw == RwMode::RandRw && (self.rng.next_u64() % 100) < u64::from(self.rwmix_read);
+                    self.rw == Rw::RandRw && (self.rng.next_u64() % 100) < u64::from(self.rwmix_read);
                 let Some(b) = self.free_block() else {
                     self.issued -= self.bs;
                     return Next::Wait;
