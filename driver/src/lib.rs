@@ -5,5 +5,7 @@
 //! results ([`results`]). See docs/ARCHITECTURE.md.
 
 pub mod buf;
+pub mod config;
 pub mod error;
 pub mod target;
+pub mod units;
