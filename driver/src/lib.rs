@@ -1,10 +1,23 @@
 //! mlpdrive: a storage load driver for AI workloads.
 //!
 //! Data path: CLI ([`cli`]) → config ([`config`]) → workload ([`workload`])
-//! → target ([`target`]) → I/O queue ([`io`]) → recorder ([`recorder`]) →
-//! results ([`results`]). See docs/ARCHITECTURE.md.
+//! → engine ([`engine`]) → target ([`target`], queues in [`io`]) →
+//! recorder ([`recorder`]) → results ([`results`]). See
+//! docs/ARCHITECTURE.md.
 
 pub mod buf;
+pub mod cli;
+pub mod config;
 pub mod datagen;
+pub mod engine;
 pub mod error;
+pub mod io;
+pub mod progress;
+pub mod recorder;
+pub mod results;
+pub mod run;
+pub mod rusage;
+pub mod signal;
 pub mod target;
+pub mod units;
+pub mod workload;
