@@ -53,7 +53,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     let phase = Arc::new(PhaseState::default());
     phase.set("setup");
     let dir = ResultsDir::new(&args.results, &run_id);
-    let skeleton = skeleton(&cfg, &spec, target.as_ref(), args, &run_id, started_at);
+    let skeleton = skeleton(&cfg, &spec, target.as_ref(), &run_id, started_at);
     let sampler_done = Arc::new(AtomicBool::new(false));
     let series = Arc::new(Mutex::new(TimeSeries::new()));
     let outcome = std::thread::scope(|s| {
@@ -189,7 +189,6 @@ fn skeleton(
     cfg: &RunConfig,
     spec: &TargetSpec,
     target: &dyn Target,
-    args: &RunArgs,
     run_id: &str,
     started_at: jiff::Timestamp,
 ) -> RunResult {
@@ -286,7 +285,9 @@ fn sample(
         if !measuring && phase.measure_start().is_some() {
             // The measured window began: the time series counts from here.
             measuring = true;
-            *series.lock().expect("series poisoned") = TimeSeries::with_baseline(live.snapshot());
+            last = live.snapshot();
+            last_t = now;
+            *series.lock().expect("series poisoned") = TimeSeries::with_baseline(last.clone());
         }
         if now - last_t < Duration::from_secs(1) {
             continue;

@@ -33,7 +33,6 @@ const LAYOUT_CHUNK: u64 = 1 << 20;
 const LAYOUT_DEPTH: usize = 8;
 
 struct JobFile {
-    name: String,
     key: u64,
     handle: ObjectHandle,
 }
@@ -63,7 +62,7 @@ pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
                 ensure_layout(env, &name, key, size, seed)?
             }
         };
-        files.push(JobFile { name, key, handle });
+        files.push(JobFile { key, handle });
     }
 
     // The measured window.
@@ -353,7 +352,13 @@ impl RawSource {
     /// second write races a write of the same block); `None` if several
     /// draws all hit busy blocks (tiny files at high depth).
     fn free_block(&mut self) -> Option<u64> {
-        (0..16).map(|_| self.rand_block()).find(|b| !self.writing.contains(b))
+        for _ in 0..16 {
+            let b = self.rand_block();
+            if !self.writing.contains(&b) {
+                return Some(b);
+            }
+        }
+        None
     }
 
     fn read(&self, block: u64) -> Request {
