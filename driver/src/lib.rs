@@ -6,4 +6,7 @@
 
 pub mod buf;
 pub mod error;
+pub mod recorder;
+pub mod results;
+pub mod rusage;
 pub mod target;
