@@ -8,6 +8,10 @@
 # 1 MiB seq write QD 16; each on a disk directory and on a tmpfs (where the
 # CPU, not the device, is the limit).
 #
+# fio does not verify what it reads, so the like-for-like mlpdrive run uses
+# `verify=false`; for read cases a third run with mlpdrive's default
+# (`verify=true`: every block's header and checksum checked) is reported too.
+#
 # Usage: scripts/bench-vs-fio.sh [--reps N] [--runtime S] [--size SIZE]
 #        [--disk-dir DIR] [--tmpfs-dir DIR] [--only disk|tmpfs]
 # Reads run on the file mlpdrive laid out (fio reads the same file); writes
@@ -29,7 +33,7 @@ while [ $# -gt 0 ]; do
     --disk-dir) disk_dir=$2; shift 2 ;;
     --tmpfs-dir) tmpfs_dir=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -87,10 +91,12 @@ for loc in disk tmpfs; do
   for c in "${cases[@]}"; do
     read -r name rw bs qd <<<"$c"
     case $rw in *write*) fiofile=$fiowrite ;; *) fiofile=$readfile ;; esac
+    case $rw in *write*) tools="fio mlpdrive" ;; *) tools="fio mlpdrive mlpdrive-verify" ;; esac
     for r in $(seq 1 "$reps"); do
-      for tool in fio mlpdrive; do
-        # Alternate which tool goes first in each pair.
-        if [ $((r % 2)) -eq 0 ]; then tool=$([ $tool = fio ] && echo mlpdrive || echo fio); fi
+      # Alternate the order in each round: fio first in odd rounds, last in even.
+      order=$tools
+      [ $((r % 2)) -eq 0 ] && order=$(echo $tools | tr ' ' '\n' | tac | tr '\n' ' ')
+      for tool in $order; do
         p="$work/$loc-$name-$tool-$r"
         if [ $tool = fio ]; then
           measure "$p" fio --name=bench --ioengine=io_uring --direct=1 --rw="$(fio_rw "$rw")" \
@@ -98,9 +104,11 @@ for loc in disk tmpfs; do
             --norandommap --randrepeat=0 --filename="$fiofile" --size="$size_bytes" \
             --output-format=json
         else
+          verify=false
+          [ $tool = mlpdrive-verify ] && verify=true
           measure "$p" "$mlpdrive" run raw --quiet --target "file://$dir" --results "$work/res" \
             --output "$p.json" --set rw="$rw" --set block_size="$bs" --set queue_depth="$qd" \
-            --set size=$size --set duration="${runtime}s"
+            --set size=$size --set duration="${runtime}s" --set verify=$verify
         fi
         echo "   $loc $name rep $r $tool done" >&2
       done
@@ -125,18 +133,23 @@ def mlp_stats(p):
     return side["iops"], side["bytes_per_s"], side["bytes"]
 def cpu(p):
     return float(open(p + ".cpu").read())
-print("| location | case | fio IOPS | mlpdrive IOPS | ratio | fio MB/s | mlpdrive MB/s | ratio | fio CPU s/GiB | mlpdrive CPU s/GiB | ratio |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+print("| location | case | fio IOPS | mlpdrive IOPS | ratio | fio MB/s | mlpdrive MB/s | ratio | fio CPU s/GiB | mlpdrive CPU s/GiB | ratio | verify=true: IOPS ratio | verify=true: CPU ratio |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for row in rows:
     loc, name = row.split()
     res = {}
-    for tool, f in (("fio", fio_stats), ("mlpdrive", mlp_stats)):
+    for tool, f in (("fio", fio_stats), ("mlpdrive", mlp_stats), ("mlpdrive-verify", mlp_stats)):
         iops, bw, cpg = [], [], []
         for r in range(1, reps + 1):
             p = f"{work}/{loc}-{name}-{tool}-{r}"
+            if not glob.glob(p + ".cpu"):
+                continue
             i, b, moved = f(p)
             iops.append(i); bw.append(b); cpg.append(cpu(p) / (moved / GiB) if moved else float("nan"))
-        res[tool] = (statistics.median(iops), statistics.median(bw) / 1e6, statistics.median(cpg))
+        if iops:
+            res[tool] = (statistics.median(iops), statistics.median(bw) / 1e6, statistics.median(cpg))
     f, m = res["fio"], res["mlpdrive"]
-    print(f"| {loc} | {name} | {f[0]:,.0f} | {m[0]:,.0f} | {m[0]/f[0]:.2f} | {f[1]:,.1f} | {m[1]:,.1f} | {m[1]/f[1]:.2f} | {f[2]:.3f} | {m[2]:.3f} | {m[2]/f[2]:.2f} |")
+    v = res.get("mlpdrive-verify")
+    vcols = f"{v[0]/f[0]:.2f} | {v[2]/f[2]:.2f}" if v else "n/a | n/a"
+    print(f"| {loc} | {name} | {f[0]:,.0f} | {m[0]:,.0f} | {m[0]/f[0]:.2f} | {f[1]:,.1f} | {m[1]:,.1f} | {m[1]/f[1]:.2f} | {f[2]:.3f} | {m[2]:.3f} | {m[2]/f[2]:.2f} | {vcols} |")
 PY
