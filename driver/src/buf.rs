@@ -143,12 +143,7 @@ impl BufPool {
         let mut v: Vec<(u32, libc::iovec)> = self
             .free
             .iter_mut()
-            .map(|b| {
-                (
-                    b.slot,
-                    libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.capacity() },
-                )
-            })
+            .map(|b| (b.slot, libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.capacity() }))
             .collect();
         v.sort_by_key(|(s, _)| *s);
         v.into_iter().map(|(_, io)| io).collect()
@@ -163,6 +158,11 @@ pub fn align_down(v: u64, align: u64) -> u64 {
 /// Rounds `v` up to a multiple of `align` (a power of two).
 pub fn align_up(v: u64, align: u64) -> u64 {
     (v + align - 1) & !(align - 1)
+}
+
+/// "<n> KiB" for messages.
+pub fn format_kib(bytes: usize) -> String {
+    format!("{} KiB", bytes / 1024)
 }
 
 #[cfg(test)]
@@ -187,9 +187,4 @@ mod tests {
         assert_eq!(align_up(4097, 512), 4608);
         assert_eq!(align_up(0, 512), 0);
     }
-}
-
-/// "<n> KiB" for messages.
-pub fn format_kib(bytes: usize) -> String {
-    format!("{} KiB", bytes / 1024)
 }

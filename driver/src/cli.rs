@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::error::{EXIT_OK, EXIT_USAGE, Error};
 
 #[derive(Parser, Debug)]
-#[command(name = "mlpdrive", version, about = "Storage load driver for AI workloads (MLPerf Storage at the storage interface)")]
+#[command(
+    name = "mlpdrive",
+    version,
+    about = "Storage load driver for AI workloads (MLPerf Storage at the storage interface)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

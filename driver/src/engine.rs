@@ -219,13 +219,13 @@ fn handle_completion(req: &Request, c: &Completion, ctl: &Control, report: &mut 
     match &c.result {
         Ok(n) => {
             let n = *n;
-            if let (true, Op::Read { offset, len, .. }) = (req.exact, req.op) {
-                if n < len {
-                    report.errors.add(|| format!("short read: {n} of {len} bytes at offset {offset}"));
-                    ctl.live.add_error();
-                    if !ctl.continue_on_error {
-                        ctl.stop.store(true, Ordering::Relaxed);
-                    }
+            if let (true, Op::Read { offset, len, .. }) = (req.exact, req.op)
+                && n < len
+            {
+                report.errors.add(|| format!("short read: {n} of {len} bytes at offset {offset}"));
+                ctl.live.add_error();
+                if !ctl.continue_on_error {
+                    ctl.stop.store(true, Ordering::Relaxed);
                 }
             }
             report.recorder.record(&req.key, c.latency().as_nanos() as u64, u64::from(n));

@@ -93,7 +93,8 @@ impl Progress {
                 None => {
                     let b = ProgressBar::new_spinner();
                     b.set_style(
-                        ProgressStyle::with_template("{prefix:>8} {spinner} {elapsed}  {msg}").expect("static template"),
+                        ProgressStyle::with_template("{prefix:>8} {spinner} {elapsed}  {msg}")
+                            .expect("static template"),
                     );
                     b
                 }

@@ -81,8 +81,8 @@ struct Series {
 
 impl Series {
     fn new() -> Series {
-        let mut hist = Histogram::new_with_bounds(1, PRESIZED_MAX_NS, SIGFIG)
-            .expect("constant histogram bounds are valid");
+        let mut hist =
+            Histogram::new_with_bounds(1, PRESIZED_MAX_NS, SIGFIG).expect("constant histogram bounds are valid");
         hist.auto(true);
         Series { hist, ops: 0, bytes: 0, sum_ns: 0, min_ns: u64::MAX, max_ns: 0 }
     }
@@ -217,7 +217,7 @@ impl Recorder {
         let i = match self.find(key) {
             Ok(i) => i,
             Err(i) => {
-                self.series.insert(i, (key.clone(), Series::new()));
+                self.series.insert(i, (*key, Series::new()));
                 i
             }
         };
@@ -416,10 +416,7 @@ mod tests {
         r.record(&key("layout", OpKind::Write), 1, 1);
         r.record(&key("measure", OpKind::Read), 1, 1);
         let keys: Vec<_> = r.series().map(|(k, _)| (k.phase, k.op)).collect();
-        assert_eq!(
-            keys,
-            [("layout", OpKind::Write), ("measure", OpKind::Read), ("measure", OpKind::Write)]
-        );
+        assert_eq!(keys, [("layout", OpKind::Write), ("measure", OpKind::Read), ("measure", OpKind::Write)]);
         assert!(r.get(&key("measure", OpKind::Commit)).is_none());
     }
 
@@ -479,7 +476,14 @@ mod tests {
         assert_eq!(p.len(), 3);
         assert_eq!(
             p[0],
-            TimePoint { t_s: 1.0, read_ops: 100, read_bytes: 100 * 4096, write_ops: 5, write_bytes: 5 * 512, errors: 0 }
+            TimePoint {
+                t_s: 1.0,
+                read_ops: 100,
+                read_bytes: 100 * 4096,
+                write_ops: 5,
+                write_bytes: 5 * 512,
+                errors: 0
+            }
         );
         assert_eq!(
             p[1],

@@ -37,7 +37,8 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     check_results_root(&args.results)?;
 
     // 2. Open the target (creates the work directory).
-    let opts = OpenOptions { direct: cfg.common.io.direct, use_uring: cfg.common.io.engine == config::EngineKind::IoUring };
+    let opts =
+        OpenOptions { direct: cfg.common.io.direct, use_uring: cfg.common.io.engine == config::EngineKind::IoUring };
     let target = open_target(&spec, opts)?;
     if !args.quiet {
         eprintln!("mlpdrive: {} → {}", describe(&cfg), where_it_writes(&spec, target.as_ref()));
@@ -64,7 +65,8 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             let quiet = args.quiet;
             s.spawn(move || sample(&live, &phase, &done, &series, common, quiet, dir, skeleton))
         };
-        let env = RunEnv { target: target.as_ref(), common: &cfg.common, live: live.clone(), stop: stop.clone(), phase };
+        let env =
+            RunEnv { target: target.as_ref(), common: &cfg.common, live: live.clone(), stop: stop.clone(), phase };
         let out = match &plan {
             Plan::Raw(raw) => workload::raw::run(&env, raw),
         };
@@ -132,7 +134,9 @@ fn describe(cfg: &RunConfig) -> String {
 
 fn where_it_writes(spec: &TargetSpec, target: &dyn Target) -> String {
     match &spec.uri {
-        TargetUri::File { dir } => format!("writing under {}", dir.join(crate::target::workdir::WORKDIR_NAME).display()),
+        TargetUri::File { dir } => {
+            format!("writing under {}", dir.join(crate::target::workdir::WORKDIR_NAME).display())
+        }
         _ => format!("{} ({})", target.info().location, target.info().kind),
     }
 }
@@ -153,7 +157,10 @@ fn check_output_path(p: Option<&Path>) -> Result<(), Error> {
         )));
     }
     if p.is_dir() {
-        return Err(Error::usage(format!("--output {}: is a directory; give a file path like results.json", p.display())));
+        return Err(Error::usage(format!(
+            "--output {}: is a directory; give a file path like results.json",
+            p.display()
+        )));
     }
     Ok(())
 }
@@ -202,7 +209,12 @@ fn skeleton(
         description: cfg.common.description.clone(),
         source: cfg.source.clone(),
         target: TargetRecord { kind: info.kind.to_string(), location: spec.display.clone() },
-        io_mode: IoMode { direct: cfg.common.io.direct, engine: "pending".into(), registered_buffers: false, note: None },
+        io_mode: IoMode {
+            direct: cfg.common.io.direct,
+            engine: "pending".into(),
+            registered_buffers: false,
+            note: None,
+        },
         seed: cfg.common.seed,
         host: hostname(),
         command: std::env::args().collect(),
@@ -211,7 +223,13 @@ fn skeleton(
         cpu_user_s: 0.0,
         cpu_sys_s: 0.0,
         peak_rss_bytes: 0,
-        verify: VerifyRecord { enabled: cfg.common.verify, verified_bytes: 0, unverified_bytes: 0, errors: 0, first: None },
+        verify: VerifyRecord {
+            enabled: cfg.common.verify,
+            verified_bytes: 0,
+            unverified_bytes: 0,
+            errors: 0,
+            first: None,
+        },
         verify_errors: 0,
         errors: ErrorRecord { count: 0, first: None },
         notes: Vec::new(),

@@ -29,8 +29,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The accepted forms of a size, shown in every size error.
 pub const SIZE_FORM: &str = "use a number with an optional unit, like 4096, 4KiB, 1MiB, 2GiB";
 /// The accepted forms of a duration, shown in every duration error.
-pub const DURATION_FORM: &str =
-    "use a number of seconds or a number with a unit, like 10s, 250us, 1m 30s, 2h";
+pub const DURATION_FORM: &str = "use a number of seconds or a number with a unit, like 10s, 250us, 1m 30s, 2h";
 
 /// A bad size or duration; the message shows the value and the accepted form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,14 +47,8 @@ pub struct Dur(pub Duration);
 const KIB: u64 = 1 << 10;
 
 /// Binary units from largest to smallest, for formatting.
-const BINARY_UNITS: [(u64, &str); 6] = [
-    (1 << 60, "EiB"),
-    (1 << 50, "PiB"),
-    (1 << 40, "TiB"),
-    (1 << 30, "GiB"),
-    (1 << 20, "MiB"),
-    (KIB, "KiB"),
-];
+const BINARY_UNITS: [(u64, &str); 6] =
+    [(1 << 60, "EiB"), (1 << 50, "PiB"), (1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (KIB, "KiB")];
 
 impl ByteSize {
     /// The size in bytes.
@@ -97,19 +90,14 @@ pub fn parse_bytes(input: &str) -> Result<u64, UnitError> {
     if text.starts_with('-') {
         return Err(bad("sizes cannot be negative"));
     }
-    let unit_start = text
-        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
-        .len();
+    let unit_start = text.trim_end_matches(|c: char| c.is_ascii_alphabetic()).len();
     let (number, unit) = text.split_at(unit_start);
     let number = number.trim_end();
     let Some((binary, factor)) = unit_factor(unit) else {
         return Err(bad(SIZE_FORM));
     };
-    let parser = if binary {
-        parse_size::Config::new().with_binary()
-    } else {
-        parse_size::Config::new().with_decimal()
-    };
+    let parser =
+        if binary { parse_size::Config::new().with_binary() } else { parse_size::Config::new().with_decimal() };
     let bytes = match parser.parse_size(text) {
         Ok(bytes) => bytes,
         Err(parse_size::Error::PosOverflow) => {
@@ -136,12 +124,7 @@ pub fn parse_bytes(input: &str) -> Result<u64, UnitError> {
 /// `None` for anything that is not a unit we accept.
 fn unit_factor(unit: &str) -> Option<(bool, u64)> {
     let lower = unit.to_ascii_lowercase();
-    let power = |letter: u8| -> Option<u32> {
-        b"kmgtpe"
-            .iter()
-            .position(|&c| c == letter)
-            .map(|i| i as u32 + 1)
-    };
+    let power = |letter: u8| -> Option<u32> { b"kmgtpe".iter().position(|&c| c == letter).map(|i| i as u32 + 1) };
     match lower.as_bytes() {
         [] | [b'b'] => Some((true, 1)),
         [p] | [p, b'i'] | [p, b'i', b'b'] => power(*p).map(|n| (true, 1u64 << (10 * n))),
@@ -169,11 +152,7 @@ impl Decimal {
         if int_part.is_empty() && frac_part.is_empty() {
             return None;
         }
-        if !int_part
-            .bytes()
-            .chain(frac_part.bytes())
-            .all(|b| b.is_ascii_digit())
-        {
+        if !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit()) {
             return None;
         }
         let frac_part = frac_part.trim_end_matches('0');
@@ -336,9 +315,7 @@ impl Visitor<'_> for ByteSizeVisitor {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-        u64::try_from(v)
-            .map(ByteSize)
-            .map_err(|_| E::custom(format!("invalid size '{v}': sizes cannot be negative")))
+        u64::try_from(v).map(ByteSize).map_err(|_| E::custom(format!("invalid size '{v}': sizes cannot be negative")))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<ByteSize, E> {
@@ -381,18 +358,14 @@ impl Visitor<'_> for DurVisitor {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-        u64::try_from(v).map(Dur::secs).map_err(|_| {
-            E::custom(format!(
-                "invalid duration '{v}': durations cannot be negative"
-            ))
-        })
+        u64::try_from(v)
+            .map(Dur::secs)
+            .map_err(|_| E::custom(format!("invalid duration '{v}': durations cannot be negative")))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Dur, E> {
         if v < 0.0 {
-            return Err(E::custom(format!(
-                "invalid duration '{v}': durations cannot be negative"
-            )));
+            return Err(E::custom(format!("invalid duration '{v}': durations cannot be negative")));
         }
         Duration::try_from_secs_f64(v)
             .map(Dur)
@@ -481,10 +454,7 @@ mod tests {
     #[test]
     fn sizes_rejects_fractional_bytes() {
         let e = size_err("0.5");
-        assert!(
-            e.contains("'0.5'") && e.contains("whole number of bytes"),
-            "{e}"
-        );
+        assert!(e.contains("'0.5'") && e.contains("whole number of bytes"), "{e}");
         let e = size_err("1.1KiB");
         assert!(e.contains("1126.4 bytes"), "{e}");
         assert!(size_err("0.2MiB").contains("whole number"));
@@ -538,20 +508,8 @@ mod tests {
 
     #[test]
     fn canonical_sizes_round_trip() {
-        let samples = [
-            0,
-            1,
-            512,
-            4096,
-            4097,
-            1536,
-            3 << 29,
-            (3 << 29) + 4096,
-            1_000_000,
-            123_456_789,
-            u64::MAX,
-            1 << 63,
-        ];
+        let samples =
+            [0, 1, 512, 4096, 4097, 1536, 3 << 29, (3 << 29) + 4096, 1_000_000, 123_456_789, u64::MAX, 1 << 63];
         for n in samples {
             let text = ByteSize(n).to_string();
             assert_eq!(size(&text), n, "{text}");
@@ -627,34 +585,16 @@ mod tests {
 
     #[test]
     fn serde_from_integers_and_strings() {
-        assert_eq!(
-            from_yaml("size: 4096\ntime: 10"),
-            Ok(Both {
-                size: ByteSize(4096),
-                time: Dur::secs(10)
-            })
-        );
+        assert_eq!(from_yaml("size: 4096\ntime: 10"), Ok(Both { size: ByteSize(4096), time: Dur::secs(10) }));
         assert_eq!(
             from_yaml("size: 4KiB\ntime: 250us"),
-            Ok(Both {
-                size: ByteSize(4096),
-                time: Dur(Duration::from_micros(250))
-            })
+            Ok(Both { size: ByteSize(4096), time: Dur(Duration::from_micros(250)) })
         );
         assert_eq!(
             from_yaml("size: '4k'\ntime: 1.5"),
-            Ok(Both {
-                size: ByteSize(4096),
-                time: Dur(Duration::from_millis(1500))
-            })
+            Ok(Both { size: ByteSize(4096), time: Dur(Duration::from_millis(1500)) })
         );
-        assert_eq!(
-            from_yaml("size: 8192.0\ntime: 1m 30s"),
-            Ok(Both {
-                size: ByteSize(8192),
-                time: Dur::secs(90)
-            })
-        );
+        assert_eq!(from_yaml("size: 8192.0\ntime: 1m 30s"), Ok(Both { size: ByteSize(8192), time: Dur::secs(90) }));
     }
 
     #[test]
@@ -679,10 +619,7 @@ mod tests {
 
     #[test]
     fn serde_writes_canonical_strings() {
-        let both = Both {
-            size: ByteSize(3 << 29),
-            time: Dur(Duration::from_micros(250)),
-        };
+        let both = Both { size: ByteSize(3 << 29), time: Dur(Duration::from_micros(250)) };
         let text = serde_yaml_ng::to_string(&both).unwrap();
         assert_eq!(text, "size: 1.5GiB\ntime: 250us\n");
         assert_eq!(from_yaml(&text), Ok(both));

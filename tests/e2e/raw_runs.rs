@@ -187,8 +187,18 @@ fn interrupt_writes_results_with_status_interrupted() {
     let d = scratch();
     let target = format!("file://{}", d.path().join("data").display());
     let res = d.path().join("res");
-    let mut child = std::process::Command::new(BIN)
-        .args(["run", "raw-smoke", "--quiet", "--target", &target, "--results", res.to_str().unwrap(), "--duration", "60s"])
+    let child = std::process::Command::new(BIN)
+        .args([
+            "run",
+            "raw-smoke",
+            "--quiet",
+            "--target",
+            &target,
+            "--results",
+            res.to_str().unwrap(),
+            "--duration",
+            "60s",
+        ])
         .current_dir(d.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

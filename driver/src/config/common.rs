@@ -17,16 +17,8 @@ use crate::units::Dur;
 
 /// The top-level keys this layer owns, in the order the effective config
 /// lists them.
-pub const COMMON_KEYS: &[&str] = &[
-    "workload",
-    "description",
-    "seed",
-    "duration",
-    "verify",
-    "continue_on_error",
-    "io",
-    "progress_interval",
-];
+pub const COMMON_KEYS: &[&str] =
+    &["workload", "description", "seed", "duration", "verify", "continue_on_error", "io", "progress_interval"];
 
 /// Default `seed`.
 pub const DEFAULT_SEED: u64 = 1;
@@ -102,10 +94,7 @@ impl FromStr for EngineKind {
         match s {
             "io_uring" => Ok(EngineKind::IoUring),
             "sync" => Ok(EngineKind::Sync),
-            other => Err(format!(
-                "expected one of {}, got '{other}'",
-                EngineKind::NAMES.join(", ")
-            )),
+            other => Err(format!("expected one of {}, got '{other}'", EngineKind::NAMES.join(", "))),
         }
     }
 }
@@ -164,8 +153,8 @@ pub(crate) fn split(mut doc: Mapping, source: &str) -> Result<(Common, Mapping),
             common.insert(Value::from(*key), value);
         }
     }
-    let keys: CommonKeys = serde_path_to_error::deserialize(Value::Mapping(common))
-        .map_err(|e| errors::from_serde(e, Scope::Common))?;
+    let keys: CommonKeys =
+        serde_path_to_error::deserialize(Value::Mapping(common)).map_err(|e| errors::from_serde(e, Scope::Common))?;
     let common = resolve(keys, source)?;
     Ok((common, doc))
 }
@@ -179,10 +168,7 @@ fn resolve(keys: CommonKeys, source: &str) -> Result<Common, Error> {
         )));
     };
     if !KNOWN_WORKLOADS.contains(&workload.as_str()) {
-        return Err(key_error(
-            "workload",
-            format!("unknown workload '{workload}'; known workloads: {known}"),
-        ));
+        return Err(key_error("workload", format!("unknown workload '{workload}'; known workloads: {known}")));
     }
     let description = match keys.description {
         Some(text) if text.trim().contains('\n') => {
@@ -198,23 +184,14 @@ fn resolve(keys: CommonKeys, source: &str) -> Result<Common, Error> {
             "must be greater than 0 (remove it to stop by other means, such as `bytes`)",
         ));
     }
-    let io = keys.io.unwrap_or(IoKeys {
-        direct: None,
-        engine: None,
-        timeout: None,
-    });
+    let io = keys.io.unwrap_or(IoKeys { direct: None, engine: None, timeout: None });
     let timeout = io.timeout.map_or(DEFAULT_IO_TIMEOUT, |d| d.0);
     if timeout.is_zero() {
         return Err(key_error("io.timeout", "must be greater than 0, like 30s"));
     }
-    let progress_interval = keys
-        .progress_interval
-        .map_or(DEFAULT_PROGRESS_INTERVAL, |d| d.0);
+    let progress_interval = keys.progress_interval.map_or(DEFAULT_PROGRESS_INTERVAL, |d| d.0);
     if progress_interval.is_zero() {
-        return Err(key_error(
-            "progress_interval",
-            "must be greater than 0, like 5s",
-        ));
+        return Err(key_error("progress_interval", "must be greater than 0, like 5s"));
     }
     Ok(Common {
         workload,
@@ -223,11 +200,7 @@ fn resolve(keys: CommonKeys, source: &str) -> Result<Common, Error> {
         duration,
         verify: keys.verify.unwrap_or(true),
         continue_on_error: keys.continue_on_error.unwrap_or(false),
-        io: IoConfig {
-            direct: io.direct.unwrap_or(true),
-            engine: io.engine.unwrap_or(EngineKind::IoUring),
-            timeout,
-        },
+        io: IoConfig { direct: io.direct.unwrap_or(true), engine: io.engine.unwrap_or(EngineKind::IoUring), timeout },
         progress_interval,
     })
 }

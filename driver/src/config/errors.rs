@@ -18,10 +18,7 @@ pub(crate) enum Scope<'a> {
     Common,
     /// The keys of the named workload; `common` lists the common keys so a
     /// typo of one of them gets a suggestion too.
-    Workload {
-        name: &'a str,
-        common: &'a [&'a str],
-    },
+    Workload { name: &'a str, common: &'a [&'a str] },
 }
 
 /// An error about one config key: "config key `KEY`: MESSAGE".
@@ -33,25 +30,16 @@ pub fn key_error(key: &str, message: impl Display) -> Error {
 /// "config key `queue_depth`: expected an integer ≥ 1, got 0".
 pub fn check_int_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), Error> {
     if value < min {
-        Err(key_error(
-            key,
-            format!("expected an integer ≥ {min}, got {value}"),
-        ))
+        Err(key_error(key, format!("expected an integer ≥ {min}, got {value}")))
     } else if value > max {
-        Err(key_error(
-            key,
-            format!("expected an integer ≤ {max}, got {value}"),
-        ))
+        Err(key_error(key, format!("expected an integer ≤ {max}, got {value}")))
     } else {
         Ok(())
     }
 }
 
 /// Converts a deserialization error into a usage error naming the key path.
-pub(crate) fn from_serde(
-    err: serde_path_to_error::Error<serde_yaml_ng::Error>,
-    scope: Scope<'_>,
-) -> Error {
+pub(crate) fn from_serde(err: serde_path_to_error::Error<serde_yaml_ng::Error>, scope: Scope<'_>) -> Error {
     let path = match err.path().to_string() {
         root if root == "." => String::new(),
         path => path,
@@ -94,19 +82,11 @@ fn describe(path: &str, inner: &str, scope: Scope<'_>) -> String {
 }
 
 fn keyed(path: &str, message: &str) -> String {
-    if path.is_empty() {
-        format!("config: {message}")
-    } else {
-        format!("config key `{path}`: {message}")
-    }
+    if path.is_empty() { format!("config: {message}") } else { format!("config key `{path}`: {message}") }
 }
 
 fn join_path(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        name.to_string()
-    } else {
-        format!("{parent}.{name}")
-    }
+    if parent.is_empty() { name.to_string() } else { format!("{parent}.{name}") }
 }
 
 /// The message for a key that no struct field takes. `path` already ends
@@ -116,10 +96,7 @@ fn unknown_key(path: &str, known: &[String], scope: Scope<'_>) -> String {
     let mut message = format!("unknown config key `{path}`");
     let mut candidates: Vec<&str> = known.iter().map(String::as_str).collect();
     match scope {
-        Scope::Workload {
-            name: workload,
-            common,
-        } if parent.is_empty() => {
+        Scope::Workload { name: workload, common } if parent.is_empty() => {
             message.push_str(&format!(
                 " for workload {workload}; known keys: {} (and the common keys: {})",
                 known.join(", "),
@@ -131,10 +108,7 @@ fn unknown_key(path: &str, known: &[String], scope: Scope<'_>) -> String {
             message.push_str(&format!("; known keys: {}", known.join(", ")));
         }
         _ => {
-            message.push_str(&format!(
-                "; known keys under `{parent}`: {}",
-                known.join(", ")
-            ));
+            message.push_str(&format!("; known keys under `{parent}`: {}", known.join(", ")));
         }
     }
     if let Some(best) = closest(name, &candidates) {
@@ -145,11 +119,7 @@ fn unknown_key(path: &str, known: &[String], scope: Scope<'_>) -> String {
 
 /// The names inside backticks in serde's "expected one of `a`, `b`" lists.
 fn backticked(text: &str) -> Vec<String> {
-    text.split('`')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect()
+    text.split('`').skip(1).step_by(2).map(str::to_string).collect()
 }
 
 fn friendly_expected(expected: &str, out_of_range: bool) -> String {
@@ -161,11 +131,7 @@ fn friendly_expected(expected: &str, out_of_range: bool) -> String {
         _ => None,
     };
     if let Some(max) = unsigned_max {
-        return if out_of_range {
-            format!("an integer from 0 to {max}")
-        } else {
-            "an integer".to_string()
-        };
+        return if out_of_range { format!("an integer from 0 to {max}") } else { "an integer".to_string() };
     }
     match expected {
         "a boolean" => "true or false".to_string(),
@@ -180,10 +146,7 @@ fn friendly_expected(expected: &str, out_of_range: bool) -> String {
 
 fn friendly_unexpected(got: &str) -> String {
     if let Some(text) = got.strip_prefix("string ") {
-        let text = text
-            .strip_prefix('"')
-            .and_then(|t| t.strip_suffix('"'))
-            .unwrap_or(text);
+        let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
         return format!("'{text}'");
     }
     for prefix in ["integer ", "floating point ", "boolean ", "char "] {
@@ -230,27 +193,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 mod tests {
     use super::*;
 
-    const WL: Scope<'static> = Scope::Workload {
-        name: "raw",
-        common: &["seed", "duration"],
-    };
+    const WL: Scope<'static> = Scope::Workload { name: "raw", common: &["seed", "duration"] };
 
     #[test]
     fn rewrites_type_errors() {
         assert_eq!(
-            describe(
-                "io.direct",
-                "invalid type: string \"maybe\", expected a boolean",
-                WL
-            ),
+            describe("io.direct", "invalid type: string \"maybe\", expected a boolean", WL),
             "config key `io.direct`: expected true or false, got 'maybe'"
         );
         assert_eq!(
-            describe(
-                "queue_depth",
-                "invalid type: string \"x\", expected u32",
-                WL
-            ),
+            describe("queue_depth", "invalid type: string \"x\", expected u32", WL),
             "config key `queue_depth`: expected an integer, got 'x'"
         );
         assert_eq!(
@@ -258,27 +210,15 @@ mod tests {
             "config key `jobs`: expected an integer from 0 to 4294967295, got -1"
         );
         assert_eq!(
-            describe(
-                "io",
-                "invalid type: integer `5`, expected struct IoKeys",
-                Scope::Common
-            ),
+            describe("io", "invalid type: integer `5`, expected struct IoKeys", Scope::Common),
             "config key `io`: expected a mapping (key: value pairs), got 5"
         );
         assert_eq!(
-            describe(
-                "seed",
-                "invalid type: unit value, expected u64",
-                Scope::Common
-            ),
+            describe("seed", "invalid type: unit value, expected u64", Scope::Common),
             "config key `seed`: expected an integer, got nothing (null)"
         );
         assert_eq!(
-            describe(
-                "x",
-                "invalid type: string \"a, expected b\", expected f64",
-                WL
-            ),
+            describe("x", "invalid type: string \"a, expected b\", expected f64", WL),
             "config key `x`: expected a number, got 'a, expected b'"
         );
     }
@@ -286,11 +226,7 @@ mod tests {
     #[test]
     fn rewrites_unknown_and_missing_keys() {
         assert_eq!(
-            describe(
-                "blok_size",
-                "unknown field `blok_size`, expected one of `rw`, `block_size`",
-                WL
-            ),
+            describe("blok_size", "unknown field `blok_size`, expected one of `rw`, `block_size`", WL),
             "unknown config key `blok_size` for workload raw; known keys: rw, block_size \
              (and the common keys: seed, duration); did you mean `block_size`?"
         );
@@ -300,61 +236,30 @@ mod tests {
              (and the common keys: seed, duration); did you mean `duration`?"
         );
         assert_eq!(
-            describe(
-                "io.direc",
-                "unknown field `direc`, expected `direct` or `engine`",
-                Scope::Common
-            ),
+            describe("io.direc", "unknown field `direc`, expected `direct` or `engine`", Scope::Common),
             "unknown config key `io.direc`; known keys under `io`: direct, engine; did you mean `io.direct`?"
         );
         assert_eq!(
-            describe(
-                "zzz",
-                "unknown field `zzz`, there are no fields",
-                Scope::Common
-            ),
+            describe("zzz", "unknown field `zzz`, there are no fields", Scope::Common),
             "unknown config key `zzz`; known keys: "
         );
+        assert_eq!(describe("", "missing field `rw`", WL), "missing config key `rw` for workload raw");
+        assert_eq!(describe("io", "missing field `x`", WL), "missing config key `io.x`");
         assert_eq!(
-            describe("", "missing field `rw`", WL),
-            "missing config key `rw` for workload raw"
-        );
-        assert_eq!(
-            describe("io", "missing field `x`", WL),
-            "missing config key `io.x`"
-        );
-        assert_eq!(
-            describe(
-                "rw",
-                "unknown variant `foo`, expected `read` or `write`",
-                WL
-            ),
+            describe("rw", "unknown variant `foo`, expected `read` or `write`", WL),
             "config key `rw`: expected one of read, write, got 'foo'"
         );
-        assert_eq!(
-            describe("a", "something custom", WL),
-            "config key `a`: something custom"
-        );
-        assert_eq!(
-            describe("", "something custom", WL),
-            "config: something custom"
-        );
+        assert_eq!(describe("a", "something custom", WL), "config key `a`: something custom");
+        assert_eq!(describe("", "something custom", WL), "config: something custom");
     }
 
     #[test]
     fn range_checks_name_the_key() {
         assert!(check_int_range("queue_depth", 1, 1, 4096).is_ok());
         assert!(check_int_range("queue_depth", 4096, 1, 4096).is_ok());
-        let e = check_int_range("queue_depth", 0, 1, 4096)
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            e,
-            "config key `queue_depth`: expected an integer ≥ 1, got 0"
-        );
-        let e = check_int_range("jobs", 300, 1, 256)
-            .unwrap_err()
-            .to_string();
+        let e = check_int_range("queue_depth", 0, 1, 4096).unwrap_err().to_string();
+        assert_eq!(e, "config key `queue_depth`: expected an integer ≥ 1, got 0");
+        let e = check_int_range("jobs", 300, 1, 256).unwrap_err().to_string();
         assert_eq!(e, "config key `jobs`: expected an integer ≤ 256, got 300");
     }
 
@@ -363,10 +268,7 @@ mod tests {
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("same", "same"), 0);
-        assert_eq!(
-            closest("blok_size", &["rw", "block_size"]),
-            Some("block_size")
-        );
+        assert_eq!(closest("blok_size", &["rw", "block_size"]), Some("block_size"));
         assert_eq!(closest("zzzzzz", &["rw", "block_size"]), None);
         assert_eq!(closest("x", &["rw", "y"]), None);
     }

@@ -25,8 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml_ng::{Mapping, Value};
 
 pub use common::{
-    COMMON_KEYS, Common, DEFAULT_IO_TIMEOUT, DEFAULT_PROGRESS_INTERVAL, DEFAULT_SEED, EngineKind,
-    IoConfig,
+    COMMON_KEYS, Common, DEFAULT_IO_TIMEOUT, DEFAULT_PROGRESS_INTERVAL, DEFAULT_SEED, EngineKind, IoConfig,
 };
 pub use errors::{check_int_range, key_error};
 pub use presets::{PresetInfo, preset_yaml, presets};
@@ -63,9 +62,7 @@ impl RunConfig {
         let value = serde_yaml_ng::to_value(resolved)
             .map_err(|e| Error::failed(format!("cannot record the workload config: {e}")))?;
         let Value::Mapping(workload) = value else {
-            return Err(Error::failed(
-                "cannot record the workload config: it is not a mapping",
-            ));
+            return Err(Error::failed("cannot record the workload config: it is not a mapping"));
         };
         let mut map = common::to_mapping(&self.common);
         map.extend(workload);
@@ -83,12 +80,7 @@ impl RunConfig {
 /// Loads a preset (by name) or a config file (by path), applies the `--set
 /// KEY=VALUE` overrides in order, then the CLI shortcuts `--seed` and
 /// `--duration`, and resolves the common keys.
-pub fn load(
-    source: &str,
-    sets: &[String],
-    seed: Option<u64>,
-    duration: Option<&str>,
-) -> Result<RunConfig, Error> {
+pub fn load(source: &str, sets: &[String], seed: Option<u64>, duration: Option<&str>) -> Result<RunConfig, Error> {
     let (label, text) = presets::resolve(source)?;
     let mut doc = parse_document(&label, &text)?;
     for set in sets {
@@ -98,9 +90,7 @@ pub fn load(
         doc.insert("seed".into(), seed.into());
     }
     if let Some(text) = duration {
-        let dur: Dur = text
-            .parse()
-            .map_err(|e| Error::usage(format!("--duration: {e}")))?;
+        let dur: Dur = text.parse().map_err(|e| Error::usage(format!("--duration: {e}")))?;
         doc.insert("duration".into(), dur.to_string().into());
     }
     if let Some(key) = doc.keys().find(|k| !k.is_string()) {
@@ -112,21 +102,13 @@ pub fn load(
     let (common, workload_keys) = common::split(doc, &label)?;
     let mut effective = common::to_mapping(&common);
     effective.extend(workload_keys.clone());
-    Ok(RunConfig {
-        source: label,
-        common,
-        workload_keys,
-        effective: Value::Mapping(effective),
-    })
+    Ok(RunConfig { source: label, common, workload_keys, effective: Value::Mapping(effective) })
 }
 
 /// Deserializes the workload keys into `T` (which should use
 /// `#[serde(deny_unknown_fields)]`); errors name the key path.
 pub fn workload_config<T: DeserializeOwned>(cfg: &RunConfig) -> Result<T, Error> {
-    let scope = Scope::Workload {
-        name: &cfg.common.workload,
-        common: COMMON_KEYS,
-    };
+    let scope = Scope::Workload { name: &cfg.common.workload, common: COMMON_KEYS };
     serde_path_to_error::deserialize(Value::Mapping(cfg.workload_keys.clone()))
         .map_err(|e| errors::from_serde(e, scope))
 }

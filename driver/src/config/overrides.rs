@@ -17,16 +17,12 @@ const SET_FORM: &str = "use --set KEY=VALUE, like --set queue_depth=64 or --set 
 /// Applies one `--set` argument to the top-level mapping.
 pub(crate) fn apply(doc: &mut Mapping, arg: &str) -> Result<(), Error> {
     let Some((key, value)) = arg.split_once('=') else {
-        return Err(Error::usage(format!(
-            "--set '{arg}': missing '='; {SET_FORM}"
-        )));
+        return Err(Error::usage(format!("--set '{arg}': missing '='; {SET_FORM}")));
     };
     let key = key.trim();
     let segments: Vec<&str> = key.split('.').map(str::trim).collect();
     if segments.iter().any(|s| s.is_empty()) {
-        return Err(Error::usage(format!(
-            "--set '{arg}': the key '{key}' is empty or has an empty part; {SET_FORM}"
-        )));
+        return Err(Error::usage(format!("--set '{arg}': the key '{key}' is empty or has an empty part; {SET_FORM}")));
     }
     let value: Value = serde_yaml_ng::from_str(value).map_err(|e| {
         Error::usage(format!(
@@ -46,9 +42,7 @@ fn set_path(map: &mut Mapping, segments: &[&str], value: Value, arg: &str) -> Re
         }
         [first, rest @ ..] => (*first, rest),
     };
-    let slot = map
-        .entry(Value::from(first))
-        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    let slot = map.entry(Value::from(first)).or_insert_with(|| Value::Mapping(Mapping::new()));
     if slot.is_null() {
         *slot = Value::Mapping(Mapping::new());
     }
@@ -95,17 +89,7 @@ mod tests {
 
     #[test]
     fn values_are_yaml_typed() {
-        let map = applied(
-            "a: 1",
-            &[
-                "queue_depth=64",
-                "verify=false",
-                "rw=randread",
-                "x=[1,2]",
-                "size=4KiB",
-                "f=1.5",
-            ],
-        );
+        let map = applied("a: 1", &["queue_depth=64", "verify=false", "rw=randread", "x=[1,2]", "size=4KiB", "f=1.5"]);
         assert_eq!(map["queue_depth"], Value::from(64));
         assert_eq!(map["verify"], Value::from(false));
         assert_eq!(map["rw"], Value::from("randread"));
@@ -117,10 +101,7 @@ mod tests {
 
     #[test]
     fn later_sets_win_and_empty_means_null() {
-        let map = applied(
-            "duration: 10s",
-            &["queue_depth=1", "queue_depth=2", "duration="],
-        );
+        let map = applied("duration: 10s", &["queue_depth=1", "queue_depth=2", "duration="]);
         assert_eq!(map["queue_depth"], Value::from(2));
         assert_eq!(map["duration"], Value::Null);
     }
@@ -134,10 +115,7 @@ mod tests {
 
     #[test]
     fn dotted_paths_create_and_descend() {
-        let map = applied(
-            "io: {engine: sync}",
-            &["io.direct=false", "a.b.c=3", "n=~", "n.m=1"],
-        );
+        let map = applied("io: {engine: sync}", &["io.direct=false", "a.b.c=3", "n=~", "n.m=1"]);
         assert_eq!(map["io"]["engine"], Value::from("sync"));
         assert_eq!(map["io"]["direct"], Value::from(false));
         assert_eq!(map["a"]["b"]["c"], Value::from(3));
@@ -153,19 +131,13 @@ mod tests {
             e.to_string()
         };
         let e = err(&mut map, "queue_depth");
-        assert!(
-            e.contains("missing '='") && e.contains("--set KEY=VALUE"),
-            "{e}"
-        );
+        assert!(e.contains("missing '='") && e.contains("--set KEY=VALUE"), "{e}");
         assert!(err(&mut map, "=5").contains("empty"));
         assert!(err(&mut map, "a..b=5").contains("empty part"));
         assert!(err(&mut map, ".a=5").contains("empty part"));
         assert!(err(&mut map, "a.=5").contains("empty part"));
         let e = err(&mut map, "io.direct=false");
-        assert!(
-            e.contains("`io` is 5, not a mapping") && e.contains("`io.direct`"),
-            "{e}"
-        );
+        assert!(e.contains("`io` is 5, not a mapping") && e.contains("`io.direct`"), "{e}");
         let e = err(&mut map, "list.x=1");
         assert!(e.contains("`list` is a list, not a mapping"), "{e}");
         let e = err(&mut map, "x=[1");

@@ -48,17 +48,8 @@ pub fn presets() -> Vec<PresetInfo> {
         .iter()
         .map(|(name, text)| {
             let doc: Value = serde_yaml_ng::from_str(text).unwrap_or(Value::Null);
-            let field = |key: &str| {
-                doc.get(key)
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            };
-            PresetInfo {
-                name: (*name).to_string(),
-                workload: field("workload"),
-                description: field("description"),
-            }
+            let field = |key: &str| doc.get(key).and_then(Value::as_str).unwrap_or("").to_string();
+            PresetInfo { name: (*name).to_string(), workload: field("workload"), description: field("description") }
         })
         .collect();
     list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -67,18 +58,11 @@ pub fn presets() -> Vec<PresetInfo> {
 
 /// The YAML text of a built-in preset.
 pub fn preset_yaml(name: &str) -> Option<&'static str> {
-    PRESETS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, text)| *text)
+    PRESETS.iter().find(|(n, _)| *n == name).map(|(_, text)| *text)
 }
 
 fn preset_names() -> String {
-    presets()
-        .into_iter()
-        .map(|p| p.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    presets().into_iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
 }
 
 /// Resolves the `run` argument to a label for messages ("preset raw" or
@@ -105,10 +89,7 @@ pub(crate) fn resolve(source: &str) -> Result<(String, String), Error> {
         let hint = if is_yaml_file {
             String::new()
         } else {
-            format!(
-                " (no preset has this name either; available presets: {})",
-                preset_names()
-            )
+            format!(" (no preset has this name either; available presets: {})", preset_names())
         };
         Error::usage(format!("config file `{source}`: {why}{hint}"))
     })?;
@@ -127,9 +108,9 @@ fn read_config_file(path: &Path) -> Result<String, String> {
     let mut text = String::new();
     let read = file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text);
     match read {
-        Ok(n) if n as u64 > MAX_CONFIG_BYTES => Err(format!(
-            "larger than {MAX_CONFIG_BYTES} bytes; a config is a small YAML file"
-        )),
+        Ok(n) if n as u64 > MAX_CONFIG_BYTES => {
+            Err(format!("larger than {MAX_CONFIG_BYTES} bytes; a config is a small YAML file"))
+        }
         Ok(_) => Ok(text),
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
             Err("is not UTF-8 text; a config is a YAML file".to_string())
@@ -162,10 +143,7 @@ mod tests {
             } else if let Some(stem) = name.strip_suffix(".yaml") {
                 out.push(format!("{prefix}{stem}"));
             } else {
-                assert!(
-                    !name.ends_with(".yml"),
-                    "{prefix}{name}: presets use the .yaml extension"
-                );
+                assert!(!name.ends_with(".yml"), "{prefix}{name}: presets use the .yaml extension");
             }
         }
     }
@@ -176,32 +154,19 @@ mod tests {
         yaml_files(&configs_dir(), "", &mut on_disk);
         on_disk.sort();
         let table: Vec<String> = presets().into_iter().map(|p| p.name).collect();
-        assert_eq!(
-            table, on_disk,
-            "add each configs/ file to PRESETS in presets.rs"
-        );
+        assert_eq!(table, on_disk, "add each configs/ file to PRESETS in presets.rs");
     }
 
     #[test]
     fn every_preset_has_workload_and_one_line_description() {
         for preset in presets() {
             assert!(!preset.workload.is_empty(), "{}: no workload", preset.name);
-            assert!(
-                !preset.description.is_empty(),
-                "{}: no description",
-                preset.name
-            );
+            assert!(!preset.description.is_empty(), "{}: no description", preset.name);
             assert!(!preset.description.contains('\n'), "{}", preset.name);
         }
-        let raw = presets()
-            .into_iter()
-            .find(|p| p.name == "raw")
-            .expect("raw preset");
+        let raw = presets().into_iter().find(|p| p.name == "raw").expect("raw preset");
         assert_eq!(raw.workload, "raw");
-        assert_eq!(
-            raw.description,
-            "fio-like calibration: 4 KiB random reads, QD 32, on a 256 MiB file for 10 s"
-        );
+        assert_eq!(raw.description, "fio-like calibration: 4 KiB random reads, QD 32, on a 256 MiB file for 10 s");
     }
 
     #[test]

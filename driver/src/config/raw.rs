@@ -38,8 +38,7 @@ pub enum Rw {
 
 impl Rw {
     /// Every pattern, in the spelling configs use.
-    pub const NAMES: &'static [&'static str] =
-        &["read", "write", "randread", "randwrite", "randrw"];
+    pub const NAMES: &'static [&'static str] = &["read", "write", "randread", "randwrite", "randrw"];
 
     /// The config spelling.
     pub fn as_str(self) -> &'static str {
@@ -74,10 +73,7 @@ impl FromStr for Rw {
             "randread" => Ok(Rw::RandRead),
             "randwrite" => Ok(Rw::RandWrite),
             "randrw" => Ok(Rw::RandRw),
-            other => Err(format!(
-                "expected one of {}, got '{other}'",
-                Rw::NAMES.join(", ")
-            )),
+            other => Err(format!("expected one of {}, got '{other}'", Rw::NAMES.join(", "))),
         }
     }
 }
@@ -181,10 +177,7 @@ impl RawConfig {
                 ));
             }
             if percent > 100 {
-                return Err(key_error(
-                    "rwmix_read",
-                    format!("expected a percentage from 0 to 100, got {percent}"),
-                ));
+                return Err(key_error("rwmix_read", format!("expected a percentage from 0 to 100, got {percent}")));
             }
         }
         let block = self.block_size.bytes();
@@ -205,12 +198,7 @@ impl RawConfig {
                 ),
             ));
         }
-        check_int_range(
-            "queue_depth",
-            self.queue_depth.into(),
-            1,
-            MAX_QUEUE_DEPTH.into(),
-        )?;
+        check_int_range("queue_depth", self.queue_depth.into(), 1, MAX_QUEUE_DEPTH.into())?;
         check_int_range("jobs", self.jobs.into(), 1, MAX_JOBS.into())?;
         if self.size.bytes() < block {
             return Err(key_error(
@@ -223,23 +211,14 @@ impl RawConfig {
             ));
         }
         if self.size.bytes().checked_mul(self.jobs.into()).is_none() {
-            return Err(key_error(
-                "size",
-                format!(
-                    "{} per job × {} jobs is more than 16 EiB",
-                    self.size, self.jobs
-                ),
-            ));
+            return Err(key_error("size", format!("{} per job × {} jobs is more than 16 EiB", self.size, self.jobs)));
         }
         if let Some(bytes) = self.bytes
             && bytes.bytes() < block
         {
             return Err(key_error(
                 "bytes",
-                format!(
-                    "must be at least one block (block_size {}), got {bytes}",
-                    self.block_size
-                ),
+                format!("must be at least one block (block_size {}), got {bytes}", self.block_size),
             ));
         }
         if common.duration.is_none() && self.bytes.is_none() {

@@ -53,19 +53,12 @@ fn raw_preset_loads_with_defaults() {
         cfg.common,
         Common {
             workload: "raw".into(),
-            description: Some(
-                "fio-like calibration: 4 KiB random reads, QD 32, on a 256 MiB file for 10 s"
-                    .into()
-            ),
+            description: Some("fio-like calibration: 4 KiB random reads, QD 32, on a 256 MiB file for 10 s".into()),
             seed: 1,
             duration: Some(Duration::from_secs(10)),
             verify: true,
             continue_on_error: false,
-            io: IoConfig {
-                direct: true,
-                engine: EngineKind::IoUring,
-                timeout: Duration::from_secs(30)
-            },
+            io: IoConfig { direct: true, engine: EngineKind::IoUring, timeout: Duration::from_secs(30) },
             progress_interval: Duration::from_secs(5),
         }
     );
@@ -103,18 +96,13 @@ fn raw_smoke_preset_is_ci_sized() {
 #[test]
 fn every_preset_loads_and_validates() {
     for preset in presets() {
-        let cfg = load(&preset.name, &[], None, None)
-            .unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
+        let cfg = load(&preset.name, &[], None, None).unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
         assert_eq!(cfg.common.workload, preset.workload);
         match preset.workload.as_str() {
             "raw" => {
-                RawConfig::from_run_config(&cfg)
-                    .unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
+                RawConfig::from_run_config(&cfg).unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
             }
-            other => panic!(
-                "preset {}: no validation test for workload {other}",
-                preset.name
-            ),
+            other => panic!("preset {}: no validation test for workload {other}", preset.name),
         }
     }
 }
@@ -144,14 +132,7 @@ fn overrides_apply_in_order_then_shortcuts() {
     assert_eq!(cfg.common.duration, Some(Duration::from_secs(90)));
     assert!(!cfg.common.verify);
     assert!(cfg.common.continue_on_error);
-    assert_eq!(
-        cfg.common.io,
-        IoConfig {
-            direct: false,
-            engine: EngineKind::Sync,
-            timeout: Duration::from_secs(120)
-        }
-    );
+    assert_eq!(cfg.common.io, IoConfig { direct: false, engine: EngineKind::Sync, timeout: Duration::from_secs(120) });
     assert_eq!(cfg.common.progress_interval, Duration::from_secs(1));
     assert_eq!(cfg.common.description.as_deref(), Some("tuned"));
     let raw = RawConfig::from_run_config(&cfg).unwrap();
@@ -200,11 +181,7 @@ fn file_with_only_required_keys_gets_every_default() {
 fn yml_extension_and_nested_io_in_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yml");
-    std::fs::write(
-        &path,
-        "workload: raw\nrw: read\nbytes: 1MiB\nio:\n  direct: false\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "workload: raw\nrw: read\nbytes: 1MiB\nio:\n  direct: false\n").unwrap();
     let cfg = load(path.to_str().unwrap(), &[], None, None).unwrap();
     assert!(!cfg.common.io.direct);
     assert_eq!(cfg.common.io.engine, EngineKind::IoUring);
@@ -234,26 +211,13 @@ fn effective_config_has_common_defaults_and_workload_keys() {
     assert_eq!(cfg.effective["size"], Value::from("256MiB"));
     assert_eq!(cfg.effective["queue_depth"], Value::from(8));
     assert_eq!(cfg.effective["seed"], Value::from(3));
-    let first_keys: Vec<&str> = cfg
-        .effective
-        .as_mapping()
-        .unwrap()
-        .keys()
-        .filter_map(Value::as_str)
-        .take(3)
-        .collect();
+    let first_keys: Vec<&str> = cfg.effective.as_mapping().unwrap().keys().filter_map(Value::as_str).take(3).collect();
     assert_eq!(first_keys, ["workload", "description", "seed"]);
 }
 
 #[test]
 fn effective_config_loads_back_to_the_same_run() {
-    let mut cfg = load(
-        "raw-smoke",
-        &sets(&["io.engine=sync", "rwmix_read=30"]),
-        Some(9),
-        None,
-    )
-    .unwrap();
+    let mut cfg = load("raw-smoke", &sets(&["io.engine=sync", "rwmix_read=30"]), Some(9), None).unwrap();
     let raw = RawConfig::from_run_config(&cfg).unwrap();
     cfg.record_workload(&raw).unwrap();
     let yaml = cfg.effective_yaml().unwrap();
@@ -274,40 +238,19 @@ fn bad_units_name_the_key() {
          like 4096, 4KiB, 1MiB, 2GiB"
     );
     let e = raw_err(&["size=-1MiB"]);
-    assert!(
-        e.starts_with("config key `size`: invalid size '-1MiB'") && e.contains("negative"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `size`: invalid size '-1MiB'") && e.contains("negative"), "{e}");
     let e = raw_err(&["size=-5"]);
-    assert!(
-        e.starts_with("config key `size`:") && e.contains("negative"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `size`:") && e.contains("negative"), "{e}");
     let e = raw_err(&["bytes=0.5"]);
-    assert!(
-        e.starts_with("config key `bytes`:") && e.contains("whole number of bytes"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `bytes`:") && e.contains("whole number of bytes"), "{e}");
     let e = raw_err(&["duration=10 parsecs"]);
-    assert!(
-        e.starts_with("config key `duration`: invalid duration '10 parsecs'"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `duration`: invalid duration '10 parsecs'"), "{e}");
     let e = raw_err(&["io.timeout=soon"]);
-    assert!(
-        e.starts_with("config key `io.timeout`: invalid duration 'soon'"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `io.timeout`: invalid duration 'soon'"), "{e}");
     let e = raw_err(&["progress_interval=[1]"]);
-    assert!(
-        e.starts_with("config key `progress_interval`: expected a duration"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `progress_interval`: expected a duration"), "{e}");
     let e = raw_err(&["block_size=true"]);
-    assert!(
-        e.starts_with("config key `block_size`: expected a size") && e.ends_with("got true"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `block_size`: expected a size") && e.ends_with("got true"), "{e}");
 }
 
 #[test]
@@ -333,10 +276,7 @@ fn unknown_keys_list_the_known_ones() {
     );
     assert!(e.ends_with("did you mean `block_size`?"), "{e}");
     let e = raw_err(&["durration=5s"]);
-    assert!(
-        e.contains("`durration`") && e.contains("did you mean `duration`?"),
-        "{e}"
-    );
+    assert!(e.contains("`durration`") && e.contains("did you mean `duration`?"), "{e}");
     let e = raw_err(&["io.directt=false"]);
     assert_eq!(
         e,
@@ -344,99 +284,45 @@ fn unknown_keys_list_the_known_ones() {
          did you mean `io.direct`?"
     );
     let e = raw_err(&["completely_unrelated=1"]);
-    assert!(
-        e.contains("`completely_unrelated`") && !e.contains("did you mean"),
-        "{e}"
-    );
+    assert!(e.contains("`completely_unrelated`") && !e.contains("did you mean"), "{e}");
 }
 
 #[test]
 fn wrong_types_name_the_key() {
-    assert_eq!(
-        raw_err(&["io.direct=maybe"]),
-        "config key `io.direct`: expected true or false, got 'maybe'"
-    );
-    assert_eq!(
-        raw_err(&["verify=yes"]),
-        "config key `verify`: expected true or false, got 'yes'"
-    );
-    assert_eq!(
-        raw_err(&["continue_on_error=1"]),
-        "config key `continue_on_error`: expected true or false, got 1"
-    );
-    assert_eq!(
-        raw_err(&["seed=abc"]),
-        "config key `seed`: expected an integer, got 'abc'"
-    );
-    assert_eq!(
-        raw_err(&["seed=-1"]),
-        "config key `seed`: expected an integer from 0 to 18446744073709551615, got -1"
-    );
-    assert_eq!(
-        raw_err(&["queue_depth=lots"]),
-        "config key `queue_depth`: expected an integer, got 'lots'"
-    );
-    assert_eq!(
-        raw_err(&["queue_depth=2.5"]),
-        "config key `queue_depth`: expected an integer, got 2.5"
-    );
+    assert_eq!(raw_err(&["io.direct=maybe"]), "config key `io.direct`: expected true or false, got 'maybe'");
+    assert_eq!(raw_err(&["verify=yes"]), "config key `verify`: expected true or false, got 'yes'");
+    assert_eq!(raw_err(&["continue_on_error=1"]), "config key `continue_on_error`: expected true or false, got 1");
+    assert_eq!(raw_err(&["seed=abc"]), "config key `seed`: expected an integer, got 'abc'");
+    assert_eq!(raw_err(&["seed=-1"]), "config key `seed`: expected an integer from 0 to 18446744073709551615, got -1");
+    assert_eq!(raw_err(&["queue_depth=lots"]), "config key `queue_depth`: expected an integer, got 'lots'");
+    assert_eq!(raw_err(&["queue_depth=2.5"]), "config key `queue_depth`: expected an integer, got 2.5");
     assert_eq!(
         raw_err(&["rwmix_read=300", "rw=randrw"]),
         "config key `rwmix_read`: expected an integer from 0 to 255, got 300"
     );
-    assert_eq!(
-        raw_err(&["io.engine=spdk"]),
-        "config key `io.engine`: expected one of io_uring, sync, got 'spdk'"
-    );
+    assert_eq!(raw_err(&["io.engine=spdk"]), "config key `io.engine`: expected one of io_uring, sync, got 'spdk'");
     assert_eq!(
         raw_err(&["rw=sideways"]),
         "config key `rw`: expected one of read, write, randread, randwrite, randrw, got 'sideways'"
     );
-    assert_eq!(
-        raw_err(&["rw=5"]),
-        "config key `rw`: expected one of read, write, randread, randwrite, randrw, got 5"
-    );
-    assert_eq!(
-        raw_err(&["io=5"]),
-        "config key `io`: expected a mapping (key: value pairs), got 5"
-    );
-    assert_eq!(
-        raw_err(&["description=[a]"]),
-        "config key `description`: expected a string, got a list"
-    );
-    assert_eq!(
-        raw_err(&["workload=7"]),
-        "config key `workload`: expected a string, got 7"
-    );
+    assert_eq!(raw_err(&["rw=5"]), "config key `rw`: expected one of read, write, randread, randwrite, randrw, got 5");
+    assert_eq!(raw_err(&["io=5"]), "config key `io`: expected a mapping (key: value pairs), got 5");
+    assert_eq!(raw_err(&["description=[a]"]), "config key `description`: expected a string, got a list");
+    assert_eq!(raw_err(&["workload=7"]), "config key `workload`: expected a string, got 7");
 }
 
 #[test]
 fn range_errors_name_the_key() {
-    assert_eq!(
-        raw_err(&["queue_depth=0"]),
-        "config key `queue_depth`: expected an integer ≥ 1, got 0"
-    );
-    assert_eq!(
-        raw_err(&["queue_depth=5000"]),
-        "config key `queue_depth`: expected an integer ≤ 4096, got 5000"
-    );
-    assert_eq!(
-        raw_err(&["jobs=0"]),
-        "config key `jobs`: expected an integer ≥ 1, got 0"
-    );
-    assert_eq!(
-        raw_err(&["jobs=257"]),
-        "config key `jobs`: expected an integer ≤ 256, got 257"
-    );
+    assert_eq!(raw_err(&["queue_depth=0"]), "config key `queue_depth`: expected an integer ≥ 1, got 0");
+    assert_eq!(raw_err(&["queue_depth=5000"]), "config key `queue_depth`: expected an integer ≤ 4096, got 5000");
+    assert_eq!(raw_err(&["jobs=0"]), "config key `jobs`: expected an integer ≥ 1, got 0");
+    assert_eq!(raw_err(&["jobs=257"]), "config key `jobs`: expected an integer ≤ 256, got 257");
     assert_eq!(
         raw_err(&["rw=randrw", "rwmix_read=101"]),
         "config key `rwmix_read`: expected a percentage from 0 to 100, got 101"
     );
     let e = raw_err(&["rwmix_read=30"]);
-    assert!(
-        e.starts_with("config key `rwmix_read`: only applies to `rw: randrw`"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `rwmix_read`: only applies to `rw: randrw`"), "{e}");
     assert!(e.contains("rw is randread"), "{e}");
     assert!(raw_with(&["queue_depth=4096", "jobs=256", "size=4KiB"]).is_ok());
     assert!(raw_with(&["rw=randrw", "rwmix_read=0"]).is_ok());
@@ -446,87 +332,47 @@ fn range_errors_name_the_key() {
 #[test]
 fn block_and_file_sizes_are_checked() {
     let e = raw_err(&["block_size=5000"]);
-    assert!(
-        e.starts_with("config key `block_size`: must be a non-zero multiple of 4KiB"),
-        "{e}"
-    );
-    assert!(
-        e.contains("data generator") && e.contains("got 5000B; try 4KiB or 8KiB"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `block_size`: must be a non-zero multiple of 4KiB"), "{e}");
+    assert!(e.contains("data generator") && e.contains("got 5000B; try 4KiB or 8KiB"), "{e}");
     let e = raw_err(&["block_size=0"]);
-    assert!(
-        e.contains("config key `block_size`") && e.contains("got 0B; try 4KiB"),
-        "{e}"
-    );
+    assert!(e.contains("config key `block_size`") && e.contains("got 0B; try 4KiB"), "{e}");
     let e = raw_err(&["block_size=512"]);
-    assert!(
-        e.contains("config key `block_size`") && e.contains("try 4KiB"),
-        "{e}"
-    );
+    assert!(e.contains("config key `block_size`") && e.contains("try 4KiB"), "{e}");
     let e = raw_err(&["size=0"]);
-    assert!(
-        e.starts_with("config key `size`:") && e.contains("smaller than block_size 4KiB"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `size`:") && e.contains("smaller than block_size 4KiB"), "{e}");
     let e = raw_err(&["block_size=1MiB", "size=512KiB"]);
     assert!(e.starts_with("config key `size`:"), "{e}");
     let e = raw_err(&["size=8EiB", "jobs=4"]);
-    assert!(
-        e.starts_with("config key `size`:") && e.contains("16 EiB"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `size`:") && e.contains("16 EiB"), "{e}");
     let e = raw_err(&["bytes=0"]);
-    assert!(
-        e.starts_with("config key `bytes`: must be at least one block"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `bytes`: must be at least one block"), "{e}");
     assert!(raw_with(&["block_size=8k", "size=1m"]).is_ok());
 }
 
 #[test]
 fn durations_must_be_positive() {
     let e = raw_err(&["duration=0s"]);
-    assert!(
-        e.starts_with("config key `duration`: must be greater than 0"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `duration`: must be greater than 0"), "{e}");
     let e = raw_err(&["io.timeout=0"]);
-    assert!(
-        e.starts_with("config key `io.timeout`: must be greater than 0"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `io.timeout`: must be greater than 0"), "{e}");
     let e = raw_err(&["progress_interval=0ms"]);
-    assert!(
-        e.starts_with("config key `progress_interval`: must be greater than 0"),
-        "{e}"
-    );
+    assert!(e.starts_with("config key `progress_interval`: must be greater than 0"), "{e}");
 }
 
 #[test]
 fn raw_needs_duration_or_bytes() {
     let e = raw_err(&["duration="]);
-    assert!(
-        e.contains("`duration`") && e.contains("`bytes`") && e.contains("whichever"),
-        "{e}"
-    );
+    assert!(e.contains("`duration`") && e.contains("`bytes`") && e.contains("whichever"), "{e}");
     let (_dir, _path, cfg) = load_text("workload: raw\nrw: read\n");
-    let e = RawConfig::from_run_config(&cfg.unwrap())
-        .unwrap_err()
-        .to_string();
+    let e = RawConfig::from_run_config(&cfg.unwrap()).unwrap_err().to_string();
     assert!(e.contains("needs a way to stop"), "{e}");
 }
 
 #[test]
 fn raw_needs_rw() {
     let (_dir, _path, cfg) = load_text("workload: raw\nduration: 1s\n");
-    let e = RawConfig::from_run_config(&cfg.unwrap())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.starts_with("missing config key `rw` for workload raw"),
-        "{e}"
-    );
+    let e = RawConfig::from_run_config(&cfg.unwrap()).unwrap_err().to_string();
+    assert!(e.starts_with("missing config key `rw` for workload raw"), "{e}");
     assert!(e.contains("randread"), "{e}");
 }
 
@@ -536,10 +382,7 @@ fn malformed_yaml_names_file_and_position() {
     assert!(e.starts_with(&format!("{path}: malformed YAML")), "{e}");
     assert!(e.contains("line 3 column 12"), "{e}");
     let (path, e) = text_err("workload: raw\nworkload: raw\n");
-    assert!(
-        e.starts_with(&format!("{path}: malformed YAML at line 1, column 1")),
-        "{e}"
-    );
+    assert!(e.starts_with(&format!("{path}: malformed YAML at line 1, column 1")), "{e}");
     assert!(e.contains("duplicate"), "{e}");
     let (_, e) = text_err("\tworkload: raw\n");
     assert!(e.contains("malformed YAML at line 1, column 1"), "{e}");
@@ -550,17 +393,12 @@ fn top_level_must_be_a_mapping() {
     let (path, e) = text_err("- workload: raw\n");
     assert_eq!(
         e,
-        format!(
-            "{path}: the top level must be a mapping of keys to values (like `workload: raw`), not a list"
-        )
+        format!("{path}: the top level must be a mapping of keys to values (like `workload: raw`), not a list")
     );
     let (_, e) = text_err("just a string\n");
     assert!(e.contains("not a single value"), "{e}");
     let (path, e) = text_err("");
-    assert!(
-        e.starts_with(&format!("{path}: the config is empty")),
-        "{e}"
-    );
+    assert!(e.starts_with(&format!("{path}: the config is empty")), "{e}");
     let (_, e) = text_err("# only a comment\n");
     assert!(e.contains("the config is empty"), "{e}");
     let (_, e) = text_err("1: x\nworkload: raw\n");
@@ -570,16 +408,10 @@ fn top_level_must_be_a_mapping() {
 #[test]
 fn workload_key_is_required_and_known() {
     let (path, e) = text_err("rw: read\nduration: 1s\n");
-    assert!(
-        e.starts_with(&format!("{path}: missing config key `workload`")),
-        "{e}"
-    );
+    assert!(e.starts_with(&format!("{path}: missing config key `workload`")), "{e}");
     assert!(e.contains("known workloads: raw"), "{e}");
     let (_, e) = text_err("workload: kvcache\n");
-    assert_eq!(
-        e,
-        "config key `workload`: unknown workload 'kvcache'; known workloads: raw"
-    );
+    assert_eq!(e, "config key `workload`: unknown workload 'kvcache'; known workloads: raw");
     let e = raw_err(&["workload="]);
     assert!(e.contains("missing config key `workload`"), "{e}");
 }
@@ -600,9 +432,7 @@ fn source_errors_are_usage_errors() {
     }
     let e = load("rw", &[], None, None).unwrap_err().to_string();
     assert!(e.contains("available presets: raw, raw-smoke"), "{e}");
-    let e = load("raw", &sets(&["queue_depth"]), None, None)
-        .unwrap_err()
-        .to_string();
+    let e = load("raw", &sets(&["queue_depth"]), None, None).unwrap_err().to_string();
     assert!(e.contains("--set KEY=VALUE"), "{e}");
 }
 
@@ -620,27 +450,14 @@ fn workload_config_errors_name_nested_paths() {
     struct Nested {
         tiers: Vec<Tier>,
     }
-    let (_dir, _path, cfg) =
-        load_text("workload: raw\ntiers:\n  - capacity: 1GiB\n  - capacity: 1GX\n");
-    let e = workload_config::<Nested>(&cfg.unwrap())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.starts_with("config key `tiers[1].capacity`: invalid size '1GX'"),
-        "{e}"
-    );
+    let (_dir, _path, cfg) = load_text("workload: raw\ntiers:\n  - capacity: 1GiB\n  - capacity: 1GX\n");
+    let e = workload_config::<Nested>(&cfg.unwrap()).unwrap_err().to_string();
+    assert!(e.starts_with("config key `tiers[1].capacity`: invalid size '1GX'"), "{e}");
     let (_dir, _path, cfg) = load_text("workload: raw\ntiers:\n  - capasity: 1GiB\n");
-    let e = workload_config::<Nested>(&cfg.unwrap())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.starts_with("unknown config key `tiers[0].capasity`"),
-        "{e}"
-    );
+    let e = workload_config::<Nested>(&cfg.unwrap()).unwrap_err().to_string();
+    assert!(e.starts_with("unknown config key `tiers[0].capasity`"), "{e}");
     let (_dir, _path, cfg) = load_text("workload: raw\ntiers:\n  - {}\n");
-    let e = workload_config::<Nested>(&cfg.unwrap())
-        .unwrap_err()
-        .to_string();
+    let e = workload_config::<Nested>(&cfg.unwrap()).unwrap_err().to_string();
     assert_eq!(e, "missing config key `tiers[0].capacity`");
 }
 

@@ -52,12 +52,7 @@ pub(crate) struct Span {
 }
 
 /// Computes the aligned span of a data op, or an error completion reason.
-pub(crate) fn plan_span(
-    op: &Op,
-    r: &Resolved,
-    align: u64,
-    buf_capacity: usize,
-) -> Result<Span, TargetError> {
+pub(crate) fn plan_span(op: &Op, r: &Resolved, align: u64, buf_capacity: usize) -> Result<Span, TargetError> {
     let (offset, len, what) = match *op {
         Op::Read { offset, len, .. } => (offset, len, "read"),
         Op::Write { offset, len, .. } => (offset, len, "write"),
@@ -77,10 +72,10 @@ pub(crate) fn plan_span(
             "{what} of {len} bytes at {offset} needs a {span_len}-byte aligned buffer; got {buf_capacity}"
         )));
     }
-    if let Some(limit) = r.limit {
-        if end > limit {
-            return Err(TargetError::io(what, r.name.to_string(), offset, libc::EFBIG));
-        }
+    if let Some(limit) = r.limit
+        && end > limit
+    {
+        return Err(TargetError::io(what, r.name.to_string(), offset, libc::EFBIG));
     }
     Ok(Span { fd_offset: r.base + start, len: span_len, data_start: (offset - start) as usize, requested: len })
 }

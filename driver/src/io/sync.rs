@@ -30,7 +30,13 @@ pub struct SyncQueue {
 }
 
 impl SyncQueue {
-    pub fn new(depth: usize, resolver: Arc<dyn Resolver>, align: usize, direct: bool, note: Option<String>) -> SyncQueue {
+    pub fn new(
+        depth: usize,
+        resolver: Arc<dyn Resolver>,
+        align: usize,
+        direct: bool,
+        note: Option<String>,
+    ) -> SyncQueue {
         SyncQueue { resolver, pending: Default::default(), depth, align: align as u64, direct, note }
     }
 
@@ -52,9 +58,10 @@ impl SyncQueue {
         };
         match op {
             Op::Commit { obj, size } => {
-                let res = self.resolver.set_logical_size(obj, size).and_then(|()| {
-                    r.file.sync_data().map_err(|e| io_err("fsync", &r, size, &e))
-                });
+                let res = self
+                    .resolver
+                    .set_logical_size(obj, size)
+                    .and_then(|()| r.file.sync_data().map_err(|e| io_err("fsync", &r, size, &e)));
                 done(res.map(|()| 0), buf, 0)
             }
             Op::Read { offset, .. } | Op::Write { offset, .. } => {
@@ -115,7 +122,12 @@ impl Queue for SyncQueue {
         Ok(())
     }
 
-    fn reap(&mut self, min_complete: usize, _timeout: Duration, out: &mut Vec<Completion>) -> Result<usize, TargetError> {
+    fn reap(
+        &mut self,
+        min_complete: usize,
+        _timeout: Duration,
+        out: &mut Vec<Completion>,
+    ) -> Result<usize, TargetError> {
         // Run at least one op (so callers make progress) and at most the
         // ones asked for: running the whole queue would inflate the latency
         // of ops the caller has not yet been told about.

@@ -115,23 +115,26 @@ impl UringQueue {
         self.immediate.push(Immediate { tag, op, buf, err, at: Instant::now() });
     }
 
-    fn build_entry(&self, op: &Op, r: &Resolved, span: Option<&Span>, buf: Option<&mut AlignedBuf>, slot: u32) -> io_uring::squeue::Entry {
+    fn build_entry(
+        &self,
+        op: &Op,
+        r: &Resolved,
+        span: Option<&Span>,
+        buf: Option<&mut AlignedBuf>,
+        slot: u32,
+    ) -> io_uring::squeue::Entry {
         let fd = types::Fd(r.file.as_raw_fd());
         let entry = match (op, span, buf) {
             (Op::Read { .. }, Some(s), Some(b)) => {
                 if let (true, Some(idx)) = (self.registered, b.slot()) {
-                    opcode::ReadFixed::new(fd, b.as_mut_ptr(), s.len as u32, idx as u16)
-                        .offset(s.fd_offset)
-                        .build()
+                    opcode::ReadFixed::new(fd, b.as_mut_ptr(), s.len as u32, idx as u16).offset(s.fd_offset).build()
                 } else {
                     opcode::Read::new(fd, b.as_mut_ptr(), s.len as u32).offset(s.fd_offset).build()
                 }
             }
             (Op::Write { .. }, Some(s), Some(b)) => {
                 if let (true, Some(idx)) = (self.registered, b.slot()) {
-                    opcode::WriteFixed::new(fd, b.as_ptr(), s.len as u32, idx as u16)
-                        .offset(s.fd_offset)
-                        .build()
+                    opcode::WriteFixed::new(fd, b.as_ptr(), s.len as u32, idx as u16).offset(s.fd_offset).build()
                 } else {
                     opcode::Write::new(fd, b.as_ptr(), s.len as u32).offset(s.fd_offset).build()
                 }
@@ -201,11 +204,8 @@ impl UringQueue {
 /// `SINGLE_ISSUER` is implied: each ring is used only by the worker thread
 /// that created it.
 fn build_ring(entries: u32) -> std::io::Result<IoUring> {
-    let deferred = IoUring::builder()
-        .setup_cqsize(entries * 2)
-        .setup_single_issuer()
-        .setup_defer_taskrun()
-        .build(entries);
+    let deferred =
+        IoUring::builder().setup_cqsize(entries * 2).setup_single_issuer().setup_defer_taskrun().build(entries);
     match deferred {
         Ok(r) => Ok(r),
         Err(_) => match IoUring::builder().setup_cqsize(entries * 2).setup_coop_taskrun().build(entries) {
@@ -273,7 +273,12 @@ impl Queue for UringQueue {
         Ok(())
     }
 
-    fn reap(&mut self, min_complete: usize, timeout: Duration, out: &mut Vec<Completion>) -> Result<usize, TargetError> {
+    fn reap(
+        &mut self,
+        min_complete: usize,
+        timeout: Duration,
+        out: &mut Vec<Completion>,
+    ) -> Result<usize, TargetError> {
         let ready = self.immediate.len() + self.ring.completion().len();
         let want = min_complete.saturating_sub(ready).min(self.depth - self.free_slots.len());
         let res = if want == 0 {

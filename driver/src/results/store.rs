@@ -30,10 +30,8 @@ pub fn new_run_id(workload: &str, now: jiff::Timestamp) -> String {
         ^ u64::from(now.subsec_nanosecond().unsigned_abs())
         ^ seq.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let tag = splitmix64(seed) & 0xFFFF;
-    let name: String = workload
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
-        .collect();
+    let name: String =
+        workload.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect();
     format!("{}-{name}-{tag:04x}", now.strftime("%Y%m%dT%H%M%SZ"))
 }
 
@@ -56,9 +54,9 @@ pub fn write_json_atomic(path: &Path, value: &impl serde::Serialize) -> io::Resu
 /// directory, fsync, rename over `path`, fsync of the directory. On failure
 /// the temporary file is removed and `path` is untouched.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a file path", path.display()))
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("{}: not a file path", path.display())))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -160,7 +158,10 @@ impl ResultsDir {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 io::Error::new(
                     e.kind(),
-                    format!("run directory {} already exists; not writing into another run's results", self.dir.display()),
+                    format!(
+                        "run directory {} already exists; not writing into another run's results",
+                        self.dir.display()
+                    ),
                 )
             } else {
                 e
@@ -203,8 +204,8 @@ struct Header {
 }
 
 fn newest_run(root: &Path) -> Result<PathBuf, Error> {
-    let entries = fs::read_dir(root)
-        .map_err(|e| Error::usage(format!("{}: cannot list directory: {e}", root.display())))?;
+    let entries =
+        fs::read_dir(root).map_err(|e| Error::usage(format!("{}: cannot list directory: {e}", root.display())))?;
     let mut best: Option<(Option<jiff::Timestamp>, String, PathBuf)> = None;
     let mut skipped = 0usize;
     for entry in entries.flatten() {
@@ -263,11 +264,7 @@ fn read_result(file: &Path) -> Result<RunResult, Error> {
         return Err(Error::usage(format!("{shown}: schema_version 0 is not a valid mlpdrive schema version")));
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
-        Error::usage(format!(
-            "{shown}: damaged mlpdrive results.json: field `{}`: {}",
-            e.path(),
-            e.inner()
-        ))
+        Error::usage(format!("{shown}: damaged mlpdrive results.json: field `{}`: {}", e.path(), e.inner()))
     })
 }
 
@@ -285,8 +282,10 @@ mod tests {
     }
 
     fn dir_entries(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> =
-            fs::read_dir(dir).expect("read_dir").map(|e| e.expect("entry").file_name().to_string_lossy().into()).collect();
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into())
+            .collect();
         v.sort();
         v
     }

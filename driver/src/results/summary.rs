@@ -103,7 +103,9 @@ fn io_mode_warnings(r: &RunResult) -> Vec<String> {
         w.push("O_DIRECT NOT USED: the page cache was in the path; figures may measure memory, not storage".into());
     }
     if m.engine == "sync" {
-        w.push("io_uring NOT USED: synchronous pread/pwrite fallback; throughput and CPU cost differ from io_uring".into());
+        w.push(
+            "io_uring NOT USED: synchronous pread/pwrite fallback; throughput and CPU cost differ from io_uring".into(),
+        );
     } else if m.engine != "io_uring" {
         w.push(format!("io_uring NOT USED: engine is '{}'", m.engine));
     }
@@ -244,7 +246,11 @@ fn footer(out: &mut String, r: &RunResult) {
         line(
             out,
             "verify",
-            format!("ok: {} verified, {} read unverified, 0 errors", bytes_text(v.verified_bytes), bytes_text(v.unverified_bytes)),
+            format!(
+                "ok: {} verified, {} read unverified, 0 errors",
+                bytes_text(v.verified_bytes),
+                bytes_text(v.unverified_bytes)
+            ),
         );
     }
     match (&r.errors.count, &r.errors.first) {
@@ -288,7 +294,9 @@ mod tests {
     use crate::results::testutil::sample_result;
 
     fn line_starting<'a>(text: &'a str, prefix: &str) -> &'a str {
-        text.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{text}"))
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{text}"))
     }
 
     #[test]

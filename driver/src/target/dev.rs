@@ -94,12 +94,7 @@ impl DevTarget {
         let info = TargetInfo {
             kind: "dev",
             location: display.to_string(),
-            caps: Capabilities {
-                align,
-                ranged_writes: true,
-                stores_data: true,
-                max_object_bytes: Some(device_bytes),
-            },
+            caps: Capabilities { align, ranged_writes: true, stores_data: true, max_object_bytes: Some(device_bytes) },
         };
         let state = Arc::new(DevState { handles: HandleTable::default(), alloc: Mutex::new(Alloc::default()) });
         Ok(DevTarget { info, file: Arc::new(file), device_bytes, opts, state })
@@ -113,11 +108,11 @@ impl Target for DevTarget {
 
     fn create(&self, name: &str, size_hint: u64) -> Result<ObjectHandle, TargetError> {
         let need = align_up(size_hint.max(1), EXTENT_ALIGN);
-        if let Some((h, r)) = self.state.handles.lookup(name) {
-            if r.limit.is_some_and(|l| l >= need) {
-                self.state.set_logical_size(h, 0)?;
-                return Ok(h);
-            }
+        if let Some((h, r)) = self.state.handles.lookup(name)
+            && r.limit.is_some_and(|l| l >= need)
+        {
+            self.state.set_logical_size(h, 0)?;
+            return Ok(h);
         }
         let start = {
             let mut a = self.state.alloc.lock().expect("dev alloc poisoned");

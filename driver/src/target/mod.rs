@@ -31,8 +31,6 @@ use std::time::{Duration, Instant};
 
 use crate::buf::AlignedBuf;
 
-
-
 /// How a target should do I/O, from the run's `io.*` config.
 #[derive(Debug, Clone, Copy)]
 pub struct OpenOptions {

@@ -7,9 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{
-    Capabilities, Completion, IoMode, ObjectHandle, Op, Queue, QueueFull, Target, TargetError, TargetInfo,
-};
+use super::{Capabilities, Completion, IoMode, ObjectHandle, Op, Queue, QueueFull, Target, TargetError, TargetInfo};
 use crate::buf::{AlignedBuf, BufPool};
 
 pub struct NullTarget {

@@ -56,11 +56,7 @@ impl HandleTable {
     /// Every live entry, for targets without a persistent namespace.
     pub fn all(&self) -> Vec<(ObjectHandle, Resolved)> {
         let t = self.inner.read().expect("handle table poisoned");
-        t.entries
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| e.clone().map(|r| (ObjectHandle(i as u32), r)))
-            .collect()
+        t.entries.iter().enumerate().filter_map(|(i, e)| e.clone().map(|r| (ObjectHandle(i as u32), r))).collect()
     }
 
     pub fn name_of(r: &Resolved) -> Arc<str> {

@@ -19,7 +19,8 @@ use crate::recorder::{LiveCounters, Recorder};
 use crate::target::{IoMode, Target};
 
 /// Built-in workload names with one line each (for `mlpdrive workloads`).
-pub const WORKLOADS: &[(&str, &str)] = &[("raw", "fio-like calibration: seq/rand read/write at a block size and queue depth")];
+pub const WORKLOADS: &[(&str, &str)] =
+    &[("raw", "fio-like calibration: seq/rand read/write at a block size and queue depth")];
 
 /// What a workload gets to run.
 pub struct RunEnv<'a> {

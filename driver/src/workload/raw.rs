@@ -40,7 +40,7 @@ struct JobFile {
 pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
     let align = env.target.info().caps.align as u64;
     let bs = cfg.block_size.0;
-    if bs % align != 0 {
+    if !bs.is_multiple_of(align) {
         return Err(Error::usage(format!(
             "config key `block_size`: {bs} bytes is not a multiple of the target's direct-I/O alignment ({align} bytes)"
         )));
@@ -153,15 +153,15 @@ fn create(target: &dyn Target, name: &str, size: u64) -> Result<ObjectHandle, Er
 /// not (untimed).
 fn ensure_layout(env: &RunEnv, name: &str, key: u64, size: u64, seed: u64) -> Result<ObjectHandle, Error> {
     let opened = env.target.open(name).map_err(|e| Error::failed(format!("cannot open {name}: {e}")))?;
-    if let Some((h, have)) = opened {
-        if have == size && env.target.info().caps.stores_data {
-            let probe = Op::Read { obj: h, offset: 0, len: datagen::BLOCK_BYTES as u32 };
-            let expect = Expect { seed, object: key, generation: None };
-            let rep = run_single(env, probe, Data::Verify(expect), "layout-check", datagen::BLOCK_BYTES)?;
-            if rep.errors.count == 0 && rep.verify.is_ok() && rep.verify.verified_bytes == datagen::BLOCK_BYTES as u64
-            {
-                return Ok(h);
-            }
+    if let Some((h, have)) = opened
+        && have == size
+        && env.target.info().caps.stores_data
+    {
+        let probe = Op::Read { obj: h, offset: 0, len: datagen::BLOCK_BYTES as u32 };
+        let expect = Expect { seed, object: key, generation: None };
+        let rep = run_single(env, probe, Data::Verify(expect), "layout-check", datagen::BLOCK_BYTES)?;
+        if rep.errors.count == 0 && rep.verify.is_ok() && rep.verify.verified_bytes == datagen::BLOCK_BYTES as u64 {
+            return Ok(h);
         }
     }
     let h = create(env.target, name, size)?;
@@ -188,10 +188,7 @@ fn ensure_layout(env: &RunEnv, name: &str, key: u64, size: u64, seed: u64) -> Re
 fn run_single(env: &RunEnv, op: Op, data: Data, phase: &'static str, buf_bytes: usize) -> Result<WorkerReport, Error> {
     let align = env.target.info().caps.align;
     let mut pool = BufPool::new(1, buf_bytes.max(align), align);
-    let mut queue = env
-        .target
-        .queue(1, &mut pool)
-        .map_err(|e| Error::failed(format!("cannot set up a queue: {e}")))?;
+    let mut queue = env.target.queue(1, &mut pool).map_err(|e| Error::failed(format!("cannot set up a queue: {e}")))?;
     let mut src = Single(Some(Request { op, data, key: key(phase, op.kind()), exact: true }));
     let mut rep = WorkerReport::default();
     let verify = matches!(data, Data::Verify(_));
@@ -404,8 +401,7 @@ impl OpSource for RawSource {
                 self.read(b)
             }
             Rw::RandWrite | Rw::RandRw => {
-                let is_read =
-                    self.rw == Rw::RandRw && (self.rng.next_u64() % 100) < u64::from(self.rwmix_read);
+                let is_read = self.rw == Rw::RandRw && (self.rng.next_u64() % 100) < u64::from(self.rwmix_read);
                 let Some(b) = self.free_block() else {
                     self.issued -= self.bs;
                     return Next::Wait;
