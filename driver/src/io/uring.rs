@@ -25,7 +25,6 @@ struct InFlight {
     buf: Option<AlignedBuf>,
     span: Option<Span>,
     submitted: Instant,
-    name: Arc<str>,
 }
 
 /// A completion decided at submission (bad request): delivered at next reap.
@@ -50,6 +49,8 @@ pub struct UringQueue {
     registered: bool,
     note: Option<String>,
     ext_arg: bool,
+    /// Reused for draining the CQ (no allocation per reap).
+    cq_buf: Vec<(u64, i32)>,
 }
 
 impl UringQueue {
@@ -95,20 +96,32 @@ impl UringQueue {
             registered,
             note,
             ext_arg,
+            cq_buf: Vec::with_capacity(depth * 2),
         })
     }
 
-    fn resolve(&mut self, obj: ObjectHandle) -> Option<Resolved> {
+    /// Resolves `obj` once per queue; later ops borrow the cached entry, so
+    /// the hot path touches no lock and no reference count. Handles are
+    /// never reused by targets, so a cached entry cannot go stale.
+    fn cache(&mut self, obj: ObjectHandle) -> bool {
         let i = obj.0 as usize;
-        if let Some(Some(r)) = self.cache.get(i) {
-            return Some(r.clone());
+        if matches!(self.cache.get(i), Some(Some(_))) {
+            return true;
         }
-        let r = self.resolver.resolve(obj)?;
+        let Some(r) = self.resolver.resolve(obj) else { return false };
         if self.cache.len() <= i {
             self.cache.resize(i + 1, None);
         }
-        self.cache[i] = Some(r.clone());
-        Some(r)
+        self.cache[i] = Some(r);
+        true
+    }
+
+    fn cached(&self, obj: ObjectHandle) -> &Resolved {
+        self.cache[obj.0 as usize].as_ref().expect("resolved before use")
+    }
+
+    fn name_of(&self, obj: ObjectHandle) -> String {
+        self.cache.get(obj.0 as usize).and_then(Option::as_ref).map_or_else(|| format!("#{}", obj.0), |r| r.name.to_string())
     }
 
     fn reject(&mut self, tag: u64, op: Op, buf: Option<AlignedBuf>, err: TargetError) {
@@ -159,8 +172,10 @@ impl UringQueue {
             });
             n += 1;
         }
-        let cq: Vec<(u64, i32)> = self.ring.completion().map(|c| (c.user_data(), c.result())).collect();
-        for (slot, res) in cq {
+        let mut cq = std::mem::take(&mut self.cq_buf);
+        cq.clear();
+        cq.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        for &(slot, res) in &cq {
             let Some(f) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
                 continue;
             };
@@ -171,11 +186,11 @@ impl UringQueue {
                     Op::Write { offset, .. } => ("write", offset),
                     Op::Commit { size, .. } => ("fsync", size),
                 };
-                Err(TargetError::io(what, f.name.to_string(), offset, -res))
+                Err(TargetError::io(what, self.name_of(f.op.obj()), offset, -res))
             } else {
                 match (&f.op, &f.span) {
                     (Op::Write { len, .. }, Some(s)) if (res as usize) < s.len.min(*len as usize) => {
-                        Err(short_write(&f.name, s, res))
+                        Err(short_write(&self.name_of(f.op.obj()), s, res))
                     }
                     (Op::Write { len, .. }, _) => Ok(*len),
                     (Op::Read { .. }, Some(s)) => Ok(requested_bytes(s, res as usize)),
@@ -193,6 +208,7 @@ impl UringQueue {
             });
             n += 1;
         }
+        self.cq_buf = cq;
         n
     }
 }
@@ -222,6 +238,19 @@ fn short_write(name: &str, s: &Span, res: i32) -> TargetError {
     ))
 }
 
+impl Drop for UringQueue {
+    fn drop(&mut self) {
+        // Ops still in flight (a stalled device) may complete after the ring
+        // is gone: the kernel could still write into their buffers. Leak
+        // those buffers rather than free memory the device may write to.
+        for f in self.slots.iter_mut().filter_map(Option::take) {
+            if let Some(b) = f.buf {
+                std::mem::forget(b);
+            }
+        }
+    }
+}
+
 impl Queue for UringQueue {
     fn depth(&self) -> usize {
         self.depth
@@ -235,10 +264,10 @@ impl Queue for UringQueue {
         let Some(slot) = self.free_slots.last().copied() else {
             return Err(QueueFull { op, buf });
         };
-        let Some(r) = self.resolve(op.obj()) else {
+        if !self.cache(op.obj()) {
             self.reject(tag, op, buf, TargetError::namespace(format!("unknown object handle {}", op.obj().0)));
             return Ok(());
-        };
+        }
         let span = match op {
             Op::Commit { obj, size } => {
                 if let Err(e) = self.resolver.set_logical_size(obj, size) {
@@ -249,7 +278,7 @@ impl Queue for UringQueue {
             }
             _ => {
                 let cap = buf.as_ref().map_or(0, AlignedBuf::capacity);
-                match plan_span(&op, &r, self.align, cap) {
+                match plan_span(&op, self.cached(op.obj()), self.align, cap) {
                     Ok(s) => Some(s),
                     Err(e) => {
                         self.reject(tag, op, buf, e);
@@ -258,7 +287,7 @@ impl Queue for UringQueue {
                 }
             }
         };
-        let entry = self.build_entry(&op, &r, span.as_ref(), buf.as_mut(), slot);
+        let entry = self.build_entry(&op, self.cached(op.obj()), span.as_ref(), buf.as_mut(), slot);
         // SAFETY: the entry's buffer pointer stays valid until completion:
         // the AlignedBuf is moved into `slots[slot]` below and only handed
         // back after its CQE is reaped; the fd is kept open by the Resolved
@@ -268,8 +297,7 @@ impl Queue for UringQueue {
             return Err(QueueFull { op, buf });
         }
         self.free_slots.pop();
-        self.slots[slot as usize] =
-            Some(InFlight { tag, op, buf, span, submitted: Instant::now(), name: r.name.clone() });
+        self.slots[slot as usize] = Some(InFlight { tag, op, buf, span, submitted: Instant::now() });
         Ok(())
     }
 

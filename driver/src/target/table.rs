@@ -21,13 +21,14 @@ struct Inner {
 }
 
 impl HandleTable {
-    /// Inserts or replaces the entry for `name`; returns its handle (stable
-    /// for the name within a run).
+    /// Inserts the entry for `name` under a new handle and returns it. A
+    /// name that is re-created gets a new handle (the old one keeps its old
+    /// file until dropped): handles are never reused, so queues may cache
+    /// what a handle resolved to.
     pub fn insert(&self, name: &str, r: Resolved) -> ObjectHandle {
         let mut t = self.inner.write().expect("handle table poisoned");
-        if let Some(&i) = t.by_name.get(name) {
-            t.entries[i as usize] = Some(r);
-            return ObjectHandle(i);
+        if let Some(&old) = t.by_name.get(name) {
+            t.entries[old as usize] = None;
         }
         let i = t.entries.len() as u32;
         t.entries.push(Some(r));
