@@ -297,9 +297,36 @@ fn sample(
     let mut last_t = t0;
     let mut last_flush = t0;
     let mut measuring = false;
+    // Watchdog: the engine fails a stalled io_uring op after `io.timeout`,
+    // but a syscall stuck in the sync fallback (or a bug) could still hang
+    // the run. Nothing completing for twice that (plus slack for a long
+    // fsync) ends the process with the results marked failed.
+    let watchdog = common.io.timeout * 2 + Duration::from_secs(10);
+    let mut last_activity = t0;
+    let mut activity = last.read_ops + last.write_ops + last.errors;
     while !done.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50));
         let now = Instant::now();
+        let snap_now = live.snapshot();
+        let a = snap_now.read_ops + snap_now.write_ops + snap_now.errors;
+        if a != activity {
+            activity = a;
+            last_activity = now;
+        } else if now - last_activity >= watchdog {
+            progress.finish();
+            let secs = (now - last_activity).as_secs();
+            let msg = format!(
+                "stalled: no I/O completed for {secs} s (io.timeout is {}); the target is not responding",
+                humantime::format_duration(common.io.timeout)
+            );
+            let mut failed = skeleton.clone();
+            failed.status = results::RunStatus::Failed;
+            failed.errors = ErrorRecord { count: 1, first: Some(msg.clone()) };
+            failed.timeseries = series.lock().expect("series poisoned").points().to_vec();
+            let _ = dir.write_partial(&failed);
+            eprintln!("mlpdrive: error: {msg}; partial results in {}", dir.path().display());
+            std::process::exit(EXIT_FAILED);
+        }
         if !measuring && phase.measure_start().is_some() {
             // The measured window began: the time series counts from here.
             measuring = true;
