@@ -84,7 +84,7 @@ impl Progress {
                 Some(d) => {
                     let b = ProgressBar::new(d.as_secs().max(1));
                     b.set_style(
-                        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos:>4}/{len}s  {msg}")
+                        ProgressStyle::with_template("{prefix:>8} [{bar:20}] {pos:>3}/{len}s {wide_msg}")
                             .expect("static template")
                             .progress_chars("=> "),
                     );
@@ -93,7 +93,7 @@ impl Progress {
                 None => {
                     let b = ProgressBar::new_spinner();
                     b.set_style(
-                        ProgressStyle::with_template("{prefix:>8} {spinner} {elapsed}  {msg}")
+                        ProgressStyle::with_template("{prefix:>8} {spinner} {elapsed} {wide_msg}")
                             .expect("static template"),
                     );
                     b
