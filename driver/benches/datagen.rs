@@ -32,7 +32,7 @@ fn datagen(c: &mut Criterion) {
         let expect = Expect {
             seed: SEED,
             object,
-            generation: generation,
+            generation,
         };
         let mut group = c.benchmark_group("verify");
         group.throughput(Throughput::Bytes(BUF_BYTES as u64));
