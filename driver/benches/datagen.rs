@@ -29,11 +29,7 @@ fn datagen(c: &mut Criterion) {
 
     fill(&mut buf, SEED, object, GEN, 0);
     for (name, generation) in [("1MiB_gen_some", Some(GEN)), ("1MiB_gen_none", None)] {
-        let expect = Expect {
-            seed: SEED,
-            object,
-            generation,
-        };
+        let expect = Expect { seed: SEED, object, generation };
         let mut group = c.benchmark_group("verify");
         group.throughput(Throughput::Bytes(BUF_BYTES as u64));
         group.bench_function(name, |b| {

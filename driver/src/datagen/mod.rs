@@ -32,8 +32,8 @@
 //! (details and the reason for eight lanes: `payload.rs`).
 //!
 //! The checksum is XXH3-64 keyed with a fixed 192-byte secret derived from
-//! SplitMix64 (`xxh3_64_with_secret`; details: `checksum.rs`), computed with
-//! AVX2 where the CPU has it. Version 1 (two Xoshiro256++ streams, unkeyed
+//! SplitMix64 (`xxh3_64_with_secret` from `xxhash-rust`; details:
+//! `checksum.rs`). Version 1 (two Xoshiro256++ streams, unkeyed
 //! `xxh3_64`) is not readable by this version: its blocks fail the checksum.
 //!
 //! An object's byte stream is the concatenation of its blocks 0, 1, 2, ...;
@@ -119,12 +119,7 @@ pub fn fill(dst: &mut [u8], seed: u64, object: u64, generation: u64, offset: u64
     let mut pos = 0;
     while pos < dst.len() {
         let span = Span::at(offset, pos, dst.len());
-        let id = BlockId {
-            seed,
-            object,
-            block: span.block,
-            generation,
-        };
+        let id = BlockId { seed, object, block: span.block, generation };
         let out = &mut dst[pos..pos + span.len()];
         match <&mut [u8; BLOCK_BYTES]>::try_from(&mut *out) {
             Ok(whole) => fill_block(whole, id),
@@ -175,11 +170,7 @@ pub struct VerifyError {
 impl fmt::Display for VerifyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let block_offset = self.block.saturating_mul(BLOCK_BYTES_U64);
-        write!(
-            f,
-            "object {:#018x} block {} (byte offset {}): ",
-            self.object, self.block, block_offset
-        )?;
+        write!(f, "object {:#018x} block {} (byte offset {}): ", self.object, self.block, block_offset)?;
         match &self.kind {
             VerifyErrorKind::Corrupt { byte_offset } => write!(
                 f,
@@ -245,11 +236,7 @@ pub fn verify(data: &[u8], offset: u64, expect: &Expect) -> VerifyOutcome {
             Check::Bad(kind) => {
                 outcome.bad_blocks += 1;
                 if outcome.first_error.is_none() {
-                    outcome.first_error = Some(VerifyError {
-                        object: expect.object,
-                        block: span.block,
-                        kind,
-                    });
+                    outcome.first_error = Some(VerifyError { object: expect.object, block: span.block, kind });
                 }
             }
         }
@@ -324,9 +311,7 @@ impl Header {
             && self.id.seed == expect.seed
             && self.id.object == expect.object
             && self.id.block == block
-            && expect
-                .generation
-                .is_none_or(|generation| generation == self.id.generation)
+            && expect.generation.is_none_or(|generation| generation == self.id.generation)
     }
 }
 
@@ -347,9 +332,7 @@ fn check_whole(bytes: &[u8; BLOCK_BYTES], block: u64, expect: &Expect) -> Check 
     let mut scratch = [0u8; BLOCK_BYTES];
     fill_block(&mut scratch, expected_id(expect, block, generation));
     let index = first_difference(bytes, &scratch);
-    Check::Bad(VerifyErrorKind::Corrupt {
-        byte_offset: block * BLOCK_BYTES_U64 + index as u64,
-    })
+    Check::Bad(VerifyErrorKind::Corrupt { byte_offset: block * BLOCK_BYTES_U64 + index as u64 })
 }
 
 /// Partial block: regenerate and compare the covered bytes. Without an
@@ -357,10 +340,7 @@ fn check_whole(bytes: &[u8; BLOCK_BYTES], block: u64, expect: &Expect) -> Check 
 /// bytes cannot be checked.
 fn check_partial(bytes: &[u8], span: &Span, expect: &Expect) -> Check {
     let header = span.covers_header().then(|| Header::parse(bytes));
-    let Some(generation) = expect
-        .generation
-        .or(header.as_ref().map(|h| h.id.generation))
-    else {
+    let Some(generation) = expect.generation.or(header.as_ref().map(|h| h.id.generation)) else {
         return Check::Unverified;
     };
     let id = expected_id(expect, span.block, generation);
@@ -374,9 +354,7 @@ fn check_partial(bytes: &[u8], span: &Span, expect: &Expect) -> Check {
         return Check::Bad(VerifyErrorKind::Misplaced { found });
     }
     let index = first_difference(bytes, want);
-    Check::Bad(VerifyErrorKind::Corrupt {
-        byte_offset: span.object_offset(index),
-    })
+    Check::Bad(VerifyErrorKind::Corrupt { byte_offset: span.object_offset(index) })
 }
 
 /// If `header` (the covered header of a partial read) is ours and the
@@ -395,12 +373,7 @@ fn first_difference(got: &[u8], want: &[u8]) -> usize {
 }
 
 fn expected_id(expect: &Expect, block: u64, generation: u64) -> BlockId {
-    BlockId {
-        seed: expect.seed,
-        object: expect.object,
-        block,
-        generation,
-    }
+    BlockId { seed: expect.seed, object: expect.object, block, generation }
 }
 
 fn put_u64(dst: &mut [u8], at: usize, value: u64) {
@@ -414,10 +387,7 @@ fn get_u64(src: &[u8], at: usize) -> u64 {
 }
 
 fn assert_range_fits(offset: u64, len: usize) {
-    assert!(
-        offset.checked_add(len as u64).is_some(),
-        "datagen range overflows u64: offset {offset} + length {len}"
-    );
+    assert!(offset.checked_add(len as u64).is_some(), "datagen range overflows u64: offset {offset} + length {len}");
 }
 
 #[cfg(test)]
@@ -449,11 +419,7 @@ mod tests {
     }
 
     fn expect(generation: Option<u64>) -> Expect {
-        Expect {
-            seed: SEED,
-            object: obj(),
-            generation,
-        }
+        Expect { seed: SEED, object: obj(), generation }
     }
 
     fn corrupt_at(outcome: &VerifyOutcome) -> u64 {
@@ -481,65 +447,34 @@ mod tests {
     #[test]
     fn format_is_stable() {
         // Data written by one build must verify under the next: pin the bytes.
-        let id = BlockId {
-            seed: 1,
-            object: 2,
-            block: 3,
-            generation: 4,
-        };
+        let id = BlockId { seed: 1, object: 2, block: 3, generation: 4 };
         let bytes = block(id);
-        assert_eq!(
-            xxh3_64(&bytes),
-            0x3a90_6911_891f_b8f8,
-            "block format changed"
-        );
+        assert_eq!(xxh3_64(&bytes), 0x3a90_6911_891f_b8f8, "block format changed");
     }
 
     #[test]
     fn header_layout_matches_doc() {
-        let id = BlockId {
-            seed: 11,
-            object: 22,
-            block: 33,
-            generation: 44,
-        };
+        let id = BlockId { seed: 11, object: 22, block: 33, generation: 44 };
         let bytes = block(id);
         assert_eq!(&bytes[8..16], b"MLPDBLK\x02");
         assert_eq!(get_u64(&bytes, 16), 11);
         assert_eq!(get_u64(&bytes, 24), 22);
         assert_eq!(get_u64(&bytes, 32), 33);
         assert_eq!(get_u64(&bytes, 40), 44);
-        // The library's keyed XXH3, independent of the kernel fill_block used.
-        assert_eq!(
-            get_u64(&bytes, 0),
-            xxh3_64_with_secret(&bytes[8..], &checksum::SECRET)
-        );
+        // The library's keyed XXH3, recomputed here independently.
+        assert_eq!(get_u64(&bytes, 0), xxh3_64_with_secret(&bytes[8..], &checksum::SECRET));
     }
 
     #[test]
     fn same_inputs_same_bytes_any_field_change_differs() {
-        let id = BlockId {
-            seed: SEED,
-            object: obj(),
-            block: 5,
-            generation: GEN,
-        };
+        let id = BlockId { seed: SEED, object: obj(), block: 5, generation: GEN };
         let base = block(id);
         assert_eq!(base, block(id));
         let variants = [
-            BlockId {
-                seed: SEED + 1,
-                ..id
-            },
-            BlockId {
-                object: object_key("train/file_0002.npz"),
-                ..id
-            },
+            BlockId { seed: SEED + 1, ..id },
+            BlockId { object: object_key("train/file_0002.npz"), ..id },
             BlockId { block: 6, ..id },
-            BlockId {
-                generation: GEN + 1,
-                ..id
-            },
+            BlockId { generation: GEN + 1, ..id },
         ];
         for other in variants {
             let bytes = block(other);
@@ -550,10 +485,7 @@ mod tests {
                 .zip(base[HEADER_BYTES..].chunks_exact(8))
                 .filter(|(a, b)| a == b)
                 .count();
-            assert!(
-                same_words <= 1,
-                "{other:?}: {same_words} equal payload words"
-            );
+            assert!(same_words <= 1, "{other:?}: {same_words} equal payload words");
         }
     }
 
@@ -561,12 +493,7 @@ mod tests {
     fn aligned_fill_is_concatenation_of_blocks() {
         let data = stream(obj(), GEN, 2 * B64, 3 * B);
         for (i, chunk) in data.chunks_exact(B).enumerate() {
-            let id = BlockId {
-                seed: SEED,
-                object: obj(),
-                block: 2 + i as u64,
-                generation: GEN,
-            };
+            let id = BlockId { seed: SEED, object: obj(), block: 2 + i as u64, generation: GEN };
             assert_eq!(chunk, &block(id)[..], "block {i}");
         }
     }
@@ -589,11 +516,7 @@ mod tests {
         ];
         for (offset, len) in cases {
             let part = stream(obj(), GEN, offset as u64, len);
-            assert_eq!(
-                part,
-                &whole[offset..offset + len],
-                "offset {offset} len {len}"
-            );
+            assert_eq!(part, &whole[offset..offset + len], "offset {offset} len {len}");
         }
     }
 
@@ -626,13 +549,7 @@ mod tests {
 
         // Unaligned ranges: fully verified only when the generation is known.
         let exp = expect(Some(GEN));
-        for (offset, len) in [
-            (1, 10),
-            (100, 5000),
-            (B - 1, 2),
-            (B + 3, 3 * B),
-            (123, 7 * B),
-        ] {
+        for (offset, len) in [(1, 10), (100, 5000), (B - 1, 2), (B + 3, 3 * B), (123, 7 * B)] {
             let got = verify(&whole[offset..offset + len], offset as u64, &exp);
             assert!(got.is_ok(), "offset {offset} len {len}: {got:?}");
             assert_eq!(got.verified_bytes, len as u64);
@@ -672,16 +589,8 @@ mod tests {
                 assert_eq!((err.object, err.block), (obj(), 2));
                 // With an unknown generation a damaged generation field can
                 // only be seen as a bad checksum (documented on Corrupt).
-                let want = if generation.is_none() && (40..48).contains(&pos) {
-                    2 * B
-                } else {
-                    at
-                };
-                assert_eq!(
-                    corrupt_at(&got),
-                    want as u64,
-                    "gen {generation:?} pos {pos}"
-                );
+                let want = if generation.is_none() && (40..48).contains(&pos) { 2 * B } else { at };
+                assert_eq!(corrupt_at(&got), want as u64, "gen {generation:?} pos {pos}");
 
                 // The same damage seen through an unaligned partial read.
                 let got = verify(&data[at - 5..at + 9], (at - 5) as u64, &expect(Some(GEN)));
@@ -717,15 +626,7 @@ mod tests {
             let err = got.first_error.clone().unwrap();
             assert_eq!(err.block, 1);
             let found = misplaced_found(&got);
-            assert_eq!(
-                found,
-                BlockId {
-                    seed: SEED,
-                    object: obj(),
-                    block: 3,
-                    generation: GEN
-                }
-            );
+            assert_eq!(found, BlockId { seed: SEED, object: obj(), block: 3, generation: GEN });
         }
         // A partial read covering the moved block's header is also misplaced.
         let got = verify(&data[B..B + 300], B64, &expect(None));
@@ -738,18 +639,8 @@ mod tests {
     fn block_of_another_seed_object_or_generation_is_misplaced() {
         let other_object = object_key("train/file_0002.npz");
         let cases = [
-            BlockId {
-                seed: SEED + 1,
-                object: obj(),
-                block: 0,
-                generation: GEN,
-            },
-            BlockId {
-                seed: SEED,
-                object: other_object,
-                block: 0,
-                generation: GEN,
-            },
+            BlockId { seed: SEED + 1, object: obj(), block: 0, generation: GEN },
+            BlockId { seed: SEED, object: other_object, block: 0, generation: GEN },
         ];
         for found in cases {
             let data = block(found);
@@ -784,10 +675,7 @@ mod tests {
 
         let mut total = verify(&data[..B], 0, &expect(Some(GEN)));
         total.merge(&bad);
-        total.merge(&VerifyOutcome {
-            unverified_bytes: 3,
-            ..Default::default()
-        });
+        total.merge(&VerifyOutcome { unverified_bytes: 3, ..Default::default() });
         assert_eq!(total.verified_bytes, 2 * B64);
         assert_eq!(total.unverified_bytes, 3);
         assert_eq!(total.bad_blocks, 2);
@@ -797,28 +685,15 @@ mod tests {
         let text = bad.first_error.unwrap().to_string();
         let key = format!("{:#018x}", obj());
         assert!(text.contains(&key) && text.contains("block 1"), "{text}");
-        assert!(
-            text.contains("corrupt") && text.contains(&(B64 + 5).to_string()),
-            "{text}"
-        );
+        assert!(text.contains("corrupt") && text.contains(&(B64 + 5).to_string()), "{text}");
 
         let misplaced = VerifyError {
             object: obj(),
             block: 4,
-            kind: VerifyErrorKind::Misplaced {
-                found: BlockId {
-                    seed: 1,
-                    object: 2,
-                    block: 3,
-                    generation: 9,
-                },
-            },
+            kind: VerifyErrorKind::Misplaced { found: BlockId { seed: 1, object: 2, block: 3, generation: 9 } },
         };
         let text = misplaced.to_string();
-        assert!(
-            text.contains("misplaced") && text.contains("block 3 generation 9"),
-            "{text}"
-        );
+        assert!(text.contains("misplaced") && text.contains("block 3 generation 9"), "{text}");
     }
 
     /// Payload statistics over 16 MiB (4096 blocks, 2,072,576 payload
@@ -865,22 +740,13 @@ mod tests {
         // Byte histogram: chi-square with 255 degrees of freedom has mean 255
         // and standard deviation sqrt(510) ~ 22.6.
         let expected = 8.0 * n_words / 256.0;
-        let chi_square: f64 = histogram
-            .iter()
-            .map(|&count| (count as f64 - expected).powi(2) / expected)
-            .sum();
-        assert!(
-            (142.0..368.0).contains(&chi_square),
-            "byte chi-square {chi_square:.1}"
-        );
+        let chi_square: f64 = histogram.iter().map(|&count| (count as f64 - expected).powi(2) / expected).sum();
+        assert!((142.0..368.0).contains(&chi_square), "byte chi-square {chi_square:.1}");
 
         // Every bit position is a fair coin: |ones - n/2| within 5 sigma.
         let balanced = |count: u64, n: f64| (count as f64 - n / 2.0).abs() < 5.0 * n.sqrt() / 2.0;
         for (bit, &count) in ones.iter().enumerate() {
-            assert!(
-                balanced(count, n_words),
-                "bit {bit}: {count} ones of {n_words}"
-            );
+            assert!(balanced(count, n_words), "bit {bit}: {count} ones of {n_words}");
         }
         for (bit, &count) in ones_xor_next_lane.iter().enumerate() {
             assert!(
@@ -931,9 +797,6 @@ mod tests {
         let original = OBJECTS * OBJECT_BYTES;
         assert_eq!(seen.len() as u64, original / B64);
         let compressed = encoder.finish().unwrap().0;
-        assert!(
-            compressed as f64 >= original as f64 / 1.01,
-            "compressed {compressed} of {original} bytes"
-        );
+        assert!(compressed as f64 >= original as f64 / 1.01, "compressed {compressed} of {original} bytes");
     }
 }

@@ -45,10 +45,7 @@ pub(super) struct LaneStates {
 #[inline(always)]
 pub(super) fn lane_states(id: BlockId) -> LaneStates {
     let mut key = [0u8; 40];
-    for (chunk, word) in
-        key.chunks_exact_mut(8)
-            .zip([BLOCK_MAGIC, id.seed, id.object, id.block, id.generation])
-    {
+    for (chunk, word) in key.chunks_exact_mut(8).zip([BLOCK_MAGIC, id.seed, id.object, id.block, id.generation]) {
         chunk.copy_from_slice(&word.to_le_bytes());
     }
     let hash = xxh3_128_with_seed(&key, PAYLOAD_SEED_DOMAIN);
@@ -66,20 +63,31 @@ pub(super) fn lane_states(id: BlockId) -> LaneStates {
 }
 
 /// Writes all 64 rows of the block's lane outputs over `block` (the caller
-/// then writes the header over the start of row 0). Uses the AVX-512 build
-/// when the CPU has it; an AVX2 build measured no faster than the portable
-/// one (AVX2 has no 64-bit rotate), so every other CPU runs the portable one.
+/// then writes the header over the start of row 0). CPUs with AVX-512 run
+/// an 8-lane build (native 64-bit rotates, all lanes in one register);
+/// others run the portable 2-lane build (an AVX2 build measured no faster:
+/// AVX2 has no 64-bit rotate). The `multiversion` crate does the run-time
+/// CPU detection and dispatch, so this module has no `unsafe`.
 pub(super) fn write_rows(block: &mut [u8; BLOCK_BYTES], id: BlockId) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-        && std::arch::is_x86_feature_detected!("avx512dq")
-    {
-        // SAFETY: the function only needs the CPU features enabled on it,
-        // which were detected at run time just above.
-        return unsafe { write_rows_avx512(block, id) };
+    if has_avx512() {
+        write_rows_wide(block, id);
+    } else {
+        write_rows_portable(block, id);
     }
-    write_rows_portable(block, id);
+}
+
+/// AVX-512F/VL/DQ present (detected once by the standard library's cache).
+fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// The portable build (x86-64 baseline: SSE2, two lanes per register).
@@ -89,11 +97,10 @@ pub(super) fn write_rows_portable(block: &mut [u8; BLOCK_BYTES], id: BlockId) {
     write_rows_in_passes::<2>(block, id);
 }
 
-/// The same code compiled for AVX-512 (native 64-bit rotates, 8 lanes per
-/// register, vectorised 64-bit multiplies for seeding).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,avx512f,avx512vl,avx512dq")]
-pub(super) fn write_rows_avx512(block: &mut [u8; BLOCK_BYTES], id: BlockId) {
+/// All eight lanes per pass, compiled for AVX-512 as well as the baseline;
+/// `multiversion` picks the AVX-512 version when the CPU has it.
+#[multiversion::multiversion(targets("x86_64+avx2+avx512f+avx512vl+avx512dq"))]
+pub(super) fn write_rows_wide(block: &mut [u8; BLOCK_BYTES], id: BlockId) {
     write_rows_in_passes::<8>(block, id);
 }
 
@@ -110,11 +117,7 @@ fn write_rows_in_passes<const GROUP: usize>(block: &mut [u8; BLOCK_BYTES], id: B
 /// Steps lanes `first..first + GROUP` through all rows, writing each output
 /// to its lane's column.
 #[inline(always)]
-fn write_lane_group<const GROUP: usize>(
-    block: &mut [u8; BLOCK_BYTES],
-    states: &LaneStates,
-    first: usize,
-) {
+fn write_lane_group<const GROUP: usize>(block: &mut [u8; BLOCK_BYTES], states: &LaneStates, first: usize) {
     let mut s = [[0u64; GROUP]; 4];
     for (group, all) in s.iter_mut().zip(&states.words) {
         group.copy_from_slice(&all[first..first + GROUP]);
@@ -124,10 +127,7 @@ fn write_lane_group<const GROUP: usize>(
         let columns = &mut row[8 * first..8 * (first + GROUP)];
         for i in 0..GROUP {
             // Xoshiro256++ step, exactly as in the reference code.
-            let out = s0[i]
-                .wrapping_add(s3[i])
-                .rotate_left(23)
-                .wrapping_add(s0[i]);
+            let out = s0[i].wrapping_add(s3[i]).rotate_left(23).wrapping_add(s0[i]);
             let t = s1[i] << 17;
             s2[i] ^= s0[i];
             s3[i] ^= s1[i];
@@ -155,12 +155,7 @@ mod tests {
     use rand_xoshiro::Xoshiro256PlusPlus;
 
     fn id(n: u64) -> BlockId {
-        BlockId {
-            seed: 0x5eed ^ n.rotate_left(17),
-            object: n.wrapping_mul(0x9e37_79b9),
-            block: n,
-            generation: n % 3,
-        }
+        BlockId { seed: 0x5eed ^ n.rotate_left(17), object: n.wrapping_mul(0x9e37_79b9), block: n, generation: n % 3 }
     }
 
     fn column(block: &[u8; BLOCK_BYTES], lane: usize) -> Vec<u64> {
@@ -175,9 +170,7 @@ mod tests {
         // First outputs of the reference xoshiro256plusplus.c from state
         // (1, 2, 3, 4), as listed in rand_xoshiro's tests.
         let expected = [41943041, 58720359, 3588806011781223, 3591011842654386];
-        let states = LaneStates {
-            words: [[1; LANES], [2; LANES], [3; LANES], [4; LANES]],
-        };
+        let states = LaneStates { words: [[1; LANES], [2; LANES], [3; LANES], [4; LANES]] };
         for group in [1, 2, 4, 8] {
             let mut block = [0u8; BLOCK_BYTES];
             match group {
@@ -202,9 +195,7 @@ mod tests {
                     chunk.copy_from_slice(&states.words[w][lane].to_le_bytes());
                 }
                 let mut reference = Xoshiro256PlusPlus::from_seed(seed);
-                let want: Vec<u64> = (0..BLOCK_BYTES / ROW_BYTES)
-                    .map(|_| reference.next_u64())
-                    .collect();
+                let want: Vec<u64> = (0..BLOCK_BYTES / ROW_BYTES).map(|_| reference.next_u64()).collect();
                 assert_eq!(column(&block, lane), want, "block {n} lane {lane}");
             }
         }
@@ -228,23 +219,15 @@ mod tests {
     }
 
     #[test]
-    fn cpu_specific_build_matches_portable() {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let avx512 = std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512vl")
-                && std::arch::is_x86_feature_detected!("avx512dq");
-            if !avx512 {
-                eprintln!("no AVX-512 on this CPU: only the portable build runs here");
-                return;
-            }
-            for n in 0..1000 {
-                let (mut portable, mut avx512) = ([0u8; BLOCK_BYTES], [0u8; BLOCK_BYTES]);
-                write_rows_portable(&mut portable, id(n));
-                // SAFETY: AVX-512F/VL/DQ support was detected above.
-                unsafe { write_rows_avx512(&mut avx512, id(n)) };
-                assert_eq!(portable, avx512, "block {n}");
-            }
+    fn wide_build_matches_portable() {
+        if !has_avx512() {
+            eprintln!("no AVX-512 on this CPU: the wide build runs its baseline version here");
+        }
+        for n in 0..1000 {
+            let (mut portable, mut wide) = ([0u8; BLOCK_BYTES], [0u8; BLOCK_BYTES]);
+            write_rows_portable(&mut portable, id(n));
+            write_rows_wide(&mut wide, id(n));
+            assert_eq!(portable, wide, "block {n}");
         }
     }
 

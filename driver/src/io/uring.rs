@@ -121,7 +121,10 @@ impl UringQueue {
     }
 
     fn name_of(&self, obj: ObjectHandle) -> String {
-        self.cache.get(obj.0 as usize).and_then(Option::as_ref).map_or_else(|| format!("#{}", obj.0), |r| r.name.to_string())
+        self.cache
+            .get(obj.0 as usize)
+            .and_then(Option::as_ref)
+            .map_or_else(|| format!("#{}", obj.0), |r| r.name.to_string())
     }
 
     fn reject(&mut self, tag: u64, op: Op, buf: Option<AlignedBuf>, err: TargetError) {
