@@ -23,7 +23,7 @@ use crate::config::raw::{RawConfig, Rw};
 use crate::datagen::{self, Expect};
 use crate::engine::{self, Data, Next, OpSource, Request, WorkerReport};
 use crate::error::Error;
-use crate::recorder::SeriesKey;
+use crate::recorder::{Recorder, SeriesKey};
 use crate::results::raw_op_summary;
 use crate::target::{Completion, IoMode, ObjectHandle, Op, OpKind, Target};
 
@@ -51,6 +51,9 @@ pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
         notes.push(format!("size rounded down to a multiple of block_size: {size} bytes"));
     }
     let seed = env.common.seed;
+    // Untimed phases (layout check, layout) are recorded under their own
+    // phase names, outside the summary's measured figures.
+    let mut untimed = Recorder::new();
     let mut files = Vec::new();
     for j in 0..cfg.jobs {
         let name = format!("raw/job{j}.dat");
@@ -59,7 +62,7 @@ pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
             Rw::Write => create(env.target, &name, size)?,
             _ => {
                 env.phase.set("layout");
-                ensure_layout(env, &name, key, size, seed)?
+                ensure_layout(env, &name, key, size, seed, &mut untimed)?
             }
         };
         files.push(JobFile { key, handle });
@@ -104,6 +107,7 @@ pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
         sources.push(src);
     }
     let (mut recorder, verify, mut errors, last) = merge_reports(&reports);
+    recorder.merge(&untimed);
     let window_s = last.map_or(0.0, |l| l.saturating_duration_since(start).as_secs_f64());
 
     // Durability point after writes (not in the measured window, like fio
@@ -151,7 +155,14 @@ fn create(target: &dyn Target, name: &str, size: u64) -> Result<ObjectHandle, Er
 
 /// Makes sure `name` holds `size` bytes of this seed's data; writes it if
 /// not (untimed).
-fn ensure_layout(env: &RunEnv, name: &str, key: u64, size: u64, seed: u64) -> Result<ObjectHandle, Error> {
+fn ensure_layout(
+    env: &RunEnv,
+    name: &str,
+    key: u64,
+    size: u64,
+    seed: u64,
+    untimed: &mut Recorder,
+) -> Result<ObjectHandle, Error> {
     let opened = env.target.open(name).map_err(|e| Error::failed(format!("cannot open {name}: {e}")))?;
     if let Some((h, have)) = opened
         && have == size
@@ -160,6 +171,7 @@ fn ensure_layout(env: &RunEnv, name: &str, key: u64, size: u64, seed: u64) -> Re
         let probe = Op::Read { obj: h, offset: 0, len: datagen::BLOCK_BYTES as u32 };
         let expect = Expect { seed, object: key, generation: None };
         let rep = run_single(env, probe, Data::Verify(expect), "layout-check", datagen::BLOCK_BYTES)?;
+        untimed.merge(&rep.recorder);
         if rep.errors.count == 0 && rep.verify.is_ok() && rep.verify.verified_bytes == datagen::BLOCK_BYTES as u64 {
             return Ok(h);
         }
@@ -175,6 +187,7 @@ fn ensure_layout(env: &RunEnv, name: &str, key: u64, size: u64, seed: u64) -> Re
     let mut src = LayoutSource::new(h, key, seed, size, chunk as u64);
     let mut rep = WorkerReport::default();
     engine::run_worker(&mut src, queue.as_mut(), &mut pool, &env.control(None, false), &mut rep);
+    untimed.merge(&rep.recorder);
     if rep.errors.count > 0 || !src.finished() {
         return Err(Error::failed(format!(
             "laying out {name} ({size} bytes) failed: {}",
