@@ -145,17 +145,7 @@ fn where_it_writes(spec: &TargetSpec, target: &dyn Target) -> String {
 /// the user did not name).
 fn check_output_path(p: Option<&Path>) -> Result<(), Error> {
     let Some(p) = p else { return Ok(()) };
-    let parent = match p.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !parent.is_dir() {
-        return Err(Error::usage(format!(
-            "--output {}: directory {} does not exist; create it first",
-            p.display(),
-            parent.display()
-        )));
-    }
+    require_parent_dir("--output", p)?;
     if p.is_dir() {
         return Err(Error::usage(format!(
             "--output {}: is a directory; give a file path like results.json",
@@ -174,18 +164,23 @@ fn check_results_root(p: &Path) -> Result<(), Error> {
         }
         return Ok(());
     }
+    require_parent_dir("--results", p)
+}
+
+/// The directory `p` would be created in must exist.
+fn require_parent_dir(flag: &str, p: &Path) -> Result<(), Error> {
     let parent = match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    if !parent.is_dir() {
-        return Err(Error::usage(format!(
-            "--results {}: parent directory {} does not exist; create it first",
-            p.display(),
-            parent.display()
-        )));
+    if parent.is_dir() {
+        return Ok(());
     }
-    Ok(())
+    Err(Error::usage(format!(
+        "{flag} {}: directory {} does not exist; create it first",
+        p.display(),
+        parent.display()
+    )))
 }
 
 fn config_yaml(cfg: &RunConfig) -> String {
