@@ -246,3 +246,130 @@ fn handle_completion(req: &Request, c: &Completion, ctl: &Control, report: &mut 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::buf::AlignedBuf;
+    use crate::target::{IoMode, ObjectHandle, QueueFull};
+
+    /// A queue whose device either never answers or fails every op.
+    struct FakeQueue {
+        depth: usize,
+        fail_with: Option<i32>,
+        held: Vec<(u64, Op, Option<AlignedBuf>)>,
+        done: VecDeque<Completion>,
+    }
+
+    impl Queue for FakeQueue {
+        fn depth(&self) -> usize {
+            self.depth
+        }
+        fn in_flight(&self) -> usize {
+            self.held.len() + self.done.len()
+        }
+        fn submit(&mut self, tag: u64, op: Op, buf: Option<AlignedBuf>) -> Result<(), QueueFull> {
+            match self.fail_with {
+                Some(errno) => {
+                    let now = Instant::now();
+                    self.done.push_back(Completion {
+                        tag,
+                        op,
+                        result: Err(TargetError::io("read", "fake", 0, errno)),
+                        buf,
+                        data_start: 0,
+                        submitted: now,
+                        completed: now,
+                    });
+                }
+                None => self.held.push((tag, op, buf)),
+            }
+            Ok(())
+        }
+        fn reap(&mut self, _min: usize, timeout: Duration, out: &mut Vec<Completion>) -> Result<usize, TargetError> {
+            if self.done.is_empty() {
+                std::thread::sleep(timeout.min(Duration::from_millis(20)));
+            }
+            let n = self.done.len();
+            out.extend(self.done.drain(..));
+            Ok(n)
+        }
+        fn io_mode(&self) -> IoMode {
+            IoMode { direct: false, engine: "fake".into(), registered_buffers: false, note: None }
+        }
+    }
+
+    struct Reads(u64);
+
+    impl OpSource for Reads {
+        fn next(&mut self, _now: Instant) -> Next {
+            if self.0 == 0 {
+                return Next::Done;
+            }
+            self.0 -= 1;
+            Next::Op(Request {
+                op: Op::Read { obj: ObjectHandle(0), offset: 0, len: 4096 },
+                data: Data::None,
+                key: SeriesKey { phase: "t", op: OpKind::Read, tier: "-" },
+                exact: false,
+            })
+        }
+    }
+
+    fn control(stall: Duration, continue_on_error: bool) -> Control {
+        Control {
+            stop: Arc::new(AtomicBool::new(false)),
+            deadline: None,
+            live: Arc::new(LiveCounters::default()),
+            verify: false,
+            continue_on_error,
+            stall_timeout: stall,
+        }
+    }
+
+    #[test]
+    fn a_device_that_never_answers_fails_as_stalled_instead_of_hanging() {
+        let mut q = FakeQueue { depth: 4, fail_with: None, held: Vec::new(), done: VecDeque::new() };
+        let mut pool = BufPool::new(4, 4096, 4096);
+        let ctl = control(Duration::from_millis(300), false);
+        let mut rep = WorkerReport::default();
+        let t0 = Instant::now();
+        run_worker(&mut Reads(100), &mut q, &mut pool, &ctl, &mut rep);
+        assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
+        assert_eq!(rep.errors.count, 1);
+        assert!(rep.errors.first.as_deref().unwrap().contains("stalled"), "{:?}", rep.errors.first);
+        assert!(ctl.stop.load(Ordering::Relaxed));
+        assert_eq!(q.held.len(), 4, "the four ops stay with the device");
+    }
+
+    #[test]
+    fn the_first_error_stops_the_worker_and_is_reported_with_a_count() {
+        let mut q = FakeQueue { depth: 4, fail_with: Some(libc::EIO), held: Vec::new(), done: VecDeque::new() };
+        let mut pool = BufPool::new(4, 4096, 4096);
+        let ctl = control(Duration::from_secs(5), false);
+        let mut rep = WorkerReport::default();
+        run_worker(&mut Reads(1000), &mut q, &mut pool, &ctl, &mut rep);
+        // The ops already in flight when the first error arrived are drained
+        // and counted; no new ones are issued.
+        assert!((1..=4).contains(&rep.errors.count), "{}", rep.errors.count);
+        assert!(rep.errors.first.as_deref().unwrap().contains("Input/output error"), "{:?}", rep.errors.first);
+        assert_eq!(pool.available(), 4, "every buffer came back");
+        assert!(
+            rep.recorder.get(&SeriesKey { phase: "t", op: OpKind::Read, tier: "-" }).is_none(),
+            "no latency for failed ops"
+        );
+    }
+
+    #[test]
+    fn continue_on_error_counts_every_failure() {
+        let mut q = FakeQueue { depth: 4, fail_with: Some(libc::EIO), held: Vec::new(), done: VecDeque::new() };
+        let mut pool = BufPool::new(4, 4096, 4096);
+        let ctl = control(Duration::from_secs(5), true);
+        let mut rep = WorkerReport::default();
+        run_worker(&mut Reads(50), &mut q, &mut pool, &ctl, &mut rep);
+        assert_eq!(rep.errors.count, 50);
+        assert_eq!(ctl.live.snapshot().errors, 50);
+    }
+}

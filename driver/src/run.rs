@@ -176,11 +176,7 @@ fn require_parent_dir(flag: &str, p: &Path) -> Result<(), Error> {
     if parent.is_dir() {
         return Ok(());
     }
-    Err(Error::usage(format!(
-        "{flag} {}: directory {} does not exist; create it first",
-        p.display(),
-        parent.display()
-    )))
+    Err(Error::usage(format!("{flag} {}: directory {} does not exist; create it first", p.display(), parent.display())))
 }
 
 fn config_yaml(cfg: &RunConfig) -> String {

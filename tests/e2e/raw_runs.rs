@@ -204,7 +204,25 @@ fn interrupt_writes_results_with_status_interrupted() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // A partial results.json is flushed while the run goes on (every
+    // progress_interval); wait for it, bounded.
+    let t_wait = std::time::Instant::now();
+    let partial = loop {
+        let found = std::fs::read_dir(&res)
+            .ok()
+            .and_then(|mut rd| rd.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path().join("results.json"))
+            .filter(|p| p.is_file());
+        if let Some(p) = found {
+            break read_json(&p);
+        }
+        assert!(t_wait.elapsed().as_secs() < 30, "no partial results.json after 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(partial["status"], "running", "{partial}");
+    let ops = |k: &str| partial["summary"]["partial"][k].as_u64().unwrap();
+    assert!(ops("read_ops") + ops("write_ops") > 0, "{partial}");
     // SAFETY: kill with a pid we own.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let t0 = std::time::Instant::now();
@@ -215,4 +233,19 @@ fn interrupt_writes_results_with_status_interrupted() {
     let j = read_json(&only_run_dir(&res).join("results.json"));
     assert_eq!(j["status"], "interrupted", "{j}");
     assert!(j["duration_s"].as_f64().unwrap() < 30.0);
+}
+
+#[test]
+fn several_jobs_each_drive_their_own_file() {
+    let d = scratch();
+    let r = run_in(d.path(), "raw-smoke", &["--set", "jobs=3", "--duration", "1s"]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = results_of(d.path());
+    assert_eq!(j["summary"]["jobs"], 3);
+    for n in 0..3 {
+        assert!(d.path().join(format!("data/mlpdrive/raw/job{n}.dat")).is_file(), "job{n}.dat missing");
+    }
+    assert!(j["summary"]["read"]["ops"].as_u64().unwrap() > 0);
+    assert_eq!(j["verify_errors"], 0);
+    assert!(!j["timeseries"].as_array().unwrap().is_empty(), "{j}");
 }
