@@ -39,7 +39,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     // 2. Open the target (creates the work directory).
     let opts =
         OpenOptions { direct: cfg.common.io.direct, use_uring: cfg.common.io.engine == config::EngineKind::IoUring };
-    let target = open_target(&spec, opts)?;
+    let target = open_target(&spec, opts, cfg.common.seed)?;
     if !args.quiet {
         eprintln!("mlpdrive: {} → {}", describe(&cfg), where_it_writes(&spec, target.as_ref()));
     }
@@ -120,11 +120,12 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
     }
 }
 
-fn open_target(spec: &TargetSpec, opts: OpenOptions) -> Result<Box<dyn Target>, Error> {
+fn open_target(spec: &TargetSpec, opts: OpenOptions, seed: u64) -> Result<Box<dyn Target>, Error> {
     Ok(match &spec.uri {
         TargetUri::File { dir } => Box::new(crate::target::file::FileTarget::open(dir, &spec.display, opts)?),
         TargetUri::Dev { path } => Box::new(crate::target::dev::DevTarget::open(path, &spec.display, opts)?),
         TargetUri::Null => Box::new(crate::target::null::NullTarget::new()),
+        TargetUri::Emu(emu) => Box::new(crate::target::emu::EmuTarget::open(emu, &spec.display, seed)?),
     })
 }
 
@@ -246,7 +247,7 @@ fn fill_from_output(r: &mut RunResult, out: WorkloadOutput, interrupted: bool) {
     if let Some(n) = &r.io_mode.note {
         r.notes.push(n.clone());
     }
-    if !r.io_mode.direct && r.io_mode.engine != "null" {
+    if !r.io_mode.direct && !matches!(r.io_mode.engine.as_str(), "null" | "emu") {
         r.notes.push("O_DIRECT was NOT used (io.direct=false): reads and writes went through the page cache".into());
     }
     if r.target.kind == "null" && r.verify.enabled {

@@ -6,5 +6,6 @@
 mod bad_input;
 mod cli;
 mod common;
+mod emu_target;
 mod raw_runs;
 mod roundtrip;

@@ -80,7 +80,13 @@ fn header(out: &mut String, r: &RunResult) {
 
 fn io_mode_text(r: &RunResult) -> String {
     let m = &r.io_mode;
-    let mut parts = vec![if m.direct { "O_DIRECT".to_string() } else { "buffered (page cache)".to_string() }];
+    let storage = match (m.engine.as_str(), m.direct) {
+        ("null", _) => "no storage",
+        ("emu", _) => "in memory",
+        (_, true) => "O_DIRECT",
+        (_, false) => "buffered (page cache)",
+    };
+    let mut parts = vec![storage.to_string()];
     parts.push(m.engine.clone());
     if m.registered_buffers {
         parts.push("registered buffers".into());
@@ -97,6 +103,12 @@ fn io_mode_warnings(r: &RunResult) -> Vec<String> {
     let m = &r.io_mode;
     if m.engine == "null" {
         return vec!["NULL ENGINE: no storage I/O was done; the figures are mlpdrive's own ceiling".into()];
+    }
+    if m.engine == "emu" {
+        return vec![
+            "EMULATED DEVICE: bytes were kept in memory and timing came from the device profile, not real storage"
+                .into(),
+        ];
     }
     let mut w = Vec::new();
     if !m.direct {

@@ -20,6 +20,7 @@
 //! object's logical size.
 
 pub mod dev;
+pub mod emu;
 pub mod file;
 pub mod null;
 pub mod table;

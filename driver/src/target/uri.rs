@@ -28,10 +28,10 @@ pub const DEFAULT_TARGET: &str = "file://./mlpdrive-data";
 /// Shown whenever a URI is not understood.
 const SUPPORTED: &str = "supported targets: file://DIR (a directory, e.g. file://./mlpdrive-data or \
      file:///mnt/nvme), dev:///dev/X (a raw block device, needs --allow-raw-device), null:// (stores \
-     nothing; measures mlpdrive itself)";
+     nothing; measures mlpdrive itself), emu://PROFILE (an emulated device in memory, e.g. emu://nvme-gen4)";
 
 /// Schemes that later versions will support; named so the error can say so.
-const PLANNED_SCHEMES: &[&str] = &["s3", "emu", "nbd"];
+const PLANNED_SCHEMES: &[&str] = &["s3", "nbd"];
 
 /// Refused for `file://`, with everything below them, unless `--force`.
 /// `/dev` has one exception: a tmpfs mounted below it, such as `/dev/shm`.
@@ -52,6 +52,19 @@ pub enum TargetUri {
     Dev { path: PathBuf },
     /// Completes every operation at once and stores nothing.
     Null,
+    /// An emulated device in memory, timed by a named device profile.
+    Emu(EmuSpec),
+}
+
+/// `emu://PROFILE[?seed=N&size=S&clock=real&store=mem]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmuSpec {
+    /// A built-in profile name (configs/devices/) or a path to a profile YAML.
+    pub profile: String,
+    /// The device model's seed; the run seed when absent.
+    pub seed: Option<u64>,
+    /// Overrides the profile's capacity (bytes).
+    pub size: Option<u64>,
 }
 
 /// The command-line flags that relax the safety rules.
@@ -100,6 +113,7 @@ pub fn parse(s: &str) -> Result<TargetUri, Error> {
         "dev" => parse_dev(s, rest),
         "null" if rest.is_empty() => Ok(TargetUri::Null),
         "null" => Err(Error::usage(format!("target `{s}`: null:// takes no path; write null://"))),
+        "emu" => parse_emu(s, rest),
         planned if PLANNED_SCHEMES.contains(&planned) => Err(Error::usage(format!(
             "target `{s}`: {planned}:// targets are planned but not available in this version of mlpdrive; {SUPPORTED}"
         ))),
@@ -145,6 +159,45 @@ fn parse_file(s: &str, dir: &str) -> Result<TargetUri, Error> {
     Ok(TargetUri::File { dir: PathBuf::from(dir) })
 }
 
+fn parse_emu(s: &str, rest: &str) -> Result<TargetUri, Error> {
+    let (profile, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if profile.is_empty() {
+        return Err(Error::usage(format!(
+            "target `{s}`: emu:// needs a device profile, e.g. emu://nvme-gen4; built-in profiles: {}",
+            mlpdrive_emu::BUILTIN_PROFILES.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let mut spec = EmuSpec { profile: profile.to_string(), seed: None, size: None };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match (k, v) {
+            ("seed", v) => {
+                spec.seed = Some(v.parse().map_err(|_| {
+                    Error::usage(format!("target `{s}`: seed={v} is not an unsigned integer, e.g. seed=42"))
+                })?);
+            }
+            ("size", v) => {
+                let bytes =
+                    crate::units::parse_bytes(v).map_err(|e| Error::usage(format!("target `{s}`: size={v}: {e}")))?;
+                spec.size = Some(bytes);
+            }
+            ("clock", "real") | ("store", "mem") => {}
+            ("clock", "virtual") | ("store", "none") => {
+                return Err(Error::usage(format!(
+                    "target `{s}`: {k}={v} is not available in this version of mlpdrive; emu:// runs with clock=real \
+                     and store=mem"
+                )));
+            }
+            _ => {
+                return Err(Error::usage(format!(
+                    "target `{s}`: unknown emu:// parameter `{pair}`; accepted: seed=N, size=SIZE, clock=real, store=mem"
+                )));
+            }
+        }
+    }
+    Ok(TargetUri::Emu(spec))
+}
+
 fn parse_dev(s: &str, path: &str) -> Result<TargetUri, Error> {
     if !path.starts_with('/') {
         return Err(Error::usage(format!(
@@ -170,6 +223,22 @@ pub fn check(uri: &TargetUri, flags: &SafetyFlags) -> Result<TargetSpec, Error> 
         }
         TargetUri::Dev { path } => judge_dev(path, &probe::dev_facts(path)?, flags),
         TargetUri::Null => Ok(TargetSpec { uri: TargetUri::Null, display: "null://".to_string(), dir_exists: false }),
+        TargetUri::Emu(spec) => {
+            mlpdrive_emu::Profile::load(&spec.profile)
+                .map_err(|e| Error::usage(format!("target emu://{}: {e}", spec.profile)))?;
+            let mut display = format!("emu://{}", spec.profile);
+            let mut params = Vec::new();
+            if let Some(seed) = spec.seed {
+                params.push(format!("seed={seed}"));
+            }
+            if let Some(size) = spec.size {
+                params.push(format!("size={size}"));
+            }
+            if !params.is_empty() {
+                display = format!("{display}?{}", params.join("&"));
+            }
+            Ok(TargetSpec { uri: uri.clone(), display, dir_exists: false })
+        }
     }
 }
 
@@ -447,7 +516,7 @@ mod tests {
 
     #[test]
     fn unknown_and_planned_schemes_are_explained() {
-        for planned in ["s3://bucket/prefix", "emu://nvme-gen4", "nbd://host:10809"] {
+        for planned in ["s3://bucket/prefix", "nbd://host:10809"] {
             let m = usage_msg(parse(planned));
             assert!(m.contains("planned but not available"), "{m}");
             assert!(m.contains("file://DIR") && m.contains("null://"), "{m}");
