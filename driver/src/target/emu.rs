@@ -14,7 +14,7 @@ use std::collections::BinaryHeap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use mlpdrive_emu::{Capacity, Clock, Device, DeviceError, DeviceOp, Profile, RealClock};
+use mlpdrive_emu::{Capacity, Clock, Device, DeviceOp, Profile, RealClock};
 
 use super::uri::EmuSpec;
 use super::{Capabilities, Completion, IoMode, ObjectHandle, Op, Queue, QueueFull, Target, TargetError, TargetInfo};
@@ -169,6 +169,8 @@ struct Pending {
     submitted: Instant,
     outcome: mlpdrive_emu::Outcome,
     obj: Option<Arc<Object>>,
+    /// Refused before reaching the device (a write beyond the object's extent).
+    refused: Option<TargetError>,
 }
 
 struct EmuQueue {
@@ -201,8 +203,11 @@ impl EmuQueue {
 
     /// Applies a completed op to memory and builds its completion.
     fn finish(&self, p: Pending, now: Instant) -> Completion {
-        let Pending { tag, op, mut buf, submitted, outcome, obj } = p;
+        let Pending { tag, op, mut buf, submitted, outcome, obj, refused } = p;
         let done = |result, buf| Completion { tag, op, result, buf, data_start: 0, submitted, completed: now };
+        if let Some(e) = refused {
+            return done(Err(e), buf);
+        }
         let Some(obj) = obj else {
             let e = TargetError::namespace(format!("unknown object handle {}", op.obj().0));
             return done(Err(e), buf);
@@ -213,7 +218,7 @@ impl EmuQueue {
                 Op::Write { offset, .. } => ("write", offset),
                 Op::Commit { size, .. } => ("flush", size),
             };
-            return done(Err(TargetError::io(what, obj.name.to_string(), offset, errno(e))), buf);
+            return done(Err(TargetError::io(what, obj.name.to_string(), offset, e.errno())), buf);
         }
         let mut data = obj.data.lock().expect("object poisoned");
         let result = match op {
@@ -246,10 +251,6 @@ impl EmuQueue {
     }
 }
 
-fn errno(e: DeviceError) -> i32 {
-    e.errno()
-}
-
 impl Queue for EmuQueue {
     fn depth(&self) -> usize {
         self.depth
@@ -265,17 +266,19 @@ impl Queue for EmuQueue {
         }
         let obj = self.state.get(op.obj());
         let now_ns = self.state.clock.now_ns();
+        let mut refused = None;
         let dev_op = match (&obj, op) {
             (Some(o), Op::Read { offset, len, .. }) => DeviceOp::read(o.base + offset, u64::from(len)),
-            (Some(o), Op::Write { offset, len, .. }) if offset + u64::from(len) <= o.limit => {
-                DeviceOp::write(o.base + offset, u64::from(len))
+            (Some(o), Op::Write { offset, len, .. }) => {
+                if offset + u64::from(len) > o.limit {
+                    refused = Some(TargetError::io("write", o.name.to_string(), offset, libc::EFBIG));
+                }
+                DeviceOp::write(o.base + offset.min(o.limit), u64::from(len).min(o.limit - offset.min(o.limit)))
             }
-            // Beyond the object's extent: the model sees it past capacity.
-            (Some(_), Op::Write { len, .. }) => DeviceOp::write(u64::MAX - u64::from(len), u64::from(len)),
             _ => DeviceOp::flush(),
         };
         let outcome = self.state.device.lock().expect("device poisoned").submit(dev_op, now_ns);
-        let p = Pending { tag, op, buf, submitted: Instant::now(), outcome, obj };
+        let p = Pending { tag, op, buf, submitted: Instant::now(), outcome, obj, refused };
         let slot = self.store(p);
         self.seq += 1;
         self.pending.push(Reverse((outcome.complete_ns, self.seq, slot)));
