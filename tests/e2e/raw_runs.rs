@@ -249,3 +249,69 @@ fn several_jobs_each_drive_their_own_file() {
     assert_eq!(j["verify_errors"], 0);
     assert!(!j["timeseries"].as_array().unwrap().is_empty(), "{j}");
 }
+
+/// A loop device over a scratch file, detached on drop.
+struct Loop {
+    dev: String,
+}
+
+impl Loop {
+    fn attach(img: &Path) -> Result<Loop, String> {
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(img)
+            .output()
+            .map_err(|e| format!("cannot run losetup: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("losetup failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        Ok(Loop { dev: String::from_utf8_lossy(&out.stdout).trim().to_string() })
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+#[test]
+fn dev_target_on_a_real_block_device() {
+    let d = scratch();
+    let img = d.path().join("loop.img");
+    std::fs::File::create(&img).unwrap().set_len(64 << 20).unwrap();
+    let lo = match Loop::attach(&img) {
+        Ok(l) => l,
+        Err(why) => {
+            eprintln!("SKIPPED dev_target_on_a_real_block_device: no loop device here ({why}); needs root and losetup");
+            return;
+        }
+    };
+    let t = format!("dev://{}", lo.dev);
+    let res = d.path().join("res");
+    let r = mlpdrive(
+        d.path(),
+        &[
+            "run",
+            "raw-smoke",
+            "--quiet",
+            "--target",
+            &t,
+            "--allow-raw-device",
+            "--duration",
+            "1s",
+            "--results",
+            res.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = results_of(d.path());
+    assert_eq!(j["target"]["kind"], "dev");
+    assert_eq!(j["io_mode"]["direct"], true);
+    assert_eq!(j["verify_errors"], 0);
+    assert!(j["summary"]["read"]["ops"].as_u64().unwrap() > 0);
+    // The bytes reached the block device: its first block is one of ours.
+    let mut head = [0u8; 16];
+    std::fs::File::open(&img).unwrap().read_exact_at(&mut head, 0).unwrap();
+    assert_eq!(&head[8..15], b"MLPDBLK", "first block: {head:?}");
+}
