@@ -103,3 +103,14 @@ fn bad_emu_uris_are_usage_errors() {
         assert!(tree(d.path()).is_empty(), "{t} created files");
     }
 }
+
+#[test]
+fn a_full_device_is_a_clear_failure() {
+    let d = scratch();
+    let (r, j) = run_emu(d.path(), "emu://ci-fast?size=8MiB", &["--duration", "1s"]);
+    assert_eq!(r.code, 1, "{}", r.show());
+    let j = j.unwrap();
+    assert_eq!(j["status"], "failed");
+    let first = j["errors"]["first"].as_str().unwrap();
+    assert!(first.contains("No space left on device") && first.contains("raw/job0.dat"), "{first}");
+}
