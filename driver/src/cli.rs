@@ -24,6 +24,8 @@ pub enum Command {
     Run(RunArgs),
     /// List the built-in presets.
     Workloads,
+    /// List the built-in device profiles for emu://PROFILE targets.
+    Devices,
     /// Print the human summary of a finished run.
     Report(ReportArgs),
 }
@@ -93,6 +95,10 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             print!("{}", workloads_text());
             Ok(EXIT_OK)
         }
+        Command::Devices => {
+            print!("{}", devices_text()?);
+            Ok(EXIT_OK)
+        }
         Command::Report(args) => {
             let (result, path) = crate::results::load(&args.path)?;
             eprintln!("mlpdrive: {}", path.display());
@@ -111,4 +117,22 @@ fn workloads_text() -> String {
     }
     s.push_str("\nRun one with `mlpdrive run NAME`, or pass a YAML file path; override keys with --set KEY=VALUE.\n");
     s
+}
+
+fn devices_text() -> Result<String, Error> {
+    let mut rows = Vec::new();
+    for (name, _) in mlpdrive_emu::BUILTIN_PROFILES {
+        let p = mlpdrive_emu::Profile::load(name)
+            .map_err(|e| Error::failed(format!("built-in device profile {name} does not load: {e}")))?;
+        rows.push((name.to_string(), p.description.clone()));
+    }
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
+    let mut s = format!("{:<width$}  DESCRIPTION\n", "NAME");
+    for (n, d) in rows {
+        s.push_str(&format!("{n:<width$}  {d}\n"));
+    }
+    s.push_str(
+        "\nRun on one with `--target emu://NAME` (or emu:///path/to/profile.yaml); parameters: docs/devices.md.\n",
+    );
+    Ok(s)
 }

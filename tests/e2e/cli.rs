@@ -38,3 +38,14 @@ fn report_prints_summary_of_file_dir_and_root() {
     let missing = mlpdrive(d.path(), &["report", "nope"]);
     assert_eq!(missing.code, 2, "{}", missing.show());
 }
+
+#[test]
+fn devices_lists_the_builtin_profiles() {
+    let d = scratch();
+    let r = mlpdrive(d.path(), &["devices"]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    for name in ["ideal", "ci-fast", "nvme-gen4", "nvme-gen5", "sata-ssd", "hdd", "s3-standard"] {
+        assert!(r.stdout.lines().any(|l| l.starts_with(name)), "{name} missing\n{}", r.show());
+    }
+    assert!(tree(d.path()).is_empty(), "devices must not write anything");
+}
