@@ -6,7 +6,6 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_yaml_ng::{Mapping, Value};
 
@@ -107,17 +106,7 @@ impl Serialize for EngineKind {
 
 impl<'de> Deserialize<'de> for EngineKind {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<EngineKind, D::Error> {
-        struct EngineVisitor;
-        impl Visitor<'_> for EngineVisitor {
-            type Value = EngineKind;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "one of {}", EngineKind::NAMES.join(", "))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<EngineKind, E> {
-                v.parse().map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_any(EngineVisitor)
+        super::deserialize_from_str(deserializer, EngineKind::NAMES)
     }
 }
 

@@ -107,6 +107,27 @@ pub fn load(source: &str, sets: &[String], seed: Option<u64>, duration: Option<&
 
 /// Deserializes the workload keys into `T` (which should use
 /// `#[serde(deny_unknown_fields)]`); errors name the key path.
+/// Deserializes a config enum spelled as a string through its `FromStr`
+/// (whose error already lists the accepted names), so every such key reports
+/// bad values the same way.
+pub(crate) fn deserialize_from_str<'de, D, T>(deserializer: D, names: &'static [&'static str]) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr<Err = String>,
+{
+    struct NameVisitor<T>(&'static [&'static str], std::marker::PhantomData<T>);
+    impl<T: std::str::FromStr<Err = String>> serde::de::Visitor<'_> for NameVisitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "one of {}", self.0.join(", "))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            v.parse().map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_any(NameVisitor(names, std::marker::PhantomData))
+}
+
 pub fn workload_config<T: DeserializeOwned>(cfg: &RunConfig) -> Result<T, Error> {
     let scope = Scope::Workload { name: &cfg.common.workload, common: COMMON_KEYS };
     serde_path_to_error::deserialize(Value::Mapping(cfg.workload_keys.clone()))

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::errors::{check_int_range, key_error};
@@ -86,17 +85,7 @@ impl Serialize for Rw {
 
 impl<'de> Deserialize<'de> for Rw {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Rw, D::Error> {
-        struct RwVisitor;
-        impl Visitor<'_> for RwVisitor {
-            type Value = Rw;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "one of {}", Rw::NAMES.join(", "))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Rw, E> {
-                v.parse().map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_any(RwVisitor)
+        super::deserialize_from_str(deserializer, Rw::NAMES)
     }
 }
 

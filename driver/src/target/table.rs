@@ -4,7 +4,7 @@
 //! worker, not once per I/O.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 
 use crate::io::Resolved;
 use crate::target::ObjectHandle;
@@ -58,9 +58,5 @@ impl HandleTable {
     pub fn all(&self) -> Vec<(ObjectHandle, Resolved)> {
         let t = self.inner.read().expect("handle table poisoned");
         t.entries.iter().enumerate().filter_map(|(i, e)| e.clone().map(|r| (ObjectHandle(i as u32), r))).collect()
-    }
-
-    pub fn name_of(r: &Resolved) -> Arc<str> {
-        r.name.clone()
     }
 }
