@@ -17,6 +17,7 @@ pub mod recorder;
 pub mod results;
 pub mod run;
 pub mod rusage;
+pub mod serve;
 pub mod signal;
 pub mod target;
 pub mod units;
