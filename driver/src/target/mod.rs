@@ -21,6 +21,7 @@
 
 pub mod dev;
 pub mod emu;
+pub mod extents;
 pub mod file;
 pub mod null;
 pub mod table;
