@@ -9,15 +9,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use mlpdrive_emu::nbd::{ExportConfig, FileStore, MemStore, Server, Store};
+use mlpdrive_emu::nbd::{DESCRIPTION_PREFIX, ExportConfig, FileStore, MemStore, Server, Store};
 use mlpdrive_emu::{Capacity, Device, Profile};
 
 use crate::cli::ServeArgs;
 use crate::error::{EXIT_OK, Error};
-
-/// The description every mlpdrive export starts with; the driver's
-/// `nbd://` target recognises its own exports by it.
-pub const DESCRIPTION_PREFIX: &str = "mlpdrive emu export";
 
 /// Runs the server until Ctrl-C (or SIGTERM).
 pub fn serve(args: &ServeArgs) -> Result<i32, Error> {

@@ -14,5 +14,9 @@ pub mod export;
 pub mod protocol;
 pub mod server;
 
+/// How `mlpdrive emu serve` exports begin their `NBD_INFO_DESCRIPTION`; the
+/// driver's `nbd://` target recognises mlpdrive exports by it.
+pub const DESCRIPTION_PREFIX: &str = "mlpdrive emu export";
+
 pub use export::{BackingError, FileStore, MemStore, Store};
 pub use server::{ExportConfig, Server, Stats};
