@@ -405,13 +405,19 @@ impl Raw {
         b
     }
 
-    /// True once the server has closed the connection (EOF, or a reset).
+    /// True once the server has closed the connection (EOF, or a reset);
+    /// false if it is still open after 5 s.
     fn closed(&mut self) -> bool {
+        self.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut b = [0u8; 64];
         loop {
             match self.s.read(&mut b) {
-                Ok(0) | Err(_) => return true,
+                Ok(0) => return true,
                 Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    return false;
+                }
+                Err(_) => return true,
             }
         }
     }
@@ -570,4 +576,178 @@ fn pipelined_requests_complete_in_the_models_order_not_the_clients() {
     let mut small: Vec<u64> = order[..8].to_vec();
     small.sort();
     assert_eq!(small, (0..8).collect::<Vec<_>>());
+}
+
+// ---- the driver's nbd:// target ----
+
+/// `mlpdrive run raw-smoke --target URI` with results in `dir/res`; returns
+/// the run and its results JSON, if written.
+fn run_on(dir: &Path, uri: &str, extra: &[&str]) -> (Run, Option<serde_json::Value>) {
+    let res = dir.join("res");
+    let out = dir.join("out.json");
+    let _ = std::fs::remove_file(&out);
+    let mut args = vec!["run", "raw-smoke", "--quiet", "--target", uri, "--results", res.to_str().unwrap(), "--output"];
+    args.push(out.to_str().unwrap());
+    args.extend_from_slice(extra);
+    // `timeout` guards against a hang: a hung run fails the test instead of CI.
+    let r = Run::from(
+        Command::new("timeout").arg("120").arg(BIN).args(&args).current_dir(dir).output().expect("run mlpdrive"),
+    );
+    let j = out.is_file().then(|| read_json(&out));
+    (r, j)
+}
+
+#[test]
+fn raw_run_on_an_emu_export_round_trips_with_verification() {
+    let d = scratch();
+    let s = Served::start(&["--size", "256MiB", "--profile", "ci-fast"]);
+    let (r, j) = run_on(d.path(), &s.uri(), &["--duration", "1s", "--set", "jobs=2"]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = j.unwrap();
+    assert_eq!(j["target"]["kind"], "nbd");
+    assert_eq!(j["io_mode"]["engine"], "nbd");
+    assert_eq!(j["verify_errors"], 0);
+    assert!(j["verify"]["verified_bytes"].as_u64().unwrap() > 0, "{j}");
+    let writes = j["summary"]["write"]["ops"].as_u64().unwrap();
+    assert!(writes > 0 && j["summary"]["read"]["ops"].as_u64().unwrap() > 0, "{j}");
+    // The server saw the run's bytes (the layout, then the measured writes).
+    let summary = s.stop();
+    let written: u64 = summary.split(" bytes written").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(written >= writes * 4096, "server wrote {written} bytes for {writes} writes: {summary}");
+    assert!(tree(d.path()).iter().all(|p| p.starts_with("res") || p.starts_with("out.json")));
+}
+
+#[test]
+fn injected_read_errors_on_the_export_fail_the_run_with_a_count() {
+    let d = scratch();
+    let p = profile_file(
+        d.path(),
+        "channels: 8\nlatency: {read: {fixed: 20us}, write: {fixed: 20us}, flush: {fixed: 20us}, trim: {fixed: 0}}\n\
+         channel_bandwidth: {read: unlimited, write: unlimited}\n\
+         device_bandwidth: {read: unlimited, write: unlimited, total: unlimited}\n\
+         faults:\n  error_probability: {read: 0.05}\n",
+    );
+    let s = Served::start(&["--size", "64MiB", "--profile", &p]);
+    let (r, j) = run_on(d.path(), &s.uri(), &["--duration", "1s", "--set", "continue_on_error=true"]);
+    assert_eq!(r.code, 1, "{}", r.show());
+    let j = j.unwrap();
+    assert_eq!(j["status"], "failed");
+    assert!(j["errors"]["count"].as_u64().unwrap() > 5, "{j}");
+    assert!(j["errors"]["first"].as_str().unwrap().contains("Input/output error"), "{j}");
+}
+
+#[test]
+fn a_server_that_dies_mid_run_fails_the_run_instead_of_hanging() {
+    let d = scratch();
+    let mut s = Served::start(&["--size", "64MiB", "--profile", "ci-fast"]);
+    let killer = {
+        let pid = s.child.id() as i32;
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            // SAFETY: kill(2) on the server child; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        })
+    };
+    let (r, j) = run_on(d.path(), &s.uri(), &["--duration", "30s"]);
+    killer.join().unwrap();
+    let _ = s.child.wait();
+    assert_eq!(r.code, 1, "{}", r.show());
+    let first = j.unwrap()["errors"]["first"].as_str().unwrap_or("").to_string();
+    assert!(first.contains("NBD connection lost") || first.contains("stalled"), "{first}");
+}
+
+#[test]
+fn a_missing_server_or_export_is_a_usage_error() {
+    let d = scratch();
+    // A port nobody listens on: bind one, learn it, close it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (r, _) = run_on(d.path(), &format!("nbd://127.0.0.1:{port}/x"), &[]);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("cannot connect"), "{}", r.show());
+    let s = Served::start(&["--size", "8MiB", "--profile", "ideal"]);
+    let (r, _) = run_on(d.path(), &format!("nbd://{}/other", s.addr), &[]);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("no export named \"other\""), "{}", r.show());
+    assert!(!d.path().join("res").exists(), "a refused target must not create results");
+}
+
+/// A qemu-nbd serving `img` on a free port, killed on drop.
+struct QemuNbd(Child, u16);
+
+impl QemuNbd {
+    fn start(img: &Path) -> QemuNbd {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("qemu-nbd")
+            .args(["-f", "raw", "-x", "exp", "--persistent", "-e", "4", "-b", "127.0.0.1", "-p"])
+            .arg(port.to_string())
+            .arg(img)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start qemu-nbd");
+        wait_for_port(port);
+        QemuNbd(child, port)
+    }
+}
+
+impl Drop for QemuNbd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port} after 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn raw_run_on_qemu_nbd_needs_allow_raw_device_and_verifies() {
+    if !have("qemu-nbd", "raw_run_on_qemu_nbd_needs_allow_raw_device_and_verifies") {
+        return;
+    }
+    let d = scratch();
+    let img = d.path().join("q.img");
+    std::fs::File::create(&img).unwrap().set_len(128 << 20).unwrap();
+    let q = QemuNbd::start(&img);
+    let uri = format!("nbd://127.0.0.1:{}/exp", q.1);
+    let (r, _) = run_on(d.path(), &uri, &["--duration", "1s"]);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("--allow-raw-device") && r.stderr.contains("not an mlpdrive emu export"), "{}", r.show());
+    assert_eq!(std::fs::read(&img).unwrap().iter().filter(|&&b| b != 0).count(), 0, "refused, yet the image changed");
+    let (r, j) = run_on(d.path(), &uri, &["--duration", "1s", "--allow-raw-device", "--set", "jobs=2"]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = j.unwrap();
+    assert_eq!(j["verify_errors"], 0);
+    assert!(j["verify"]["verified_bytes"].as_u64().unwrap() > 0, "{j}");
+    // The bytes reached qemu-nbd's image: its first block is one of ours.
+    let mut head = [0u8; 16];
+    std::fs::File::open(&img).unwrap().read_exact(&mut head).unwrap();
+    assert_eq!(&head[8..15], b"MLPDBLK", "first block: {head:?}");
+}
+
+#[test]
+fn raw_run_on_nbdkit_memory_verifies() {
+    if !have("nbdkit", "raw_run_on_nbdkit_memory_verifies") {
+        return;
+    }
+    let d = scratch();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new("nbdkit")
+        .args(["--foreground", "--exit-with-parent", "-i", "127.0.0.1", "-p"])
+        .arg(port.to_string())
+        .args(["memory", "128M"])
+        .spawn()
+        .expect("start nbdkit");
+    wait_for_port(port);
+    let (r, j) = run_on(d.path(), &format!("nbd://127.0.0.1:{port}"), &["--duration", "1s", "--allow-raw-device"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = j.unwrap();
+    assert_eq!(j["verify_errors"], 0);
+    assert!(j["verify"]["verified_bytes"].as_u64().unwrap() > 0, "{j}");
 }

@@ -448,10 +448,12 @@ fn transmit(shared: &Arc<Shared>, mut s: TcpStream) -> Result<(), End> {
             break Err(e);
         }
     };
-    // Let replies of requests still in flight go out (a soft disconnect
-    // promises them), unless the server is stopping.
+    // After NBD_CMD_DISC, let replies of requests still in flight go out (a
+    // soft disconnect promises them), unless the server is stopping. After
+    // an error the connection is dropped at once (a hard disconnect).
     let mut inflight = lock(&conn.inflight);
-    while inflight.0 > 0 && !shared.stop.load(Ordering::SeqCst) && !conn.broken.load(Ordering::SeqCst) {
+    while result.is_ok() && inflight.0 > 0 && !shared.stop.load(Ordering::SeqCst) && !conn.broken.load(Ordering::SeqCst)
+    {
         inflight = conn.inflight_cv.wait_timeout(inflight, POLL).unwrap_or_else(|e| e.into_inner()).0;
     }
     drop(inflight);
@@ -476,19 +478,27 @@ fn handle_request(shared: &Arc<Shared>, conn: &Arc<Conn>, s: &mut TcpStream, req
         }
         wait_for_room(shared, conn, len)?;
         let mut payload = vec![0u8; req.len as usize];
-        read_full(shared, s, &mut payload)?;
-        return if req.flags & !known_flags != 0 {
-            error(EINVAL)
+        if let Err(e) = read_full(shared, s, &mut payload) {
+            release(conn, len);
+            return Err(e);
+        }
+        let refusal = if req.flags & !known_flags != 0 {
+            Some(EINVAL)
         } else if cfg.read_only {
-            error(EPERM)
+            Some(EPERM)
         } else if !in_range {
-            error(ENOSPC)
+            Some(ENOSPC)
         } else if req.len == 0 {
-            error(EINVAL)
+            Some(EINVAL)
         } else {
-            shared.stats.written_bytes.fetch_add(len, Ordering::Relaxed);
-            schedule(shared, conn, req, payload, DeviceOp::write(req.offset, len), len)
+            None
         };
+        if let Some(code) = refusal {
+            release(conn, len);
+            return error(code);
+        }
+        shared.stats.written_bytes.fetch_add(len, Ordering::Relaxed);
+        return schedule(shared, conn, req, payload, DeviceOp::write(req.offset, len), len);
     }
     if req.flags & !known_flags != 0 {
         return error(EINVAL);
