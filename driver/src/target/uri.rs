@@ -580,11 +580,9 @@ mod tests {
 
     #[test]
     fn unknown_and_planned_schemes_are_explained() {
-        for planned in ["s3://bucket/prefix"] {
-            let m = usage_msg(parse(planned));
-            assert!(m.contains("planned but not available"), "{m}");
-            assert!(m.contains("file://DIR") && m.contains("null://"), "{m}");
-        }
+        let m = usage_msg(parse("s3://bucket/prefix"));
+        assert!(m.contains("planned but not available"), "{m}");
+        assert!(m.contains("file://DIR") && m.contains("null://") && m.contains("nbd://HOST:PORT"), "{m}");
         let m = usage_msg(parse("http://example.com/x"));
         assert!(m.contains("unknown scheme `http://`"), "{m}");
         assert!(m.contains("file://DIR") && m.contains("dev:///dev/X") && m.contains("null://"), "{m}");

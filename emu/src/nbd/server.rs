@@ -19,7 +19,8 @@
 //!
 //! Memory is bounded: each connection has at most [`INFLIGHT_MAX`] requests
 //! and [`INFLIGHT_BYTES_MAX`] payload bytes in flight; beyond that it stops
-//! reading the socket until replies have gone out (TCP backpressure).
+//! reading the socket until replies have gone out (TCP backpressure); at
+//! most [`CONNECTIONS_MAX`] connections are served at once.
 
 use core::time::Duration;
 use std::cmp::{Ordering as CmpOrdering, Reverse};
@@ -39,7 +40,10 @@ use crate::model::{Device, DeviceOp, Outcome};
 pub const INFLIGHT_MAX: usize = 512;
 /// Payload bytes (writes received, reads to send) in flight per connection
 /// before the server stops reading.
-pub const INFLIGHT_BYTES_MAX: u64 = 256 << 20;
+pub const INFLIGHT_BYTES_MAX: u64 = 128 << 20;
+/// Connections served at once; further clients are closed at accept, so a
+/// flood of connections cannot exhaust threads or memory.
+pub const CONNECTIONS_MAX: usize = 64;
 /// A client must finish the handshake within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often blocked threads look at the stop flag.
@@ -205,6 +209,12 @@ impl Server {
         while !stop.load(Ordering::SeqCst) {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
+                    conns.retain(|(_, h)| !h.is_finished());
+                    if conns.len() >= CONNECTIONS_MAX {
+                        log(format!("{peer}: refused: already serving {CONNECTIONS_MAX} connections"));
+                        drop(stream);
+                        continue;
+                    }
                     self.shared.stats.connections.fetch_add(1, Ordering::Relaxed);
                     stream.set_nonblocking(false)?;
                     let shutdown_handle = stream.try_clone()?;
