@@ -77,7 +77,7 @@ pub struct ServeArgs {
 pub struct RunArgs {
     /// Preset name (see `mlpdrive workloads`) or path to a YAML config.
     pub workload: String,
-    /// Where I/O goes: file://DIR, dev:///dev/X, null://  [default: file://./mlpdrive-data]
+    /// Where I/O goes: file://DIR, dev:///dev/X, null://, emu://PROFILE, nbd://HOST:PORT/EXPORT  [default: file://./mlpdrive-data]
     #[arg(long, short = 't', value_name = "URI")]
     pub target: Option<String>,
     /// Override a config key, e.g. --set queue_depth=64 --set io.direct=false (repeatable).
@@ -98,7 +98,7 @@ pub struct RunArgs {
     /// No progress output on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// Allow dev:// targets (a raw block device: its data is overwritten).
+    /// Allow dev:// targets and nbd:// exports not served by mlpdrive (their data is overwritten).
     #[arg(long)]
     pub allow_raw_device: bool,
     /// Allow targets under system directories or mounted devices.
