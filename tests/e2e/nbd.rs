@@ -657,6 +657,26 @@ fn a_server_that_dies_mid_run_fails_the_run_instead_of_hanging() {
 }
 
 #[test]
+fn a_hanging_export_fails_the_run_as_stalled_and_the_server_still_stops() {
+    let d = scratch();
+    let p = profile_file(
+        d.path(),
+        "channels: 8\nlatency: {read: {fixed: 20us}, write: {fixed: 20us}, flush: {fixed: 20us}, trim: {fixed: 0}}\n\
+         channel_bandwidth: {read: unlimited, write: unlimited}\n\
+         device_bandwidth: {read: unlimited, write: unlimited, total: unlimited}\n\
+         faults:\n  hang: {probability: 0.5, duration: 600s}\n",
+    );
+    let s = Served::start(&["--size", "64MiB", "--profile", &p]);
+    let (r, j) = run_on(d.path(), &s.uri(), &["--duration", "30s", "--set", "io.timeout=1s", "--set", "rw=randread"]);
+    assert_eq!(r.code, 1, "{}", r.show());
+    let first = j.unwrap()["errors"]["first"].as_str().unwrap_or("").to_string();
+    assert!(first.contains("stalled"), "{first}");
+    // Requests still hung inside the server do not keep it from stopping.
+    let summary = s.stop();
+    assert!(summary.contains("stopped;"), "{summary}");
+}
+
+#[test]
 fn a_missing_server_or_export_is_a_usage_error() {
     let d = scratch();
     // A port nobody listens on: bind one, learn it, close it.

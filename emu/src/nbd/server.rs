@@ -46,6 +46,9 @@ pub const INFLIGHT_BYTES_MAX: u64 = 128 << 20;
 pub const CONNECTIONS_MAX: usize = 64;
 /// A client must finish the handshake within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client that does not take a reply for this long is disconnected, so a
+/// client that stops reading holds a completion thread for at most this.
+const REPLY_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often blocked threads look at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -304,6 +307,7 @@ fn serve_connection(shared: &Arc<Shared>, mut s: TcpStream) -> Result<(), End> {
     // Transmission: reads block until a request arrives, waking up now and
     // then to notice a stop.
     s.set_read_timeout(Some(POLL))?;
+    s.set_write_timeout(Some(REPLY_SEND_TIMEOUT))?;
     transmit(shared, s)
 }
 
