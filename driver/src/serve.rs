@@ -63,8 +63,14 @@ pub fn serve(args: &ServeArgs) -> Result<i32, Error> {
         description,
         completion_threads: args.completion_threads,
     };
-    let server = Server::bind(args.nbd.as_str(), cfg, store, device)
-        .map_err(|e| Error::usage(format!("--nbd {}: cannot listen: {e}", args.nbd)))?;
+    let server = Server::bind(args.nbd.as_str(), cfg, store, device).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::InvalidInput {
+            "; write ADDR:PORT, e.g. 127.0.0.1:10809 (port 0 picks a free port)"
+        } else {
+            ""
+        };
+        Error::usage(format!("--nbd {}: cannot listen: {e}{hint}", args.nbd))
+    })?;
     let addr = server.local_addr().map_err(|e| Error::failed(format!("cannot read the listening address: {e}")))?;
 
     let stop = Arc::new(AtomicBool::new(false));

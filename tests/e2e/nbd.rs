@@ -771,3 +771,26 @@ fn raw_run_on_nbdkit_memory_verifies() {
     assert_eq!(j["verify_errors"], 0);
     assert!(j["verify"]["verified_bytes"].as_u64().unwrap() > 0, "{j}");
 }
+
+#[test]
+fn serve_usage_errors_exit_2_before_listening() {
+    let d = scratch();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let img = d.path().join("new.img");
+    for (args, needle) in [
+        (vec!["--nbd", "nonsense", "--size", "1MiB", "--profile", "ideal"], "ADDR:PORT"),
+        (vec!["--nbd", &busy, "--size", "1MiB", "--profile", "ideal"], "cannot listen"),
+        (vec!["--nbd", "127.0.0.1:0", "--size", "0", "--profile", "ideal"], "at least one byte"),
+        (vec!["--nbd", "127.0.0.1:0", "--size", "1MiB", "--profile", "nope"], "unknown device profile"),
+        (vec!["--nbd", "127.0.0.1:0", "--profile", "ideal", "--backing", img.to_str().unwrap()], "pass --size"),
+    ] {
+        let mut full = vec!["emu", "serve"];
+        full.extend_from_slice(&args);
+        let r = mlpdrive(d.path(), &full);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.show());
+        assert!(r.stderr.contains(needle), "{args:?}: {}", r.show());
+        assert!(!r.stdout.contains("listening"), "{args:?}: {}", r.show());
+    }
+    assert!(!img.exists(), "a refused serve created its backing file");
+}
