@@ -49,6 +49,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A client that does not take a reply for this long is disconnected, so a
 /// client that stops reading holds a completion thread for at most this.
 const REPLY_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the listener looks for new clients (and at the stop flag).
+const ACCEPT_POLL: Duration = Duration::from_millis(10);
 /// How often blocked threads look at the stop flag.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -218,19 +220,16 @@ impl Server {
                         drop(stream);
                         continue;
                     }
-                    self.shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-                    stream.set_nonblocking(false)?;
-                    let shutdown_handle = stream.try_clone()?;
-                    let shared = self.shared.clone();
-                    let log_end = log.clone();
-                    let handle = std::thread::Builder::new().name(format!("nbd-conn-{peer}")).spawn(move || {
-                        let end = serve_connection(&shared, stream).err();
-                        log_end(describe_end(peer, end));
-                    })?;
-                    log(format!("{peer}: connected"));
-                    conns.push((shutdown_handle, handle));
+                    match self.spawn_connection(stream, peer, &log) {
+                        Ok(c) => {
+                            self.shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+                            conns.push(c);
+                        }
+                        // Out of threads or descriptors: drop this client, keep serving.
+                        Err(e) => log(format!("{peer}: cannot serve this connection: {e}")),
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     log(format!("accept failed: {e}"));
@@ -252,6 +251,28 @@ impl Server {
         }
         lock(&self.shared.queue).clear();
         Ok(())
+    }
+}
+
+impl Server {
+    /// Starts the thread that serves one accepted connection; returns a
+    /// handle to shut its socket down with, and the thread.
+    fn spawn_connection(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        log: &Arc<dyn Fn(String) + Send + Sync>,
+    ) -> io::Result<(TcpStream, JoinHandle<()>)> {
+        stream.set_nonblocking(false)?;
+        let shutdown_handle = stream.try_clone()?;
+        let shared = self.shared.clone();
+        let log_end = log.clone();
+        log(format!("{peer}: connected"));
+        let handle = std::thread::Builder::new().name(format!("nbd-conn-{peer}")).spawn(move || {
+            let end = serve_connection(&shared, stream).err();
+            log_end(describe_end(peer, end));
+        })?;
+        Ok((shutdown_handle, handle))
     }
 }
 
