@@ -135,6 +135,8 @@ impl NbdQueue {
         });
         if let Err(e) = result {
             self.lost.get_or_insert_with(|| format!("sending a request: {e}"));
+            // Wake the reader thread too: it reports the loss to `reap`.
+            let _ = self.writer.shutdown(Shutdown::Both);
             return false;
         }
         true
