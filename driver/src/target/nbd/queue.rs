@@ -127,8 +127,9 @@ impl NbdQueue {
         ))
     }
 
-    /// Sends a request (and a write's payload); false if the socket failed.
-    fn send(&mut self, req: &Request, payload: Option<&[u8]>) -> bool {
+    /// Sends a request (and a write's payload). A failure is remembered
+    /// and reported by `reap` (the op's reply will never come).
+    fn send(&mut self, req: &Request, payload: Option<&[u8]>) {
         let result = self.writer.write_all(&req.encode()).and_then(|()| match payload {
             Some(p) => self.writer.write_all(p),
             None => Ok(()),
@@ -137,9 +138,7 @@ impl NbdQueue {
             self.lost.get_or_insert_with(|| format!("sending a request: {e}"));
             // Wake the reader thread too: it reports the loss to `reap`.
             let _ = self.writer.shutdown(Shutdown::Both);
-            return false;
         }
-        true
     }
 
     fn handle_event(&mut self, ev: Event, out: &mut Vec<Completion>) -> Result<(), TargetError> {
