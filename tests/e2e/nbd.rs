@@ -794,3 +794,37 @@ fn serve_usage_errors_exit_2_before_listening() {
     }
     assert!(!img.exists(), "a refused serve created its backing file");
 }
+
+#[test]
+fn injected_read_corruption_on_the_export_is_caught_by_verification() {
+    let d = scratch();
+    let p = profile_file(
+        d.path(),
+        "channels: 8\nlatency: {read: {fixed: 20us}, write: {fixed: 20us}, flush: {fixed: 20us}, trim: {fixed: 0}}\n\
+         channel_bandwidth: {read: unlimited, write: unlimited}\n\
+         device_bandwidth: {read: unlimited, write: unlimited, total: unlimited}\n\
+         faults:\n  read_corruption_probability: 0.01\n",
+    );
+    let s = Served::start(&["--size", "64MiB", "--profile", &p]);
+    let (r, j) = run_on(d.path(), &s.uri(), &["--duration", "1s"]);
+    assert_eq!(r.code, 1, "{}", r.show());
+    let j = j.unwrap();
+    assert!(j["verify_errors"].as_u64().unwrap() > 0, "{j}");
+    assert_eq!(j["errors"]["count"], 0, "corruption is not an I/O error: {j}");
+}
+
+#[test]
+fn a_block_device_backing_needs_allow_raw_device() {
+    // Refused before it is opened, so any block device node will do.
+    let dev = ["/dev/vda", "/dev/sda", "/dev/nvme0n1", "/dev/xvda", "/dev/loop0"]
+        .into_iter()
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type())));
+    let Some(dev) = dev else {
+        eprintln!("SKIPPED a_block_device_backing_needs_allow_raw_device: no block device node on this machine");
+        return;
+    };
+    let d = scratch();
+    let r = mlpdrive(d.path(), &["emu", "serve", "--nbd", "127.0.0.1:0", "--profile", "ideal", "--backing", dev]);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("block device") && r.stderr.contains("--allow-raw-device"), "{}", r.show());
+}
