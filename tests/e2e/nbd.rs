@@ -828,3 +828,30 @@ fn a_block_device_backing_needs_allow_raw_device() {
     assert_eq!(r.code, 2, "{}", r.show());
     assert!(r.stderr.contains("block device") && r.stderr.contains("--allow-raw-device"), "{}", r.show());
 }
+
+#[test]
+fn a_loop_device_backing_is_served_with_allow_raw_device() {
+    if !have("qemu-io", "a_loop_device_backing_is_served_with_allow_raw_device") {
+        return;
+    }
+    let d = scratch();
+    let img = d.path().join("loop.img");
+    std::fs::File::create(&img).unwrap().set_len(8 << 20).unwrap();
+    let lo = match crate::raw_runs::Loop::attach(&img) {
+        Ok(l) => l,
+        Err(why) => {
+            eprintln!("SKIPPED a_loop_device_backing_is_served_with_allow_raw_device: no loop device ({why})");
+            return;
+        }
+    };
+    // Without --size the export is the device's size.
+    let s = Served::start(&["--profile", "ci-fast", "--backing", &lo.dev, "--allow-raw-device"]);
+    let (ok, out, err) = client(Command::new("qemu-img").arg("info").arg(s.uri()));
+    assert!(ok && out.contains("(8388608 bytes)"), "{out}{err}");
+    let (ok, _, err) = client(Command::new("qemu-io").args(["-f", "raw", "-c", "write -P 0x3c 1M 64k"]).arg(s.uri()));
+    assert!(ok, "{err}");
+    s.stop();
+    drop(lo);
+    let bytes = std::fs::read(&img).unwrap();
+    assert!(bytes[1 << 20..(1 << 20) + 65536].iter().all(|&b| b == 0x3c), "the write did not reach the device");
+}
