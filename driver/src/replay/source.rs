@@ -1,0 +1,483 @@
+//! The replay's op source: walks the planned steps in order and turns each
+//! into target calls and queued ops, keeping per-key order.
+//!
+//! - A write creates (or re-creates) `<key>.npy`, writes it in chunks of
+//!   unique data (the step's generation), then commits it. Reads of the key
+//!   wait until that commit completed; a write or delete of a key waits until
+//!   nothing of that key is in flight.
+//! - A read reads the object in chunks and verifies every byte against the
+//!   generation the plan says is live.
+//! - Steps are issued strictly in order: a step that must wait holds back
+//!   the ones after it (the trace's order is the replay's order).
+//! - Paced (`--speedup X`), a step is not issued before
+//!   `start + offset_s / X` on the run's clock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::plan::{Step, StepKind};
+use crate::datagen::{self, Expect};
+use crate::engine::{Data, ErrorTally, Next, OpSource, Request};
+use crate::recorder::{LiveCounters, SeriesKey};
+use crate::target::{Completion, ObjectHandle, Op, OpKind, Target};
+
+/// Pacing by trace time.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacing {
+    pub start: Instant,
+    pub speedup: f64,
+}
+
+impl Pacing {
+    /// When a step `offset_s` into the trace is due.
+    pub fn due(&self, offset_s: f64) -> Instant {
+        self.start + Duration::from_secs_f64((offset_s / self.speedup).max(0.0))
+    }
+}
+
+/// What the source counted (whole rows; bytes from completed chunks).
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub write_rows: u64,
+    pub write_bytes: u64,
+    pub write_rows_failed: u64,
+    pub read_rows: u64,
+    pub read_bytes: u64,
+    pub read_rows_failed: u64,
+    pub deletes: u64,
+    /// Paced only: the latest a step was issued after its due time, seconds.
+    pub pacing_lag_s_max: f64,
+}
+
+#[derive(Default)]
+struct KeyState {
+    handle: Option<ObjectHandle>,
+    /// The last write of the key failed: its object holds no valid data.
+    broken: bool,
+    /// Ops of this key in flight (chunks and commits).
+    in_flight: u32,
+    /// From create until the commit completed.
+    writing: bool,
+    write_size: u64,
+    /// Series of the write in progress (its commit is recorded there too).
+    write_series: (&'static str, &'static str),
+    write_chunks_left: u64,
+    write_failed: bool,
+    /// Read rows in progress (several reads of a key may overlap).
+    read_rows: u64,
+    read_chunks_left: u64,
+    read_failures: u64,
+}
+
+/// A step being expanded into chunk ops.
+struct Active {
+    step: usize,
+    handle: ObjectHandle,
+    next_offset: u64,
+}
+
+pub struct ReplaySource<'a> {
+    target: &'a dyn Target,
+    names: &'a [String],
+    objects: Vec<u64>,
+    steps: &'a [Step],
+    next: usize,
+    pacing: Option<Pacing>,
+    chunk_bytes: u64,
+    seed: u64,
+    continue_on_error: bool,
+    live: Option<Arc<LiveCounters>>,
+    keys: Vec<KeyState>,
+    by_handle: HashMap<ObjectHandle, u32>,
+    active: Option<Active>,
+    commits: Vec<u32>,
+    writes_open: usize,
+    stopped: bool,
+    pub tally: Tally,
+    /// Failures of namespace calls (create, delete) and rows that could not
+    /// be issued; the engine counts failed ops itself.
+    pub errors: ErrorTally,
+    /// (step index, issue time), when asked for (tests).
+    pub issue_log: Option<Vec<(usize, Instant)>>,
+}
+
+/// Object name of a cache key, as kv-cache.py names its files.
+pub fn object_name(key: &str) -> String {
+    format!("{key}.npy")
+}
+
+fn chunks(size: u64, chunk: u64) -> u64 {
+    size.div_ceil(chunk)
+}
+
+impl<'a> ReplaySource<'a> {
+    pub fn new(
+        target: &'a dyn Target,
+        names: &'a [String],
+        steps: &'a [Step],
+        chunk_bytes: u64,
+        seed: u64,
+        continue_on_error: bool,
+    ) -> Self {
+        ReplaySource {
+            target,
+            names,
+            objects: names.iter().map(|k| datagen::object_key(&object_name(k))).collect(),
+            steps,
+            next: 0,
+            pacing: None,
+            chunk_bytes,
+            seed,
+            continue_on_error,
+            live: None,
+            keys: (0..names.len()).map(|_| KeyState::default()).collect(),
+            by_handle: HashMap::new(),
+            active: None,
+            commits: Vec::new(),
+            writes_open: 0,
+            stopped: false,
+            tally: Tally::default(),
+            errors: ErrorTally::default(),
+            issue_log: None,
+        }
+    }
+
+    pub fn paced(mut self, pacing: Option<Pacing>) -> Self {
+        self.pacing = pacing;
+        self
+    }
+
+    pub fn counting_errors_in(mut self, live: Arc<LiveCounters>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// Steps issued so far.
+    pub fn issued(&self) -> usize {
+        self.next
+    }
+
+    fn fail(&mut self, msg: impl FnOnce() -> String) {
+        self.errors.add(msg);
+        if let Some(l) = &self.live {
+            l.add_error();
+        }
+        if !self.continue_on_error {
+            self.stopped = true;
+        }
+    }
+
+    fn chunk_op(&mut self) -> Next {
+        let a = self.active.as_mut().expect("active step");
+        let s = self.steps[a.step];
+        let offset = a.next_offset;
+        let len = self.chunk_bytes.min(s.size_bytes - offset);
+        a.next_offset += len;
+        let handle = a.handle;
+        if a.next_offset >= s.size_bytes {
+            self.active = None;
+        }
+        self.keys[s.key as usize].in_flight += 1;
+        let object = self.objects[s.key as usize];
+        let (op, data, kind, exact) = match s.kind {
+            StepKind::Write => (
+                Op::Write { obj: handle, offset, len: len as u32 },
+                Data::Fill { object, seed: self.seed, generation: s.generation },
+                OpKind::Write,
+                false,
+            ),
+            _ => (
+                Op::Read { obj: handle, offset, len: len as u32 },
+                Data::Verify(Expect { seed: self.seed, object, generation: Some(s.generation) }),
+                OpKind::Read,
+                true,
+            ),
+        };
+        Next::Op(Request { op, data, key: SeriesKey { phase: s.phase, op: kind, tier: s.tier }, exact })
+    }
+
+    fn commit_op(&mut self, k: u32) -> Next {
+        let st = &mut self.keys[k as usize];
+        st.in_flight += 1;
+        let handle = st.handle.expect("a committed key has an object");
+        let (phase, tier) = st.write_series;
+        Next::Op(Request {
+            op: Op::Commit { obj: handle, size: st.write_size },
+            data: Data::None,
+            key: SeriesKey { phase, op: OpKind::Commit, tier },
+            exact: false,
+        })
+    }
+}
+
+impl OpSource for ReplaySource<'_> {
+    fn next(&mut self, now: Instant) -> Next {
+        loop {
+            if self.stopped {
+                return Next::Done;
+            }
+            if let Some(k) = self.commits.pop() {
+                return self.commit_op(k);
+            }
+            if self.active.is_some() {
+                return self.chunk_op();
+            }
+            let Some(&s) = self.steps.get(self.next) else {
+                // Commits may still follow in-flight writes.
+                return if self.writes_open > 0 { Next::Wait } else { Next::Done };
+            };
+            if let Some(p) = self.pacing {
+                let due = p.due(s.offset_s);
+                if now < due {
+                    return Next::WaitUntil(due);
+                }
+                self.tally.pacing_lag_s_max = self.tally.pacing_lag_s_max.max((now - due).as_secs_f64());
+            }
+            let k = s.key as usize;
+            let st = &self.keys[k];
+            let blocked = match s.kind {
+                StepKind::Read => st.writing,
+                StepKind::Write | StepKind::Delete => st.writing || st.in_flight > 0,
+            };
+            if blocked {
+                // Something of this key is in flight; its completion wakes us.
+                return Next::Wait;
+            }
+            if let Some(log) = &mut self.issue_log {
+                log.push((self.next, now));
+            }
+            let step_index = self.next;
+            self.next += 1;
+            let name = object_name(&self.names[k]);
+            match s.kind {
+                StepKind::Delete => {
+                    if let Some(h) = self.keys[k].handle.take() {
+                        self.by_handle.remove(&h);
+                    }
+                    match self.target.delete(&name) {
+                        Ok(()) => self.tally.deletes += 1,
+                        Err(e) => self.fail(|| format!("delete {name}: {e}")),
+                    }
+                }
+                StepKind::Write => {
+                    if let Some(h) = self.keys[k].handle.take() {
+                        self.by_handle.remove(&h);
+                    }
+                    let h = match self.target.create(&name, s.size_bytes) {
+                        Ok(h) => h,
+                        Err(e) => {
+                            self.keys[k].broken = true;
+                            self.tally.write_rows_failed += 1;
+                            self.fail(|| format!("create {name}: {e}"));
+                            continue;
+                        }
+                    };
+                    self.by_handle.insert(h, s.key);
+                    let st = &mut self.keys[k];
+                    st.handle = Some(h);
+                    st.broken = false;
+                    st.writing = true;
+                    st.write_size = s.size_bytes;
+                    st.write_series = (s.phase, s.tier);
+                    st.write_chunks_left = chunks(s.size_bytes, self.chunk_bytes);
+                    st.write_failed = false;
+                    self.writes_open += 1;
+                    if s.size_bytes == 0 {
+                        self.commits.push(s.key);
+                    } else {
+                        self.active = Some(Active { step: step_index, handle: h, next_offset: 0 });
+                    }
+                }
+                StepKind::Read => {
+                    let st = &mut self.keys[k];
+                    let handle = match st.handle {
+                        Some(h) if !st.broken => h,
+                        _ => {
+                            self.tally.read_rows_failed += 1;
+                            self.fail(|| format!("read {name}: its last write failed, there is nothing valid to read"));
+                            continue;
+                        }
+                    };
+                    if s.size_bytes == 0 {
+                        self.tally.read_rows += 1;
+                        continue;
+                    }
+                    st.read_rows += 1;
+                    st.read_chunks_left += chunks(s.size_bytes, self.chunk_bytes);
+                    self.active = Some(Active { step: step_index, handle, next_offset: 0 });
+                }
+            }
+        }
+    }
+
+    fn completed(&mut self, req: &Request, c: &Completion) {
+        let Some(&k) = self.by_handle.get(&req.op.obj()) else {
+            return;
+        };
+        let st = &mut self.keys[k as usize];
+        st.in_flight -= 1;
+        match (req.op, &c.result) {
+            (Op::Write { .. }, r) => {
+                st.write_chunks_left -= 1;
+                match r {
+                    Ok(n) => self.tally.write_bytes += u64::from(*n),
+                    Err(_) => st.write_failed = true,
+                }
+                if st.write_chunks_left == 0 {
+                    if st.write_failed {
+                        st.writing = false;
+                        st.broken = true;
+                        self.writes_open -= 1;
+                        self.tally.write_rows_failed += 1;
+                    } else {
+                        self.commits.push(k);
+                    }
+                }
+            }
+            (Op::Commit { .. }, r) => {
+                st.writing = false;
+                self.writes_open -= 1;
+                if r.is_ok() {
+                    self.tally.write_rows += 1;
+                } else {
+                    st.broken = true;
+                    self.tally.write_rows_failed += 1;
+                }
+            }
+            (Op::Read { len, .. }, r) => {
+                st.read_chunks_left -= 1;
+                match r {
+                    Ok(n) if *n == len => self.tally.read_bytes += u64::from(*n),
+                    _ => st.read_failures += 1,
+                }
+                if st.read_chunks_left == 0 {
+                    // Overlapping reads of one key finish together; failed
+                    // chunks are charged to their rows one each.
+                    let failed = st.read_failures.min(st.read_rows);
+                    self.tally.read_rows += st.read_rows - failed;
+                    self.tally.read_rows_failed += failed;
+                    st.read_rows = 0;
+                    st.read_failures = 0;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+    use crate::buf::{AlignedBuf, BufPool};
+    use crate::clock::Clock;
+    use crate::engine::{Control, WorkerReport, run_worker};
+    use crate::kvtrace::TraceOp::{Read as R, Write as W};
+    use crate::replay::plan::{Deletes, plan};
+    use crate::target::null::NullTarget;
+    use crate::target::{IoMode, Queue, QueueFull, TargetError};
+
+    const MIB: u64 = 1 << 20;
+
+    /// Records every submitted op, in order, around a real queue.
+    struct Recording {
+        inner: Box<dyn Queue>,
+        ops: Vec<Op>,
+    }
+
+    impl Queue for Recording {
+        fn depth(&self) -> usize {
+            self.inner.depth()
+        }
+        fn in_flight(&self) -> usize {
+            self.inner.in_flight()
+        }
+        fn submit(&mut self, tag: u64, op: Op, buf: Option<AlignedBuf>) -> Result<(), QueueFull> {
+            self.ops.push(op);
+            self.inner.submit(tag, op, buf)
+        }
+        fn reap(&mut self, min: usize, timeout: Duration, out: &mut Vec<Completion>) -> Result<usize, TargetError> {
+            self.inner.reap(min, timeout, out)
+        }
+        fn io_mode(&self) -> IoMode {
+            self.inner.io_mode()
+        }
+    }
+
+    fn control() -> Control {
+        Control {
+            stop: Arc::new(AtomicBool::new(false)),
+            deadline: None,
+            live: Arc::new(LiveCounters::default()),
+            verify: false,
+            continue_on_error: false,
+            stall_timeout: Duration::from_secs(5),
+            clock: Clock::real(),
+        }
+    }
+
+    fn run(target: &NullTarget, src: &mut ReplaySource, depth: usize) -> (WorkerReport, Vec<Op>) {
+        let mut pool = BufPool::new(depth, MIB as usize, 512);
+        let inner = target.queue(depth, &mut pool).unwrap();
+        let mut q = Recording { inner, ops: Vec::new() };
+        let mut rep = WorkerReport::default();
+        run_worker(src, &mut q, &mut pool, &control(), &mut rep);
+        (rep, q.ops)
+    }
+
+    #[test]
+    fn reads_wait_for_the_commit_and_rewrites_wait_for_reads() {
+        let l = crate::replay::plan::loaded(&[
+            (0.0, W, "a", 3 * MIB),
+            (1.0, R, "a", 3 * MIB),
+            (2.0, W, "b", MIB / 2),
+            (3.0, R, "a", 3 * MIB),
+            (4.0, W, "a", MIB),
+        ]);
+        let p = plan(&l, Deletes::Never).unwrap();
+        let target = NullTarget::new();
+        let mut src = ReplaySource::new(&target, &l.keys, &p.steps, MIB, 7, false);
+        let (rep, ops) = run(&target, &mut src, 8);
+        assert_eq!(rep.errors.count, 0, "{:?}", rep.errors.first);
+        let kinds: Vec<(OpKind, u32)> = ops.iter().map(|o| (o.kind(), o.obj().0)).collect();
+        use OpKind::{Commit as C, Read as Rd, Write as Wr};
+        // null:// hands out table positions: a = 0 (its rewrite reuses the
+        // slot), b = 1.
+        let first_commit_a = kinds.iter().position(|&k| k == (C, 0)).unwrap();
+        let first_read_a = kinds.iter().position(|&k| k == (Rd, 0)).unwrap();
+        assert!(first_commit_a < first_read_a, "{kinds:?}");
+        assert_eq!(kinds.iter().filter(|&&k| k == (Wr, 0)).count(), 3 + 1, "{kinds:?}");
+        let last_read_a = kinds.iter().rposition(|&k| k == (Rd, 0)).unwrap();
+        let rewrite = kinds.iter().rposition(|&k| k == (Wr, 0)).unwrap();
+        assert!(last_read_a < rewrite, "{kinds:?}");
+        let t = &src.tally;
+        assert_eq!((t.write_rows, t.write_bytes), (3, 4 * MIB + MIB / 2));
+        assert_eq!((t.read_rows, t.read_bytes), (2, 6 * MIB));
+    }
+
+    #[test]
+    fn paced_steps_are_never_issued_before_their_scaled_time() {
+        let l = crate::replay::plan::loaded(&[
+            (100.0, W, "a", 4096),
+            (100.5, R, "a", 4096),
+            (101.0, W, "b", 4096),
+            (101.5, R, "b", 4096),
+        ]);
+        let p = plan(&l, Deletes::Never).unwrap();
+        let target = NullTarget::new();
+        let pacing = Pacing { start: Clock::real().now(), speedup: 25.0 };
+        let mut src = ReplaySource::new(&target, &l.keys, &p.steps, MIB, 7, false).paced(Some(pacing));
+        src.issue_log = Some(Vec::new());
+        let (rep, _) = run(&target, &mut src, 4);
+        assert_eq!(rep.errors.count, 0, "{:?}", rep.errors.first);
+        let log = src.issue_log.clone().unwrap();
+        assert_eq!(log.iter().map(|e| e.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        for &(i, at) in &log {
+            // offsets 0, 0.5, 1, 1.5 s at 25× → due 0, 20, 40, 60 ms.
+            let due = pacing.start + Duration::from_secs_f64(p.steps[i].offset_s / 25.0);
+            assert!(at >= due, "step {i} issued {:?} before its due time", due - at);
+        }
+        assert!(src.tally.pacing_lag_s_max >= 0.0);
+    }
+}
