@@ -44,6 +44,7 @@ fn run_steps(
     opts: ExecOptions,
     pacing: Option<Pacing>,
     verify: bool,
+    existing: &[Step],
 ) -> Result<Ran, Error> {
     let align = env.target.info().caps.align;
     let chunk = align_up(CHUNK_BYTES, align as u64);
@@ -55,6 +56,7 @@ fn run_steps(
     let mut src = ReplaySource::new(env.target, names, steps, chunk, env.common.seed, env.common.continue_on_error)
         .paced(pacing)
         .counting_errors_in(env.live.clone());
+    src.adopt(existing.iter().map(|s| s.key)).map_err(Error::failed)?;
     let mut report = WorkerReport::default();
     engine::run_worker(&mut src, queue.as_mut(), &mut pool, &env.control(None, verify), &mut report);
     report.errors.merge(&src.errors);
@@ -68,7 +70,7 @@ pub fn execute(env: &RunEnv, loaded: &Loaded, plan: &Plan, opts: ExecOptions) ->
     let mut notes = Vec::new();
     if !plan.setup.is_empty() {
         env.phase.set("setup");
-        let ran = run_steps(env, &loaded.keys, &plan.setup, opts, None, false)?;
+        let ran = run_steps(env, &loaded.keys, &plan.setup, opts, None, false, &[])?;
         recorder.merge(&ran.report.recorder);
         if ran.report.errors.count > 0 || ran.tally.write_rows as usize != plan.setup.len() {
             return Err(Error::failed(format!(
@@ -86,7 +88,7 @@ pub fn execute(env: &RunEnv, loaded: &Loaded, plan: &Plan, opts: ExecOptions) ->
 
     let start = env.phase.begin_measure(env.clock.now());
     let pacing = opts.speedup.map(|speedup| Pacing { start, speedup });
-    let ran = run_steps(env, &loaded.keys, &plan.steps, opts, pacing, verify)?;
+    let ran = run_steps(env, &loaded.keys, &plan.steps, opts, pacing, verify, &plan.setup)?;
     let end = ran.report.last_completion.unwrap_or(start).max(start);
     let window_s = end.saturating_duration_since(start).as_secs_f64();
     recorder.merge(&ran.report.recorder);
@@ -153,4 +155,28 @@ fn summary(loaded: &Loaded, plan: &Plan, opts: ExecOptions, t: &Tally, window_s:
         "achieved_duration_s": window_s,
         "pacing_lag_s_max": opts.speedup.map(|_| t.pacing_lag_s_max),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/results-schema.md names every field of the replay summary.
+    #[test]
+    fn schema_doc_names_every_replay_summary_field() {
+        const DOC: &str = include_str!("../../../docs/results-schema.md");
+        let l = super::super::plan::loaded(&[(0.0, crate::kvtrace::TraceOp::Write, "a", 1)]);
+        let p = super::super::plan::plan(&l, super::super::plan::Deletes::Never).unwrap();
+        let opts = ExecOptions { queue_depth: 1, speedup: Some(1.0), tiers: "storage", capacity_bytes: Some(1) };
+        let v = summary(&l, &p, opts, &Tally::default(), 1.0);
+        let mut missing = Vec::new();
+        for (k, child) in v.as_object().unwrap() {
+            let mut names = vec![format!("summary.{k}")];
+            if let Some(o) = child.as_object() {
+                names.extend(o.keys().map(|c| format!("summary.{k}.{c}")));
+            }
+            missing.extend(names.into_iter().filter(|n| !DOC.contains(&format!("`{n}`"))));
+        }
+        assert!(missing.is_empty(), "replay summary fields missing from docs/results-schema.md: {missing:?}");
+    }
 }

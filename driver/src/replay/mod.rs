@@ -180,7 +180,7 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Error> {
 fn run_config(args: &ReplayArgs, deletes: Deletes, tiers: Tiers) -> RunConfig {
     let common = Common {
         workload: "replay".into(),
-        description: Some(format!("replay of trace {}", args.trace.display())),
+        description: None,
         seed: args.seed.unwrap_or(config::DEFAULT_SEED),
         duration: None,
         verify: true,

@@ -153,6 +153,23 @@ impl<'a> ReplaySource<'a> {
         self
     }
 
+    /// Takes over keys written earlier (the setup's pre-created keys): their
+    /// objects are opened by name.
+    pub fn adopt(&mut self, keys: impl IntoIterator<Item = u32>) -> Result<(), String> {
+        for k in keys {
+            let name = object_name(&self.names[k as usize]);
+            match self.target.open(&name) {
+                Ok(Some((h, _))) => {
+                    self.keys[k as usize].handle = Some(h);
+                    self.by_handle.insert(h, k);
+                }
+                Ok(None) => return Err(format!("{name} was written in setup but does not exist")),
+                Err(e) => return Err(format!("open {name}: {e}")),
+            }
+        }
+        Ok(())
+    }
+
     /// Steps issued so far.
     pub fn issued(&self) -> usize {
         self.next
