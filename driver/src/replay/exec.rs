@@ -55,6 +55,7 @@ fn run_steps(
         .map_err(|e| Error::failed(format!("cannot set up the replay queue: {e}")))?;
     let mut src = ReplaySource::new(env.target, names, steps, chunk, env.common.seed, env.common.continue_on_error)
         .paced(pacing)
+        .lookahead(opts.queue_depth)
         .counting_errors_in(env.live.clone());
     src.adopt(existing.iter().map(|s| s.key)).map_err(Error::failed)?;
     let mut report = WorkerReport::default();

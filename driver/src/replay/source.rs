@@ -7,8 +7,11 @@
 //!   nothing of that key is in flight.
 //! - A read reads the object in chunks and verifies every byte against the
 //!   generation the plan says is live.
-//! - Steps are issued strictly in order: a step that must wait holds back
-//!   the ones after it (the trace's order is the replay's order).
+//! - Steps are issued in trace order, except that a step that must wait may
+//!   be passed by later steps of other keys, within a bounded lookahead
+//!   (`lookahead`): reads may pass anything of other keys; writes and deletes
+//!   never pass a waiting write or delete, so live bytes never exceed what
+//!   the plan allows. With a lookahead of 0 or 1, the order is strict.
 //! - Paced (`--speedup X`), a step is not issued before
 //!   `start + offset_s / X` on the run's clock.
 
@@ -91,6 +94,10 @@ pub struct ReplaySource<'a> {
     keys: Vec<KeyState>,
     by_handle: HashMap<ObjectHandle, u32>,
     active: Option<Active>,
+    /// Steps taken from the trace that wait for an op in flight, oldest
+    /// first (at most `lookahead_steps`).
+    waiting: std::collections::VecDeque<usize>,
+    lookahead_steps: usize,
     commits: Vec<u32>,
     writes_open: usize,
     stopped: bool,
@@ -134,6 +141,8 @@ impl<'a> ReplaySource<'a> {
             keys: (0..names.len()).map(|_| KeyState::default()).collect(),
             by_handle: HashMap::new(),
             active: None,
+            waiting: std::collections::VecDeque::new(),
+            lookahead_steps: 0,
             commits: Vec::new(),
             writes_open: 0,
             stopped: false,
@@ -145,6 +154,14 @@ impl<'a> ReplaySource<'a> {
 
     pub fn paced(mut self, pacing: Option<Pacing>) -> Self {
         self.pacing = pacing;
+        self
+    }
+
+    /// At most `n` steps wait (for their key's in-flight ops) at once while
+    /// later steps of other keys pass them; with `n` ≤ 1 steps are issued
+    /// strictly in order.
+    pub fn lookahead(mut self, n: usize) -> Self {
+        self.lookahead_steps = n;
         self
     }
 
@@ -172,7 +189,7 @@ impl<'a> ReplaySource<'a> {
 
     /// Steps issued so far.
     pub fn issued(&self) -> usize {
-        self.next
+        self.next - self.waiting.len()
     }
 
     fn fail(&mut self, msg: impl FnOnce() -> String) {
@@ -228,6 +245,109 @@ impl<'a> ReplaySource<'a> {
     }
 }
 
+impl ReplaySource<'_> {
+    /// True while step `s` must wait for its key's in-flight ops.
+    fn busy(&self, s: &Step) -> bool {
+        let st = &self.keys[s.key as usize];
+        match s.kind {
+            StepKind::Read => st.writing,
+            StepKind::Write | StepKind::Delete => st.writing || st.in_flight > 0,
+        }
+    }
+
+    /// The oldest waiting step that may go now: its key is not busy, no
+    /// earlier waiting step is of its key, and, for a write or delete, no
+    /// earlier waiting step is a write or delete.
+    fn ready_waiting(&self) -> Option<usize> {
+        let mut seen_keys = std::collections::HashSet::new();
+        let mut seen_mutation = false;
+        for (pos, &i) in self.waiting.iter().enumerate() {
+            let s = &self.steps[i];
+            let mutation = s.kind != StepKind::Read;
+            let held_back = seen_keys.contains(&s.key) || (mutation && seen_mutation);
+            if !held_back && !self.busy(s) {
+                return Some(pos);
+            }
+            seen_keys.insert(s.key);
+            seen_mutation |= mutation;
+        }
+        None
+    }
+
+    /// Issues step `i`: a delete or create at once; reads and writes start
+    /// their chunks (issued by the following calls).
+    fn start_step(&mut self, i: usize, now: Instant) {
+        let s = self.steps[i];
+        if let Some(p) = self.pacing {
+            let lag = now.saturating_duration_since(p.due(s.offset_s)).as_secs_f64();
+            self.tally.pacing_lag_s_max = self.tally.pacing_lag_s_max.max(lag);
+        }
+        if let Some(log) = &mut self.issue_log {
+            log.push((i, now));
+        }
+        let k = s.key as usize;
+        let name = object_name(&self.names[k]);
+        match s.kind {
+            StepKind::Delete => {
+                if let Some(h) = self.keys[k].handle.take() {
+                    self.by_handle.remove(&h);
+                }
+                match self.target.delete(&name) {
+                    Ok(()) => self.tally.deletes += 1,
+                    Err(e) => self.fail(|| format!("delete {name}: {e}")),
+                }
+            }
+            StepKind::Write => {
+                if let Some(h) = self.keys[k].handle.take() {
+                    self.by_handle.remove(&h);
+                }
+                let h = match self.target.create(&name, s.size_bytes) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        self.keys[k].broken = true;
+                        self.tally.write_rows_failed += 1;
+                        self.fail(|| format!("create {name}: {e}"));
+                        return;
+                    }
+                };
+                self.by_handle.insert(h, s.key);
+                let st = &mut self.keys[k];
+                st.handle = Some(h);
+                st.broken = false;
+                st.writing = true;
+                st.write_size = s.size_bytes;
+                st.write_series = (s.phase, s.tier);
+                st.write_chunks_left = chunks(s.size_bytes, self.chunk_bytes);
+                st.write_failed = false;
+                self.writes_open += 1;
+                if s.size_bytes == 0 {
+                    self.commits.push(s.key);
+                } else {
+                    self.active = Some(Active { step: i, handle: h, next_offset: 0 });
+                }
+            }
+            StepKind::Read => {
+                let st = &mut self.keys[k];
+                let handle = match st.handle {
+                    Some(h) if !st.broken => h,
+                    _ => {
+                        self.tally.read_rows_failed += 1;
+                        self.fail(|| format!("read {name}: its last write failed, there is nothing valid to read"));
+                        return;
+                    }
+                };
+                if s.size_bytes == 0 {
+                    self.tally.read_rows += 1;
+                    return;
+                }
+                st.read_rows += 1;
+                st.read_chunks_left += chunks(s.size_bytes, self.chunk_bytes);
+                self.active = Some(Active { step: i, handle, next_offset: 0 });
+            }
+        }
+    }
+}
+
 impl OpSource for ReplaySource<'_> {
     fn next(&mut self, now: Instant) -> Next {
         loop {
@@ -240,90 +360,37 @@ impl OpSource for ReplaySource<'_> {
             if self.active.is_some() {
                 return self.chunk_op();
             }
+            if let Some(pos) = self.ready_waiting() {
+                let i = self.waiting.remove(pos).expect("waiting step");
+                self.start_step(i, now);
+                continue;
+            }
+            if self.waiting.len() >= self.lookahead_steps.max(1) {
+                // Every waiting step waits for an op in flight.
+                return Next::Wait;
+            }
             let Some(&s) = self.steps.get(self.next) else {
-                // Commits may still follow in-flight writes.
-                return if self.writes_open > 0 { Next::Wait } else { Next::Done };
+                // Waiting steps and commits follow in-flight ops.
+                let pending = self.writes_open > 0 || !self.waiting.is_empty();
+                return if pending { Next::Wait } else { Next::Done };
             };
             if let Some(p) = self.pacing {
                 let due = p.due(s.offset_s);
                 if now < due {
                     return Next::WaitUntil(due);
                 }
-                self.tally.pacing_lag_s_max = self.tally.pacing_lag_s_max.max((now - due).as_secs_f64());
             }
-            let k = s.key as usize;
-            let st = &self.keys[k];
-            let blocked = match s.kind {
-                StepKind::Read => st.writing,
-                StepKind::Write | StepKind::Delete => st.writing || st.in_flight > 0,
-            };
-            if blocked {
-                // Something of this key is in flight; its completion wakes us.
-                return Next::Wait;
-            }
-            if let Some(log) = &mut self.issue_log {
-                log.push((self.next, now));
-            }
-            let step_index = self.next;
+            let i = self.next;
             self.next += 1;
-            let name = object_name(&self.names[k]);
-            match s.kind {
-                StepKind::Delete => {
-                    if let Some(h) = self.keys[k].handle.take() {
-                        self.by_handle.remove(&h);
-                    }
-                    match self.target.delete(&name) {
-                        Ok(()) => self.tally.deletes += 1,
-                        Err(e) => self.fail(|| format!("delete {name}: {e}")),
-                    }
-                }
-                StepKind::Write => {
-                    if let Some(h) = self.keys[k].handle.take() {
-                        self.by_handle.remove(&h);
-                    }
-                    let h = match self.target.create(&name, s.size_bytes) {
-                        Ok(h) => h,
-                        Err(e) => {
-                            self.keys[k].broken = true;
-                            self.tally.write_rows_failed += 1;
-                            self.fail(|| format!("create {name}: {e}"));
-                            continue;
-                        }
-                    };
-                    self.by_handle.insert(h, s.key);
-                    let st = &mut self.keys[k];
-                    st.handle = Some(h);
-                    st.broken = false;
-                    st.writing = true;
-                    st.write_size = s.size_bytes;
-                    st.write_series = (s.phase, s.tier);
-                    st.write_chunks_left = chunks(s.size_bytes, self.chunk_bytes);
-                    st.write_failed = false;
-                    self.writes_open += 1;
-                    if s.size_bytes == 0 {
-                        self.commits.push(s.key);
-                    } else {
-                        self.active = Some(Active { step: step_index, handle: h, next_offset: 0 });
-                    }
-                }
-                StepKind::Read => {
-                    let st = &mut self.keys[k];
-                    let handle = match st.handle {
-                        Some(h) if !st.broken => h,
-                        _ => {
-                            self.tally.read_rows_failed += 1;
-                            self.fail(|| format!("read {name}: its last write failed, there is nothing valid to read"));
-                            continue;
-                        }
-                    };
-                    if s.size_bytes == 0 {
-                        self.tally.read_rows += 1;
-                        continue;
-                    }
-                    st.read_rows += 1;
-                    st.read_chunks_left += chunks(s.size_bytes, self.chunk_bytes);
-                    self.active = Some(Active { step: step_index, handle, next_offset: 0 });
-                }
+            // Every waiting step is earlier than this one.
+            let clash = self.waiting.iter().any(|&w| {
+                let ws = &self.steps[w];
+                ws.key == s.key || (s.kind != StepKind::Read && ws.kind != StepKind::Read)
+            });
+            if clash || self.busy(&s) {
+                self.waiting.push_back(i);
+            } else {
+                self.start_step(i, now);
             }
         }
     }
@@ -474,6 +541,48 @@ mod tests {
     }
 
     #[test]
+    fn later_steps_of_other_keys_pass_a_waiting_read_but_not_a_waiting_write() {
+        use OpKind::{Commit as C, Write as Wr};
+        let l = crate::replay::plan::loaded(&[
+            (0.0, W, "a", 2 * MIB),
+            (1.0, R, "a", 2 * MIB),
+            (2.0, W, "b", MIB),
+            (3.0, R, "b", MIB),
+        ]);
+        let p = plan(&l, Deletes::Never).unwrap();
+        let target = NullTarget::new();
+        let order = |lookahead: usize| {
+            let mut src = ReplaySource::new(&target, &l.keys, &p.steps, MIB, 7, false).lookahead(lookahead);
+            let (rep, ops) = run(&target, &mut src, 8);
+            assert_eq!(rep.errors.count, 0, "{:?}", rep.errors.first);
+            assert_eq!((src.tally.write_rows, src.tally.read_rows), (2, 2));
+            let kinds: Vec<(OpKind, u32)> = ops.iter().map(|o| (o.kind(), o.obj().0)).collect();
+            let b_write = kinds.iter().position(|&k| k == (Wr, 1)).unwrap();
+            let a_commit = kinds.iter().position(|&k| k == (C, 0)).unwrap();
+            let a_read = kinds.iter().position(|&k| k == (OpKind::Read, 0)).unwrap();
+            assert!(a_commit < a_read, "{kinds:?}");
+            (b_write, a_commit, a_read)
+        };
+        // Strict: b's write waits behind a's read, which waits for a's commit.
+        let (b_write, _, a_read) = order(0);
+        assert!(b_write > a_read);
+        // Lookahead: b's write goes while a's read waits.
+        let (b_write, a_commit, _) = order(8);
+        assert!(b_write < a_commit);
+
+        // A write never passes a waiting write (here a's rewrite).
+        let l = crate::replay::plan::loaded(&[(0.0, W, "a", 2 * MIB), (1.0, W, "a", MIB), (2.0, W, "b", MIB)]);
+        let p = plan(&l, Deletes::Never).unwrap();
+        let mut src = ReplaySource::new(&target, &l.keys, &p.steps, MIB, 7, false).lookahead(8);
+        let (_, ops) = run(&target, &mut src, 8);
+        let kinds: Vec<(OpKind, u32)> = ops.iter().map(|o| (o.kind(), o.obj().0)).collect();
+        let b_write = kinds.iter().position(|&k| k.1 == 1).unwrap();
+        let a_rewrite = kinds.iter().position(|&k| k == (C, 0)).unwrap() + 1;
+        assert_eq!(kinds[a_rewrite], (Wr, 0), "{kinds:?}");
+        assert!(b_write > a_rewrite, "{kinds:?}");
+    }
+
+    #[test]
     fn paced_steps_are_never_issued_before_their_scaled_time() {
         let l = crate::replay::plan::loaded(&[
             (100.0, W, "a", 4096),
@@ -484,12 +593,14 @@ mod tests {
         let p = plan(&l, Deletes::Never).unwrap();
         let target = NullTarget::new();
         let pacing = Pacing { start: Clock::real().now(), speedup: 25.0 };
-        let mut src = ReplaySource::new(&target, &l.keys, &p.steps, MIB, 7, false).paced(Some(pacing));
+        let mut src = ReplaySource::new(&target, &l.keys, &p.steps, MIB, 7, false).paced(Some(pacing)).lookahead(4);
         src.issue_log = Some(Vec::new());
         let (rep, _) = run(&target, &mut src, 4);
         assert_eq!(rep.errors.count, 0, "{:?}", rep.errors.first);
         let log = src.issue_log.clone().unwrap();
-        assert_eq!(log.iter().map(|e| e.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        let mut issued: Vec<usize> = log.iter().map(|e| e.0).collect();
+        issued.sort();
+        assert_eq!(issued, [0, 1, 2, 3]);
         for &(i, at) in &log {
             // offsets 0, 0.5, 1, 1.5 s at 25× → due 0, 20, 40, 60 ms.
             let due = pacing.start + Duration::from_secs_f64(p.steps[i].offset_s / 25.0);
