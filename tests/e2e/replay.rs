@@ -272,3 +272,12 @@ fn io_errors_are_counted_and_exit_1() {
     assert_eq!(reads["rows"], 0, "{reads}");
     assert_eq!(reads["rows_failed"], 5, "{reads}");
 }
+
+#[test]
+fn the_null_target_replays_the_same_counts_without_verification() {
+    let d = scratch();
+    let trace = write_trace(d.path(), "t.csv.zst", TRACE);
+    let j = assert_replays_exactly(d.path(), &trace, "null://", false);
+    assert_eq!(j["verify"]["enabled"], false);
+    assert!(j["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("null://")), "{}", j["notes"]);
+}

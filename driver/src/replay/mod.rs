@@ -101,7 +101,13 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Error> {
     // 2. Open the target.
     let open =
         OpenOptions { direct: cfg.common.io.direct, use_uring: cfg.common.io.engine == config::EngineKind::IoUring };
-    let target = run::open_target(&spec, open, cfg.common.seed)?;
+    let target = run::open_target(&spec, open, cfg.common.seed).map_err(|e| match e {
+        // The target's advice names `mlpdrive run`'s override; replay's is a flag.
+        Error::Usage(m) if m.contains("--set io.direct=false") => {
+            Error::Usage(m.replace("--set io.direct=false", "--buffered"))
+        }
+        e => e,
+    })?;
     if !args.quiet {
         eprintln!(
             "mlpdrive: replay of {} ({} rows, {} keys) → {}",
