@@ -137,7 +137,7 @@ fn a_kv_cache_trace_replays_on_a_file_target_plain_and_zst() {
             );
         }
         // The files are kv-cache.py's names and sizes, inside the work dir.
-        let work = d.path().join("data/mlpdrive");
+        let work = d.path().join("data/mlpdrive/kvcache");
         assert_eq!(std::fs::metadata(work.join("k1.npy")).unwrap().len(), 4096);
         assert_eq!(std::fs::metadata(work.join("k2.npy")).unwrap().len(), 2_500_000);
         assert_eq!(std::fs::metadata(work.join("k3.npy")).unwrap().len(), 900_000);
@@ -177,7 +177,7 @@ fn a_small_capacity_deletes_least_recently_used_keys() {
     assert_eq!(s["reads_missed"], 2, "{s}");
     assert_eq!(s["reads"]["rows"], 3, "{s}");
     assert!(s["peak_live_bytes"].as_u64().unwrap() <= 3 << 20, "{s}");
-    let work = d.path().join("data/mlpdrive");
+    let work = d.path().join("data/mlpdrive/kvcache");
     assert!(!work.join("k2.npy").exists());
     assert!(work.join("k1.npy").exists() && work.join("k3.npy").exists());
 }

@@ -135,8 +135,8 @@ fn usage(e: TraceError) -> Error {
     Error::usage(e.to_string())
 }
 
-/// Object names are `<key>.npy` inside the target's work directory: a key
-/// must be one plain name component.
+/// Object names are `kvcache/<key>.npy` inside the target's work directory:
+/// a key must be one plain name component.
 fn check_key(key: &str) -> Result<(), &'static str> {
     if key.contains('/') || key.contains('\0') {
         return Err("a cache key must not contain `/` or NUL (it names a file)");

@@ -118,6 +118,10 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Error> {
         );
     }
 
+    // The run's one clock (the host's; a target that simulates time would
+    // hand its own clock in here and to the sampler).
+    let clock = Clock::real();
+
     // 3. Run with the sampler alongside (progress, time series, partial
     //    results), as `mlpdrive run` does.
     let run_id = results::new_run_id("replay", jiff::Timestamp::now());
@@ -144,7 +148,7 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Error> {
             live: live.clone(),
             stop: stop.clone(),
             phase,
-            clock: Clock::real(),
+            clock: clock.clone(),
         };
         let out = exec::execute(&env, &loaded, &plan, opts);
         sampler_done.store(true, Ordering::SeqCst);

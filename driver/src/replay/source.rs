@@ -1,7 +1,7 @@
 //! The replay's op source: walks the planned steps in order and turns each
 //! into target calls and queued ops, keeping per-key order.
 //!
-//! - A write creates (or re-creates) `<key>.npy`, writes it in chunks of
+//! - A write creates (or re-creates) `kvcache/<key>.npy`, writes it in chunks of
 //!   unique data (the step's generation), then commits it. Reads of the key
 //!   wait until that commit completed; a write or delete of a key waits until
 //!   nothing of that key is in flight.
@@ -109,9 +109,14 @@ pub struct ReplaySource<'a> {
     pub issue_log: Option<Vec<(usize, Instant)>>,
 }
 
-/// Object name of a cache key, as kv-cache.py names its files.
+/// Directory of the replayed objects in the target: the KV cache
+/// workload's, so a replayed trace lays out the same files a KV run would.
+pub const OBJECT_PREFIX: &str = "kvcache/";
+
+/// Object name of a cache key: kv-cache.py's file name, `<key>.npy`, in
+/// [`OBJECT_PREFIX`].
 pub fn object_name(key: &str) -> String {
-    format!("{key}.npy")
+    format!("{OBJECT_PREFIX}{key}.npy")
 }
 
 fn chunks(size: u64, chunk: u64) -> u64 {
