@@ -8,4 +8,5 @@ mod cli;
 mod common;
 mod emu_target;
 mod raw_runs;
+mod replay;
 mod roundtrip;
