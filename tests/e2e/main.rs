@@ -9,4 +9,5 @@ mod common;
 mod emu_target;
 mod nbd;
 mod raw_runs;
+mod replay;
 mod roundtrip;
