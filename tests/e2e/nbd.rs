@@ -492,6 +492,16 @@ fn malformed_handshakes_close_the_connection_and_the_server_keeps_serving() {
     assert_eq!(r.read_payload(512), vec![0u8; 512]);
     r.send(CMD_DISC, 0, 6, 0, 0, &[]);
     assert!(r.closed());
+    // A client that did not ask for NBD_FLAG_C_NO_ZEROES gets the 124 zero bytes.
+    let mut r = Raw::connect(&s.addr);
+    r.s.write_all(&FLAG_C_FIXED_NEWSTYLE.to_be_bytes()).unwrap();
+    r.option(OPT_EXPORT_NAME, b"");
+    let mut head = [0xffu8; 134];
+    r.s.read_exact(&mut head).unwrap();
+    assert_eq!(be64(&head[0..8]), 1 << 20);
+    assert!(head[10..].iter().all(|&b| b == 0));
+    r.send(CMD_FLUSH, 0, 7, 0, 0, &[]);
+    assert_eq!(r.reply(), (0, 7));
     let summary = s.stop();
     assert!(summary.contains("stopped;"), "{summary}");
 }
