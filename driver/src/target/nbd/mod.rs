@@ -111,8 +111,14 @@ impl Target for NbdTarget {
         let stream = match taken {
             Some(s) => s,
             None => {
-                let (s, info) = handshake::connect(&self.spec.host, self.spec.port, &self.spec.export)
-                    .map_err(|e| TargetError::namespace(format!("{}: another connection: {e}", self.info.location)))?;
+                let (s, info) =
+                    handshake::connect(&self.spec.host, self.spec.port, &self.spec.export).map_err(|e| {
+                        TargetError::namespace(format!(
+                            "{}: opening another connection (one per job): {e}; a server that serves one client at \
+                             a time (qemu-nbd without -e N) cannot serve several jobs",
+                            self.info.location
+                        ))
+                    })?;
                 if info.size_bytes != self.export.size_bytes {
                     return Err(TargetError::namespace(format!(
                         "{}: the export's size changed between connections ({} then {} bytes)",
