@@ -36,8 +36,7 @@ pub struct NbdTarget {
     export: ExportInfo,
     extents: Arc<ExtentTable>,
     /// The connection opened to learn about the export; the first queue
-    /// takes it over, so a server that accepts one client at a time
-    /// (qemu-nbd's default) serves a one-job run.
+    /// takes it over, so a one-job run needs one connection only.
     first: Mutex<Option<TcpStream>>,
 }
 
@@ -114,8 +113,8 @@ impl Target for NbdTarget {
                 let (s, info) =
                     handshake::connect(&self.spec.host, self.spec.port, &self.spec.export).map_err(|e| {
                         TargetError::namespace(format!(
-                            "{}: opening another connection (one per job): {e}; a server that serves one client at \
-                             a time (qemu-nbd without -e N) cannot serve several jobs",
+                            "{}: opening another connection (one per job): {e}; if the server limits its clients \
+                             (qemu-nbd -e N), allow at least one per job",
                             self.info.location
                         ))
                     })?;
