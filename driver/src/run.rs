@@ -133,6 +133,7 @@ pub(crate) fn open_target(spec: &TargetSpec, opts: OpenOptions, seed: u64) -> Re
         TargetUri::Dev { path } => Box::new(crate::target::dev::DevTarget::open(path, &spec.display, opts)?),
         TargetUri::Null => Box::new(crate::target::null::NullTarget::new()),
         TargetUri::Emu(emu) => Box::new(crate::target::emu::EmuTarget::open(emu, &spec.display, seed)?),
+        TargetUri::Nbd(nbd) => Box::new(crate::target::nbd::NbdTarget::open(nbd, &spec.display)?),
     })
 }
 
@@ -254,7 +255,7 @@ pub(crate) fn fill_from_output(r: &mut RunResult, out: WorkloadOutput, interrupt
     if let Some(n) = &r.io_mode.note {
         r.notes.push(n.clone());
     }
-    if !r.io_mode.direct && !matches!(r.io_mode.engine.as_str(), "null" | "emu") {
+    if !r.io_mode.direct && !matches!(r.io_mode.engine.as_str(), "null" | "emu" | "nbd") {
         r.notes.push("O_DIRECT was NOT used (io.direct=false): reads and writes went through the page cache".into());
     }
     if r.target.kind == "null" && r.verify.enabled {

@@ -7,6 +7,7 @@ mod bad_input;
 mod cli;
 mod common;
 mod emu_target;
+mod nbd;
 mod raw_runs;
 mod replay;
 mod roundtrip;
