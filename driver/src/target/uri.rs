@@ -477,6 +477,24 @@ mod tests {
     const RAW: SafetyFlags = SafetyFlags { allow_raw_device: true, force: false };
     const RAW_FORCE: SafetyFlags = SafetyFlags { allow_raw_device: true, force: true };
 
+    #[test]
+    fn emu_clock_and_store_choices_parse_and_show_in_the_display() {
+        let TargetUri::Emu(spec) = parse("emu://ci-fast?clock=virtual&store=none&seed=3").unwrap() else {
+            panic!("not emu")
+        };
+        assert!(spec.virtual_clock);
+        assert_eq!(spec.store, crate::target::emu::StoreKind::None);
+        let checked = check(&TargetUri::Emu(spec), &SafetyFlags::default()).unwrap();
+        assert_eq!(checked.display, "emu://ci-fast?seed=3&clock=virtual&store=none");
+        let TargetUri::Emu(spec) = parse("emu://ci-fast?clock=real&store=mem").unwrap() else { panic!("not emu") };
+        assert!(!spec.virtual_clock);
+        assert_eq!(spec.store, crate::target::emu::StoreKind::Mem);
+        for bad in ["emu://ci-fast?clock=fast", "emu://ci-fast?store=disk", "emu://ci-fast?clock"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("clock=real or clock=virtual, store=mem or store=none"), "{bad}: {e}");
+        }
+    }
+
     fn usage_msg(r: Result<impl std::fmt::Debug, Error>) -> String {
         match r {
             Err(Error::Usage(m)) => m,

@@ -238,3 +238,109 @@ impl Queue for EmuQueue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::super::{EmuTarget, StoreKind};
+    use super::*;
+    use crate::buf::BufPool;
+    use crate::target::Target;
+    use crate::target::uri::EmuSpec;
+
+    const PROFILE: &str = "description: test\ncapacity: 1GiB\nchannels: 1\nlatency:\n  read: {fixed: 1ms}\n  \
+                           write: {fixed: 2ms}\n  flush: {fixed: 0}\n  trim: {fixed: 0}\n\
+                           channel_bandwidth: {read: unlimited, write: unlimited}\n\
+                           device_bandwidth: {read: unlimited, write: unlimited}\n";
+
+    fn target(extra: &str, store: StoreKind) -> (tempfile::NamedTempFile, EmuTarget) {
+        let mut f = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+        write!(f, "{PROFILE}{extra}").unwrap();
+        let spec =
+            EmuSpec { profile: f.path().display().to_string(), seed: Some(1), size: None, virtual_clock: true, store };
+        let t = EmuTarget::open(&spec, "emu://test", 0).unwrap();
+        (f, t)
+    }
+
+    #[test]
+    fn reap_jumps_virtual_time_to_each_completion_and_stamps_it_exactly() {
+        let (_f, t) = target("", StoreKind::Mem);
+        let clock = t.clock().expect("a virtual target brings its clock");
+        let t0 = clock.now();
+        let h = t.create("o", 1 << 20).unwrap();
+        let mut pool = BufPool::new(4, 4096, 512);
+        let mut q = t.queue(4, &mut pool).unwrap();
+        for tag in 0..3 {
+            let op = Op::Read { obj: h, offset: 0, len: 4096 };
+            q.submit(tag, op, pool.take()).unwrap();
+        }
+        // One channel, 1 ms per read: due at 1, 2 and 3 ms of virtual time.
+        let mut out = Vec::new();
+        for k in 1..=3u64 {
+            out.clear();
+            assert_eq!(q.reap(1, Duration::from_secs(1), &mut out).unwrap(), 1);
+            assert_eq!(clock.now() - t0, Duration::from_millis(k));
+            assert_eq!(out[0].completed - t0, Duration::from_millis(k));
+            assert_eq!(out[0].submitted, t0);
+            assert_eq!(out[0].latency(), Duration::from_millis(k));
+        }
+        assert_eq!(q.in_flight(), 0);
+        // Nothing pending: reap returns at once and time stays.
+        out.clear();
+        assert_eq!(q.reap(1, Duration::from_secs(1), &mut out).unwrap(), 0);
+        assert_eq!(clock.now() - t0, Duration::from_millis(3));
+    }
+
+    #[test]
+    fn a_hung_op_moves_virtual_time_only_by_the_reap_timeout() {
+        let (_f, t) = target("faults:\n  hang: {probability: 1, duration: 60min}\n", StoreKind::Mem);
+        let clock = t.clock().unwrap();
+        let t0 = clock.now();
+        let h = t.create("o", 1 << 20).unwrap();
+        let mut pool = BufPool::new(1, 4096, 512);
+        let mut q = t.queue(1, &mut pool).unwrap();
+        q.submit(0, Op::Read { obj: h, offset: 0, len: 4096 }, pool.take()).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(q.reap(1, Duration::from_millis(100), &mut out).unwrap(), 0);
+        assert_eq!(
+            clock.now() - t0,
+            Duration::from_millis(100),
+            "the engine sees the time pass and can declare a stall"
+        );
+        // Given an hour, it completes with the injected timeout error.
+        assert_eq!(q.reap(1, Duration::from_secs(7200), &mut out).unwrap(), 1);
+        assert_eq!(clock.now() - t0, Duration::from_secs(3600));
+        assert!(out[0].result.as_ref().unwrap_err().to_string().contains("timed out"), "{:?}", out[0].result);
+    }
+
+    #[test]
+    fn store_none_round_trips_generated_data_and_refuses_other_bytes() {
+        let (_f, t) = target("", StoreKind::None);
+        let h = t.create("o", 1 << 20).unwrap();
+        let mut pool = BufPool::new(2, 8192, 512);
+        let mut q = t.queue(2, &mut pool).unwrap();
+        let key = crate::datagen::object_key("o");
+        let mut b = pool.take().unwrap();
+        crate::datagen::fill(&mut b.as_mut_slice()[..8192], 5, key, 1, 0);
+        q.submit(0, Op::Write { obj: h, offset: 0, len: 8192 }, Some(b)).unwrap();
+        let mut out = Vec::new();
+        q.reap(1, Duration::from_secs(1), &mut out).unwrap();
+        assert_eq!(*out[0].result.as_ref().unwrap(), 8192);
+        pool.give(out.pop().unwrap().buf.unwrap());
+        q.submit(1, Op::Read { obj: h, offset: 0, len: 8192 }, pool.take()).unwrap();
+        q.reap(1, Duration::from_secs(1), &mut out).unwrap();
+        let expect = crate::datagen::Expect { seed: 5, object: key, generation: Some(1) };
+        let v = crate::datagen::verify(out[0].data(), 0, &expect);
+        assert!(v.is_ok() && v.verified_bytes == 8192, "{v:?}");
+        pool.give(out.pop().unwrap().buf.unwrap());
+        // Zeros are not mlpdrive data: the write fails with the reason.
+        let mut b = pool.take().unwrap();
+        b.as_mut_slice().fill(0);
+        q.submit(2, Op::Write { obj: h, offset: 8192, len: 4096 }, Some(b)).unwrap();
+        q.reap(1, Duration::from_secs(1), &mut out).unwrap();
+        let e = out[0].result.as_ref().unwrap_err().to_string();
+        assert!(e.contains("write o at offset 8192") && e.contains("store=none"), "{e}");
+        assert_eq!(t.open("o").unwrap().unwrap().1, 8192, "the refused write did not grow the object");
+    }
+}
