@@ -225,4 +225,31 @@ mod tests {
         c.sleep_until(t0 + Duration::from_secs(2));
         assert_eq!(calls.load(Ordering::SeqCst), 2, "counted before sleep_until returned");
     }
+
+    /// The data path of a run reads time only through the run's clock, so a
+    /// virtual-clock run cannot pick up the host's time by accident. (The
+    /// sampler thread in run.rs reads real time for progress and its
+    /// watchdog; it is not in the data path.)
+    #[test]
+    fn the_data_path_reads_time_only_through_the_clock() {
+        const DATA_PATH: &[(&str, &str)] = &[
+            ("engine.rs", include_str!("engine.rs")),
+            ("recorder.rs", include_str!("recorder.rs")),
+            ("workload/mod.rs", include_str!("workload/mod.rs")),
+            ("workload/raw.rs", include_str!("workload/raw.rs")),
+            ("target/emu/mod.rs", include_str!("target/emu/mod.rs")),
+            ("target/emu/queue.rs", include_str!("target/emu/queue.rs")),
+            ("target/emu/store.rs", include_str!("target/emu/store.rs")),
+            ("datagen/mod.rs", include_str!("datagen/mod.rs")),
+        ];
+        for (file, text) in DATA_PATH {
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for needle in ["Instant::now", "SystemTime", "UNIX_EPOCH", "thread::sleep", "clock_gettime"] {
+                assert!(
+                    !code.contains(needle),
+                    "{file} uses `{needle}` outside its tests; read time through clock::Clock"
+                );
+            }
+        }
+    }
 }
