@@ -8,5 +8,6 @@ mod cli;
 mod common;
 mod emu_target;
 mod raw_runs;
+mod replay;
 mod roundtrip;
 mod virtual_clock;
