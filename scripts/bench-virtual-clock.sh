@@ -7,7 +7,7 @@
 #
 # Usage: scripts/bench-virtual-clock.sh [--workload W] [--simulated D]
 #          [--target URI] [--set KEY=VALUE]...
-#   --workload   preset or config file to run (default: raw; e.g. kvcache-smoke)
+#   --workload   preset or config file to run (default: raw; e.g. kvcache/kvcache-smoke)
 #   --simulated  simulated duration, passed as --duration (default: 10min)
 #   --target     emu:// target with clock=virtual
 #                (default: emu://nvme-gen4?clock=virtual&store=none)
@@ -23,7 +23,7 @@ while [ $# -gt 0 ]; do
     --simulated) simulated=$2; shift 2 ;;
     --target) target=$2; shift 2 ;;
     --set) sets+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
