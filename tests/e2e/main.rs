@@ -11,3 +11,4 @@ mod nbd;
 mod raw_runs;
 mod replay;
 mod roundtrip;
+mod virtual_clock;

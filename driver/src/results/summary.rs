@@ -106,10 +106,16 @@ fn io_mode_warnings(r: &RunResult) -> Vec<String> {
         return vec!["NULL ENGINE: no storage I/O was done; the figures are mlpdrive's own ceiling".into()];
     }
     if m.engine == "emu" {
-        return vec![
-            "EMULATED DEVICE: bytes were kept in memory and timing came from the device profile, not real storage"
-                .into(),
-        ];
+        let note = m.note.as_deref().unwrap_or_default();
+        let bytes = if note.contains("store=none") {
+            "no bytes were kept (reads regenerated)"
+        } else {
+            "bytes were kept in memory"
+        };
+        let clock = if note.contains("virtual clock") { " in simulated time (virtual clock)" } else { "" };
+        return vec![format!(
+            "EMULATED DEVICE: {bytes} and timing came from the device profile{clock}, not real storage"
+        )];
     }
     if m.engine == "nbd" {
         return vec![
