@@ -292,3 +292,97 @@ pub fn datasize(source: &str, sets: &[String], ranks: Option<u32>, subset: bool)
     ck.validate().map_err(|e| Error::usage(format!("{e} (with --ranks/--subset)")))?;
     Ok(datasize_report(&ck))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(preset: &str) -> (CheckpointConfig, CheckpointPlan) {
+        let cfg = crate::config::load(preset, &[], None, None).unwrap();
+        let ck = CheckpointConfig::from_run_config(&cfg).unwrap();
+        let plan = CheckpointPlan::from_config(&ck);
+        (ck, plan)
+    }
+
+    fn gib2(b: u64) -> f64 {
+        (b as f64 / GIB * 100.0).round() / 100.0
+    }
+
+    /// The presets carry the spec's CLOSED numbers: DLIO-computed totals,
+    /// files per checkpoint, per-rank bytes, and the subset totals.
+    #[test]
+    fn presets_match_the_spec_table() {
+        for (preset, ranks, total_gib, files, min_gib, max_gib) in [
+            ("checkpoint/llama3-8b", 8, 104.70, 16, 13.09, 13.09),
+            ("checkpoint/llama3-70b", 64, 911.21, 128, 14.24, 14.24),
+            ("checkpoint/llama3-405b", 512, 5292.25, 1544, 8.86, 12.32),
+            ("checkpoint/llama3-1t", 1024, 15426.59, 2072, 12.91, 17.97),
+            ("checkpoint/llama3-70b-subset", 8, 113.90, 16, 14.24, 14.24),
+            ("checkpoint/llama3-405b-subset", 8, 98.54, 48, 12.32, 12.32),
+            ("checkpoint/llama3-1t-subset", 8, 143.72, 32, 17.97, 17.97),
+        ] {
+            let (ck, plan) = plan_of(preset);
+            assert_eq!(ck.ranks, ranks, "{preset}");
+            let got =
+                (gib2(plan.total_bytes()), plan.file_count(), gib2(plan.rank_bytes_min()), gib2(plan.rank_bytes_max()));
+            assert_eq!(got, (total_gib, files, min_gib, max_gib), "{preset}");
+            assert_eq!(ck.checkpoint.num_checkpoints_write, 10, "{preset}");
+            assert_eq!(ck.checkpoint.num_checkpoints_read, 10, "{preset}");
+        }
+    }
+
+    #[test]
+    fn the_default_preset_is_the_smoke_preset() {
+        let strip = |name: &str| {
+            let mut v: serde_json::Value = serde_yaml_ng::from_str(crate::config::preset_yaml(name).unwrap()).unwrap();
+            v.as_object_mut().unwrap().remove("description");
+            v
+        };
+        assert_eq!(strip("checkpoint"), strip("checkpoint-smoke"));
+    }
+
+    #[test]
+    fn datasize_subset_keeps_the_full_jobs_data_parallelism() {
+        let text = datasize("checkpoint/llama3-70b", &[], None, true).unwrap();
+        assert!(text.contains("TP 8 × PP 1 × DP 8"), "{text}");
+        assert!(text.contains("122300821504 (113.90 GiB"), "{text}");
+        assert!(text.contains("ranks 0–7"), "{text}");
+        let e = datasize("raw", &[], None, false).unwrap_err().to_string();
+        assert!(e.contains("not available yet for workload raw"), "{e}");
+    }
+
+    /// docs/results-schema.md names every key of the checkpoint summary.
+    #[test]
+    fn schema_doc_names_every_summary_field() {
+        const DOC: &str = include_str!("../../../../docs/results-schema.md");
+        let steps = vec![StepTiming { step: 1, rank_duration_s: vec![1.0, 2.0] }];
+        let f = metrics::phase(&steps, 10, &[5, 5]);
+        let m = metrics::reference_metric(&f, &f, 1, 1, 10);
+        let mut keys = Vec::new();
+        fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(o) => {
+                    for (k, c) in o {
+                        out.push(k.clone());
+                        walk(c, out);
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|c| walk(c, out)),
+                _ => {}
+            }
+        }
+        walk(&f.json, &mut keys);
+        walk(&m, &mut keys);
+        // The top-level keys `run` writes.
+        let src = include_str!("mod.rs");
+        let top = src.split("let summary = json!({").nth(1).unwrap().split("});").next().unwrap();
+        for line in top.lines() {
+            if let Some(k) = line.trim().strip_prefix('"').and_then(|l| l.split('"').next()) {
+                keys.push(format!("summary.{k}"));
+            }
+        }
+        assert!(keys.len() > 30, "{keys:?}");
+        let missing: Vec<_> = keys.iter().filter(|k| !DOC.contains(&format!("`{k}`"))).collect();
+        assert!(missing.is_empty(), "checkpoint summary fields missing from docs/results-schema.md: {missing:?}");
+    }
+}
