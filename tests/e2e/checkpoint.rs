@@ -134,7 +134,7 @@ fn bad_checkpoint_configs_are_usage_errors_that_write_nothing() {
     for (set, expect) in [
         ("checkpoint.fsync=false", "checkpoint.fsync"),
         ("checkpoint.num_checkpoints_read=3", "more than the 2 checkpoints"),
-        ("ranks=3", "ranks"),
+        ("model.parallelism.tensor=4", "multiple of tensor × pipeline"),
         ("model.parallelism.data=2", "only applies to checkpoint.mode: subset"),
         ("checkpoint.mode=subset", "model.parallelism.data"),
         ("duration=10s", "does not apply"),
