@@ -107,11 +107,13 @@ pub fn run(env: &RunEnv, cfg: &CheckpointConfig) -> Result<WorkloadOutput, Error
                 }
             }
         }
-        if !failed && reads > 0 && writes > 0 {
-            if let Err(e) = check_present(env, &plan, &folder, reads) {
-                list_error = Some(e.to_string());
-                failed = true;
-            }
+        if !failed
+            && reads > 0
+            && writes > 0
+            && let Err(e) = check_present(env, &plan, &folder, reads)
+        {
+            list_error = Some(e.to_string());
+            failed = true;
         }
         if !failed {
             for step in 1..=reads {
