@@ -8,13 +8,16 @@
 //! completion (the fsync of its last file, for saves).
 
 use std::sync::mpsc::{Receiver, Sender};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::source::{Direction, FileJob, RankSource};
 use crate::buf::BufPool;
 use crate::datagen;
 use crate::engine::{self, Control, WorkerReport};
 use crate::target::{IoMode, Target};
+
+/// Longest single sleep while waiting for a checkpoint's start.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
 
 /// One checkpoint for one rank.
 pub struct RankJob {
@@ -90,8 +93,18 @@ fn run_job(
     report: &mut WorkerReport,
 ) -> Option<f64> {
     // The simulated compute between checkpoints ends at the same time for
-    // every rank: that is the barrier before t0.
-    ctl.clock.sleep_until(job.start_at);
+    // every rank: that is the barrier before t0. Slept in slices so Ctrl-C
+    // is noticed.
+    loop {
+        if ctl.stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let now = ctl.clock.now();
+        if now >= job.start_at {
+            break;
+        }
+        ctl.clock.sleep_until(job.start_at.min(now + WAIT_SLICE));
+    }
     let mut files = Vec::with_capacity(job.files.len());
     for (name, bytes) in &job.files {
         let handle = match job.dir {
