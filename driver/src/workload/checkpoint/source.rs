@@ -154,3 +154,82 @@ impl OpSource for RankSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(req: &Request) -> Completion {
+        let now = Instant::now();
+        Completion { tag: 0, op: req.op, result: Ok(0), buf: None, data_start: 0, submitted: now, completed: now }
+    }
+
+    fn op(n: Next) -> Request {
+        match n {
+            Next::Op(r) => r,
+            other => panic!("expected an op, got {other:?}"),
+        }
+    }
+
+    /// A file is committed only after all its writes completed; the next
+    /// file's writes go on meanwhile; a 0-byte file is only committed.
+    #[test]
+    fn saves_commit_each_file_after_its_writes_and_keep_streaming() {
+        let files = vec![
+            FileJob { handle: ObjectHandle(0), key: 1, bytes: 10_000 },
+            FileJob { handle: ObjectHandle(1), key: 2, bytes: 0 },
+            FileJob { handle: ObjectHandle(2), key: 3, bytes: 4096 },
+        ];
+        let mut s = RankSource::new(Direction::Save, files, 4096, 7, 3);
+        let now = Instant::now();
+        let a: Vec<Request> = (0..3).map(|_| op(s.next(now))).collect();
+        let lens: Vec<(u64, u32)> = a
+            .iter()
+            .map(|r| match r.op {
+                Op::Write { offset, len, .. } => (offset, len),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(lens, vec![(0, 4096), (4096, 4096), (8192, 1808)]);
+        assert!(matches!(a[0].data, Data::Fill { object: 1, seed: 7, generation: 3 }));
+        // File 0 still has writes in flight: no commit for it; file 1 (0
+        // bytes) is committed at once, then file 2's write is issued.
+        let c1 = op(s.next(now));
+        assert_eq!(c1.op, Op::Commit { obj: ObjectHandle(1), size: 0 });
+        let w2 = op(s.next(now));
+        assert_eq!(w2.op, Op::Write { obj: ObjectHandle(2), offset: 0, len: 4096 });
+        assert!(matches!(s.next(now), Next::Wait));
+        s.completed(&a[0], &done(&a[0]));
+        s.completed(&a[2], &done(&a[2]));
+        assert!(matches!(s.next(now), Next::Wait), "a write of file 0 is still in flight");
+        s.completed(&a[1], &done(&a[1]));
+        let c0 = op(s.next(now));
+        assert_eq!(c0.op, Op::Commit { obj: ObjectHandle(0), size: 10_000 });
+        s.completed(&w2, &done(&w2));
+        let c2 = op(s.next(now));
+        assert_eq!(c2.op, Op::Commit { obj: ObjectHandle(2), size: 4096 });
+        assert!(!s.finished());
+        for c in [&c1, &c0, &c2] {
+            s.completed(c, &done(c));
+        }
+        assert!(matches!(s.next(now), Next::Done));
+        assert!(s.finished());
+    }
+
+    #[test]
+    fn loads_read_every_byte_and_verify_the_generation() {
+        let files = vec![FileJob { handle: ObjectHandle(4), key: 9, bytes: 5000 }];
+        let mut s = RankSource::new(Direction::Load, files, 4096, 1, 2);
+        let now = Instant::now();
+        let r: Vec<Request> = (0..2).map(|_| op(s.next(now))).collect();
+        assert_eq!(r[1].op, Op::Read { obj: ObjectHandle(4), offset: 4096, len: 904 });
+        assert!(matches!(r[0].data, Data::Verify(Expect { seed: 1, object: 9, generation: Some(2) })));
+        assert!(r.iter().all(|x| x.exact));
+        assert!(matches!(s.next(now), Next::Wait));
+        for x in &r {
+            s.completed(x, &done(x));
+        }
+        assert!(matches!(s.next(now), Next::Done));
+        assert!(s.finished());
+    }
+}
