@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod model;
 mod rank;
 mod source;
+pub mod text;
 
 use std::collections::HashMap;
 use std::sync::mpsc;
