@@ -9,4 +9,5 @@ mod cli;
 mod common;
 mod emu_target;
 mod raw_runs;
+mod replay;
 mod roundtrip;

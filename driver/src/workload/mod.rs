@@ -7,6 +7,7 @@
 //! tallies the run-level results are built from.
 
 pub mod checkpoint;
+pub mod kvcache;
 pub mod raw;
 
 use std::sync::atomic::AtomicBool;
