@@ -166,3 +166,63 @@ fn datasize_prints_the_reference_sizes() {
     assert!(r.stderr.contains("multiple of tensor × pipeline"), "{}", r.show());
     assert!(tree(d.path()).is_empty());
 }
+
+/// A tiny llama-shaped model (1,114,880 parameters, 15,639,040 bytes per
+/// checkpoint) for runs on the in-memory emulated device.
+const TINY_CHECKPOINT_BYTES: u64 = 15_639_040;
+const TINY: &[&str] = &[
+    "--set",
+    "model.num_layers=1",
+    "--set",
+    "model.hidden_size=256",
+    "--set",
+    "model.ffn_hidden_size=512",
+    "--set",
+    "model.num_attention_heads=4",
+    "--set",
+    "model.num_kv_heads=2",
+    "--set",
+    "model.vocab_size=1024",
+    "--set",
+    "checkpoint.time_between_checkpoints=0s",
+    "--set",
+    "transfer_size=256KiB",
+];
+
+#[test]
+fn corrupted_reads_from_an_emulated_device_fail_the_load() {
+    let d = scratch();
+    let profile = d.path().join("dev.yaml");
+    std::fs::write(
+        &profile,
+        "description: corrupting device\ncapacity: 1GiB\nchannels: 8\nlatency:\n  read: {fixed: 20us}\n  \
+         write: {fixed: 20us}\n  flush: {fixed: 20us}\n  trim: {fixed: 5us}\nchannel_bandwidth: {read: 2GB/s, \
+         write: 2GB/s}\ndevice_bandwidth: {read: 8GB/s, write: 8GB/s}\nfaults:\n  read_corruption_probability: 0.05\n",
+    )
+    .unwrap();
+    let target = format!("emu://{}", profile.display());
+    let res = d.path().join("res");
+    let mut args = vec!["run", "checkpoint-smoke", "--quiet", "--target", &target, "--results", res.to_str().unwrap()];
+    args.extend_from_slice(TINY);
+    let r = mlpdrive(d.path(), &args);
+    assert_eq!(r.code, 1, "{}", r.show());
+    let j = results(d.path(), "res");
+    assert_eq!(j["status"], "failed");
+    assert!(j["verify_errors"].as_u64().unwrap() > 0, "{j}");
+    assert_eq!(j["errors"]["count"], 0, "corruption is caught by verification, not as an I/O error: {j}");
+    assert_eq!(j["summary"]["checkpoint_bytes"], TINY_CHECKPOINT_BYTES, "{j}");
+}
+
+#[test]
+fn a_clean_emulated_device_loads_every_byte() {
+    let d = scratch();
+    let res = d.path().join("res");
+    let mut args =
+        vec!["run", "checkpoint-smoke", "--quiet", "--target", "emu://ci-fast", "--results", res.to_str().unwrap()];
+    args.extend_from_slice(TINY);
+    let r = mlpdrive(d.path(), &args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = results(d.path(), "res");
+    assert_eq!(j["summary"]["checkpoint_bytes"], TINY_CHECKPOINT_BYTES, "{j}");
+    assert_eq!(j["verify"]["verified_bytes"], 2 * TINY_CHECKPOINT_BYTES, "{j}");
+}
