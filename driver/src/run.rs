@@ -25,6 +25,7 @@ use crate::workload::{self, PhaseState, RunEnv, WorkloadOutput};
 /// A workload's config, validated.
 enum Plan {
     Raw(config::raw::RawConfig),
+    Checkpoint(config::checkpoint::CheckpointConfig),
 }
 
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
@@ -83,6 +84,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         };
         let out = match &plan {
             Plan::Raw(raw) => workload::raw::run(&env, raw),
+            Plan::Checkpoint(ck) => workload::checkpoint::run(&env, ck),
         };
         sampler_done.store(true, Ordering::SeqCst);
         sampler.join().expect("sampler thread panicked");
@@ -126,6 +128,11 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
             let raw = config::raw::RawConfig::from_run_config(cfg)?;
             cfg.record_workload(&raw)?;
             Ok(Plan::Raw(raw))
+        }
+        "checkpoint" => {
+            let ck = config::checkpoint::CheckpointConfig::from_run_config(cfg)?;
+            cfg.record_workload(&ck)?;
+            Ok(Plan::Checkpoint(ck))
         }
         other => Err(Error::usage(format!(
             "config key `workload`: unknown workload '{other}'; known: {}",

@@ -39,9 +39,14 @@ pub fn render_text(r: &RunResult) -> String {
     let mut out = String::new();
     header(&mut out, r);
     out.push('\n');
-    match raw_rows(r) {
-        Some(rows) => raw_table(&mut out, r, &rows),
-        None => generic_summary(&mut out, &r.summary),
+    let workload_text = match r.workload.as_str() {
+        "checkpoint" => crate::workload::checkpoint::text::render_summary(&r.summary),
+        _ => None,
+    };
+    match (raw_rows(r), workload_text) {
+        (Some(rows), _) => raw_table(&mut out, r, &rows),
+        (None, Some(text)) => out.push_str(&text),
+        (None, None) => generic_summary(&mut out, &r.summary),
     }
     out.push('\n');
     footer(&mut out, r);

@@ -6,6 +6,7 @@
 //! of results.json it owns) plus the recorder, verification and error
 //! tallies the run-level results are built from.
 
+pub mod checkpoint;
 pub mod kvcache;
 pub mod raw;
 
@@ -21,8 +22,10 @@ use crate::recorder::{LiveCounters, Recorder};
 use crate::target::{IoMode, Target};
 
 /// Built-in workload names with one line each (for `mlpdrive workloads`).
-pub const WORKLOADS: &[(&str, &str)] =
-    &[("raw", "fio-like calibration: seq/rand read/write at a block size and queue depth")];
+pub const WORKLOADS: &[(&str, &str)] = &[
+    ("raw", "fio-like calibration: seq/rand read/write at a block size and queue depth"),
+    ("checkpoint", "MLPerf Storage LLM checkpointing: llama3 shards saved and loaded by every rank"),
+];
 
 /// What a workload gets to run.
 pub struct RunEnv<'a> {
