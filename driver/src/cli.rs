@@ -28,6 +28,52 @@ pub enum Command {
     Devices,
     /// Print the human summary of a finished run.
     Report(ReportArgs),
+    /// Generate a workload's data set on a target (training presets).
+    Datagen(DatagenArgs),
+    /// How big a workload's data set must be under the MLPerf Storage rules.
+    Datasize(DatasizeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DatagenArgs {
+    /// Preset name or path to a YAML config (a DLIO workload YAML works too).
+    pub workload: String,
+    /// Where the data set goes: file://DIR, dev:///dev/X, null://  [default: file://./mlpdrive-data]
+    #[arg(long, short = 't', value_name = "URI")]
+    pub target: Option<String>,
+    /// Override a config key, e.g. --set dataset.num_files_train=28000 (repeatable).
+    #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Parallel writer threads (each with its own queue) [default: CPU count, at most 8].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<u32>,
+    /// No progress output on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Allow dev:// targets (a raw block device: its data is overwritten).
+    #[arg(long)]
+    pub allow_raw_device: bool,
+    /// Allow targets under system directories or mounted devices.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DatasizeArgs {
+    /// Preset name or path to a YAML config.
+    pub workload: String,
+    /// Override a config key (repeatable).
+    #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Memory of each client host in GiB (training).
+    #[arg(long, value_name = "GIB")]
+    pub client_memory_gib: Option<f64>,
+    /// Number of client hosts (training).
+    #[arg(long, value_name = "H")]
+    pub hosts: Option<u64>,
+    /// Simulated accelerators in total over all hosts (training).
+    #[arg(long, value_name = "A")]
+    pub accelerators: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -99,6 +145,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             print!("{}", devices_text()?);
             Ok(EXIT_OK)
         }
+        Command::Datagen(args) => crate::workload::training::datagen::run(&args),
+        Command::Datasize(args) => crate::datasize::run(&args),
         Command::Report(args) => {
             let (result, path) = crate::results::load(&args.path)?;
             eprintln!("mlpdrive: {}", path.display());

@@ -25,6 +25,7 @@ use crate::workload::{self, PhaseState, RunEnv, WorkloadOutput};
 /// A workload's config, validated.
 enum Plan {
     Raw(config::raw::RawConfig),
+    Training(Box<config::training::TrainingConfig>),
 }
 
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
@@ -76,6 +77,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         };
         let out = match &plan {
             Plan::Raw(raw) => workload::raw::run(&env, raw),
+            Plan::Training(t) => workload::training::run(&env, t),
         };
         sampler_done.store(true, Ordering::SeqCst);
         sampler.join().expect("sampler thread panicked");
@@ -120,6 +122,12 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
             cfg.record_workload(&raw)?;
             Ok(Plan::Raw(raw))
         }
+        "training" => {
+            let t = config::training::TrainingConfig::from_run_config(cfg)?;
+            workload::training::check(&t)?;
+            cfg.record_workload(&t)?;
+            Ok(Plan::Training(Box::new(t)))
+        }
         other => Err(Error::usage(format!(
             "config key `workload`: unknown workload '{other}'; known: {}",
             config::KNOWN_WORKLOADS.join(", ")
@@ -127,7 +135,7 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
     }
 }
 
-fn open_target(spec: &TargetSpec, opts: OpenOptions, seed: u64) -> Result<Box<dyn Target>, Error> {
+pub(crate) fn open_target(spec: &TargetSpec, opts: OpenOptions, seed: u64) -> Result<Box<dyn Target>, Error> {
     Ok(match &spec.uri {
         TargetUri::File { dir } => Box::new(crate::target::file::FileTarget::open(dir, &spec.display, opts)?),
         TargetUri::Dev { path } => Box::new(crate::target::dev::DevTarget::open(path, &spec.display, opts)?),

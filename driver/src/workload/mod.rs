@@ -7,6 +7,7 @@
 //! tallies the run-level results are built from.
 
 pub mod raw;
+pub mod training;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -20,8 +21,10 @@ use crate::recorder::{LiveCounters, Recorder};
 use crate::target::{IoMode, Target};
 
 /// Built-in workload names with one line each (for `mlpdrive workloads`).
-pub const WORKLOADS: &[(&str, &str)] =
-    &[("raw", "fio-like calibration: seq/rand read/write at a block size and queue depth")];
+pub const WORKLOADS: &[(&str, &str)] = &[
+    ("raw", "fio-like calibration: seq/rand read/write at a block size and queue depth"),
+    ("training", "MLPerf Storage training reads (DLIO): accelerators, batches, compute waits, AU"),
+];
 
 /// What a workload gets to run.
 pub struct RunEnv<'a> {
