@@ -557,3 +557,73 @@ const MLPDRIVE_KEYS: &[&str] = &[
     "dlio_v2_throughput",
     "dlio_unused_keys",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<TrainingConfig, Error> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.yaml");
+        std::fs::write(&path, text).unwrap();
+        let cfg = super::super::load(path.to_str().unwrap(), &[], None, None)?;
+        assert_eq!(cfg.common.workload, "training");
+        TrainingConfig::from_run_config(&cfg)
+    }
+
+    const DLIO_UNET3D: &str = "model:\n  name: unet3d\n  type: cnn\n  model_size: 499153191\n\
+        framework: pytorch\nworkflow:\n  generate_data: False\n  train: True\n  checkpoint: True\n\
+        dataset:\n  data_folder: data/unet3d/\n  format: npz\n  num_files_train: 168\n  num_samples_per_file: 1\n\
+        \x20 record_length_bytes: 146600628\n  record_length_bytes_stdev: 68341808\n  record_length_bytes_resize: 2097152\n\
+        reader:\n  data_loader: pytorch\n  batch_size: 7\n  read_threads: 4\n  file_shuffle: seed\n  sample_shuffle: seed\n\
+        \x20 multiprocessing_context: spawn\n\
+        train:\n  epochs: 5\n  computation_time: 0.323\n\
+        checkpoint:\n  checkpoint_folder: checkpoints/unet3d\n  checkpoint_after_epoch: 5\n  epochs_between_checkpoints: 2\n\
+        metric:\n  au: 0.90\nprofiling:\n  profiler: iostat\n";
+
+    #[test]
+    fn a_dlio_workload_yaml_loads_and_reports_unused_keys() {
+        let t = load_text(DLIO_UNET3D).unwrap();
+        assert_eq!(t.dataset.format, Format::Npz);
+        assert_eq!(t.reader.batch_size, 7);
+        assert_eq!(t.train.computation_time, ComputeTime::Fixed(0.323));
+        assert_eq!(t.model.model_size, Some(499_153_191));
+        assert!(t.workflow.checkpoint);
+        assert_eq!(t.dlio_unused_keys, ["reader.multiprocessing_context", "profiling"]);
+        assert_eq!(t.batches_in_flight(), 4, "prefetch_factor ceil(2 / 4) = 1 per worker");
+    }
+
+    #[test]
+    fn native_configs_still_refuse_unknown_keys() {
+        let text = format!("workload: training\n{}", DLIO_UNET3D);
+        let e = load_text(&text).unwrap_err().to_string();
+        assert!(e.contains("multiprocessing_context"), "{e}");
+    }
+
+    #[test]
+    fn computation_time_forms() {
+        let with = |ct: &str| load_text(&DLIO_UNET3D.replace("computation_time: 0.323", ct));
+        assert_eq!(
+            with("computation_time: {mean: 0.3, stdev: 0.01}").unwrap().train.computation_time,
+            ComputeTime::MeanStdev { mean: 0.3, stdev: 0.01 }
+        );
+        let u = with("computation_time: {type: uniform, min: 0.1, max: 0.3}").unwrap().train.computation_time;
+        assert!((u.mean_s() - 0.2).abs() < 1e-12);
+        let mut rng = mlpdrive_emu::Prng::new(1);
+        assert!((0..100).map(|_| u.sample_s(&mut rng)).all(|s| (0.1..=0.3).contains(&s)));
+        let e = with("computation_time: -1").unwrap_err().to_string();
+        assert!(e.contains("train.computation_time"), "{e}");
+        let e = with("computation_time: {type: gamma, k: 2}").unwrap_err().to_string();
+        assert!(e.contains("computation_time"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = load_text(&DLIO_UNET3D.replace("batch_size: 7", "batch_size: 0")).unwrap_err().to_string();
+        assert!(e.contains("reader.batch_size"), "{e}");
+        let e = load_text(&DLIO_UNET3D.replace("format: npz", "format: hdf5")).unwrap_err().to_string();
+        assert!(e.contains("dataset.format") && e.contains("tfrecord"), "{e}");
+        let e = load_text(&DLIO_UNET3D.replace("data/unet3d/", "../x")).unwrap_err().to_string();
+        assert!(e.contains("dataset.data_folder"), "{e}");
+    }
+}

@@ -277,3 +277,221 @@ fn jpeg(shape: &Shape) -> Vec<Seg> {
     let n = (shape.sample_bytes() * shape.samples).max(4);
     vec![Seg::Lit(vec![0xff, 0xd8]), Seg::Payload(n - 4), Seg::Lit(vec![0xff, 0xd9])]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::compose::{Composer, Layout};
+    use super::*;
+
+    /// Bitwise CRC-32C (Castagnoli, reflected 0x82F63B78): an independent
+    /// implementation to check the crc32c crate's output in the files.
+    fn crc32c_bitwise(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    /// Bitwise CRC-32 (zip, reflected 0xEDB88320).
+    fn crc32_bitwise(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            }
+        }
+        !crc
+    }
+
+    fn masked(c: u32) -> u32 {
+        ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8)
+    }
+
+    /// The whole file, composed in odd-sized pieces (as I/O buffers would).
+    fn bytes_of(format: Format, shape: Shape) -> (Layout, Vec<u8>) {
+        let layout = Layout::new(segments(format, &shape).unwrap(), 5, 77, shape.samples);
+        let mut out = vec![0u8; layout.len as usize];
+        let mut c = Composer::new(layout.clone());
+        let mut at = 0;
+        for piece in [1usize, 7, 4096, 333, 65536].iter().cycle() {
+            if at == out.len() {
+                break;
+            }
+            let n = (*piece).min(out.len() - at);
+            assert_eq!(c.emit(&mut out[at..at + n]), n);
+            at += n;
+        }
+        (layout, out)
+    }
+
+    fn read_varint(b: &[u8], at: &mut usize) -> u64 {
+        let mut v = 0u64;
+        let mut shift = 0;
+        loop {
+            let x = b[*at];
+            *at += 1;
+            v |= u64::from(x & 0x7f) << shift;
+            if x & 0x80 == 0 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+
+    /// Walks one protobuf message: (field number, wire type, value or
+    /// payload range).
+    fn fields(b: &[u8]) -> Vec<(u64, u64, std::ops::Range<usize>, u64)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < b.len() {
+            let tag = read_varint(b, &mut at);
+            match tag & 7 {
+                2 => {
+                    let n = read_varint(b, &mut at) as usize;
+                    out.push((tag >> 3, 2, at..at + n, 0));
+                    at += n;
+                }
+                0 => {
+                    let v = read_varint(b, &mut at);
+                    out.push((tag >> 3, 0, 0..0, v));
+                }
+                w => panic!("unexpected wire type {w}"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn tfrecord_framing_crcs_and_example_are_valid() {
+        let shape = Shape { dim1: 40, dim2: 30, samples: 3 };
+        let (layout, file) = bytes_of(Format::Tfrecord, shape);
+        let mut at = 0;
+        let mut records = 0;
+        while at < file.len() {
+            let len_bytes = &file[at..at + 8];
+            let n = u64::from_le_bytes(len_bytes.try_into().unwrap()) as usize;
+            let len_crc = u32::from_le_bytes(file[at + 8..at + 12].try_into().unwrap());
+            assert_eq!(len_crc, masked(crc32c_bitwise(len_bytes)));
+            let data = &file[at + 12..at + 12 + n];
+            let data_crc = u32::from_le_bytes(file[at + 12 + n..at + 16 + n].try_into().unwrap());
+            assert_eq!(data_crc, masked(crc32c_bitwise(data)), "record {records}");
+            // Example{features(1): Features{feature(1): entries}}.
+            let ex = fields(data);
+            assert_eq!(ex.len(), 1);
+            let feats = fields(&data[ex[0].2.clone()]);
+            let mut seen = Vec::new();
+            for (num, _, range, _) in feats {
+                assert_eq!(num, 1);
+                let entry = &data[ex[0].2.start + range.start..ex[0].2.start + range.end];
+                let kv = fields(entry);
+                let key = std::str::from_utf8(&entry[kv[0].2.clone()]).unwrap().to_string();
+                let feature = &entry[kv[1].2.clone()];
+                let f = fields(feature);
+                let list = &feature[f[0].2.clone()];
+                match key.as_str() {
+                    "image" => {
+                        assert_eq!(f[0].0, 1, "bytes_list");
+                        let v = fields(list);
+                        assert_eq!(v[0].2.len(), 1200);
+                    }
+                    "size" => {
+                        assert_eq!(f[0].0, 3, "int64_list");
+                        let packed = &list[fields(list)[0].2.clone()];
+                        let mut i = 0;
+                        assert_eq!(read_varint(packed, &mut i), 1200);
+                    }
+                    other => panic!("unexpected feature {other}"),
+                }
+                seen.push(key);
+            }
+            assert_eq!(seen, ["image", "size"]);
+            at += 16 + n;
+            records += 1;
+        }
+        assert_eq!(records, 3);
+        assert_eq!(layout.verify(&file, 0).bad_blocks, 0);
+        assert_eq!(layout.verify(&file, 0).verified_bytes, 3600);
+    }
+
+    /// resnet50's 338 × 338 samples: 114,304-byte records (the reference
+    /// measured 114,303; see docs/workloads/training.md).
+    #[test]
+    fn resnet_record_size() {
+        let shape = Shape { dim1: 338, dim2: 338, samples: 2 };
+        let layout = Layout::new(segments(Format::Tfrecord, &shape).unwrap(), 1, 1, 2);
+        assert_eq!(layout.len, 2 * 114_304);
+        assert_eq!(layout.sample_range(1), (114_304, 2 * 114_304));
+    }
+
+    #[test]
+    fn npz_zip_structure_and_crc_are_valid() {
+        let shape = Shape { dim1: 100, dim2: 70, samples: 1 };
+        let (layout, file) = bytes_of(Format::Npz, shape);
+        // End of central directory: 2 entries, directory where it says.
+        let eocd = file.len() - 22;
+        assert_eq!(&file[eocd..eocd + 4], &0x0605_4b50u32.to_le_bytes());
+        let cd_size = u32::from_le_bytes(file[eocd + 12..eocd + 16].try_into().unwrap()) as usize;
+        let cd_at = u32::from_le_bytes(file[eocd + 16..eocd + 20].try_into().unwrap()) as usize;
+        assert_eq!(cd_at + cd_size, eocd);
+        // Walk the central directory; check each member's CRC-32 over its bytes.
+        let mut at = cd_at;
+        let mut names = Vec::new();
+        while at < eocd {
+            assert_eq!(&file[at..at + 4], &0x0201_4b50u32.to_le_bytes());
+            let crc = u32::from_le_bytes(file[at + 16..at + 20].try_into().unwrap());
+            let size = u32::from_le_bytes(file[at + 20..at + 24].try_into().unwrap()) as usize;
+            let name_len = u16::from_le_bytes(file[at + 28..at + 30].try_into().unwrap()) as usize;
+            let local = u32::from_le_bytes(file[at + 42..at + 46].try_into().unwrap()) as usize;
+            let name = std::str::from_utf8(&file[at + 46..at + 46 + name_len]).unwrap().to_string();
+            let local_name_len = u16::from_le_bytes(file[local + 26..local + 28].try_into().unwrap()) as usize;
+            let data_at = local + 30 + local_name_len;
+            let member = &file[data_at..data_at + size];
+            assert_eq!(crc, crc32_bitwise(member), "{name}");
+            // The data descriptor after the member repeats the CRC.
+            assert_eq!(&file[data_at + size..data_at + size + 4], &0x0807_4b50u32.to_le_bytes());
+            assert_eq!(&file[data_at + size + 4..data_at + size + 8], &crc.to_le_bytes());
+            assert!(member.starts_with(b"\x93NUMPY\x01\x00"));
+            let hlen = u16::from_le_bytes(member[8..10].try_into().unwrap()) as usize;
+            assert_eq!((10 + hlen) % 64, 0, "npy data starts on a 64-byte boundary");
+            let header = std::str::from_utf8(&member[10..10 + hlen]).unwrap();
+            if name == "x.npy" {
+                assert!(header.contains("'descr': '|u1'") && header.contains("'shape': (100, 70, 1)"), "{header}");
+                assert_eq!(member.len() - 10 - hlen, 7000);
+            } else {
+                assert!(header.contains("'shape': (1,)"), "{header}");
+                assert_eq!(member.len(), 136, "the reference's 136-byte y.npy");
+            }
+            names.push(name);
+            at += 46 + name_len;
+        }
+        assert_eq!(names, ["x.npy", "y.npy"]);
+        let v = layout.verify(&file, 0);
+        assert_eq!((v.bad_blocks, v.verified_bytes), (0, 7000));
+    }
+
+    #[test]
+    fn verification_catches_a_changed_payload_byte_and_ignores_headers() {
+        let shape = Shape { dim1: 128, dim2: 128, samples: 1 };
+        let (layout, mut file) = bytes_of(Format::Npz, shape);
+        let at = layout.payload[0].file_offset as usize + 5000;
+        file[at] ^= 1;
+        let v = layout.verify(&file[4096..], 4096);
+        assert_eq!(v.bad_blocks, 1);
+        file[at] ^= 1;
+        let v = layout.verify(&file[4096..], 4096);
+        assert!(v.is_ok());
+        assert_eq!(v.verified_bytes + v.unverified_bytes, (file.len() - 4096) as u64);
+    }
+
+    #[test]
+    fn unsupported_formats_say_not_available_yet() {
+        let shape = Shape { dim1: 2, dim2: 2, samples: 1 };
+        let e = segments(Format::Parquet, &shape).unwrap_err();
+        assert!(e.starts_with("not available yet: dataset.format parquet"), "{e}");
+    }
+}

@@ -282,3 +282,49 @@ pub fn build_summary(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::metrics::EpochTimeline;
+    use super::*;
+
+    /// docs/results-schema.md names every key of the training summary.
+    #[test]
+    fn schema_doc_names_every_summary_field() {
+        const DOC: &str = include_str!("../../../../docs/results-schema.md");
+        let cfg = crate::config::load("training-smoke", &[], None, None).unwrap();
+        let t = TrainingConfig::from_run_config(&cfg).unwrap();
+        let tl = EpochTimeline { start_s: 0.0, end_s: 2.0, load_s: vec![0.1; 3], compute_s: vec![0.5; 3] };
+        let epochs = vec![EpochRecord { accelerators: vec![tl.clone(), tl], bytes_read: 10, wall_s: 2.0 }];
+        let mut rec = crate::recorder::Recorder::new();
+        rec.record(&READ_KEY, 1000, 10);
+        let s = build_summary(&t, &epochs, &[5, 6], &rec, 2.0, 0.1, &["short".into()], 10);
+        fn keys(prefix: &str, v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(o) => {
+                    for (k, c) in o {
+                        let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        out.push(p.clone());
+                        keys(&p, c, out);
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|c| keys(&format!("{prefix}[]"), c, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        keys("", &s, &mut all);
+        let section = DOC.split("### summary (training)").nth(1).expect("a training summary section");
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|p| {
+                let leaf = p.rsplit('.').next().unwrap();
+                let inner = p.strip_prefix("metric.").or_else(|| p.strip_prefix("measured.")).unwrap_or(p);
+                ![format!("`summary.{p}`"), format!("`{inner}`"), format!("`{leaf}`")]
+                    .iter()
+                    .any(|k| section.contains(k))
+            })
+            .collect();
+        assert!(missing.is_empty(), "training summary fields missing from docs/results-schema.md: {missing:?}");
+    }
+}
