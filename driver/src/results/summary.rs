@@ -83,6 +83,7 @@ fn io_mode_text(r: &RunResult) -> String {
     let storage = match (m.engine.as_str(), m.direct) {
         ("null", _) => "no storage",
         ("emu", _) => "in memory",
+        ("nbd", _) => "over NBD (TCP)",
         (_, true) => "O_DIRECT",
         (_, false) => "buffered (page cache)",
     };
@@ -105,8 +106,21 @@ fn io_mode_warnings(r: &RunResult) -> Vec<String> {
         return vec!["NULL ENGINE: no storage I/O was done; the figures are mlpdrive's own ceiling".into()];
     }
     if m.engine == "emu" {
+        let note = m.note.as_deref().unwrap_or_default();
+        let bytes = if note.contains("store=none") {
+            "no bytes were kept (reads regenerated)"
+        } else {
+            "bytes were kept in memory"
+        };
+        let clock = if note.contains("virtual clock") { " in simulated time (virtual clock)" } else { "" };
+        return vec![format!(
+            "EMULATED DEVICE: {bytes} and timing came from the device profile{clock}, not real storage"
+        )];
+    }
+    if m.engine == "nbd" {
         return vec![
-            "EMULATED DEVICE: bytes were kept in memory and timing came from the device profile, not real storage"
+            "NBD TARGET: I/O went over TCP to an NBD server; caching and durability are the server's (O_DIRECT does \
+             not apply)"
                 .into(),
         ];
     }
