@@ -28,13 +28,16 @@ pub enum Command {
     Devices,
     /// Print the human summary of a finished run.
     Report(ReportArgs),
-    /// Print the bytes and files a checkpoint preset writes, in total and per rank.
-    Datasize(DatasizeArgs),
     /// Replay a KV cache I/O trace (kv-cache.py's --io-trace-log CSV, or mlpdrive's) against a target.
     Replay(ReplayArgs),
     /// The device emulator outside the driver (`emu serve`: an NBD export).
     #[command(subcommand)]
     Emu(EmuCommand),
+    /// Generate a workload's data set on a target (training presets).
+    Datagen(DatagenArgs),
+    /// How big a workload's data must be: a training data set under the MLPerf Storage
+    /// rules, or a checkpoint's bytes and files in total and per rank.
+    Datasize(DatasizeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,19 +80,52 @@ pub struct ServeArgs {
     pub quiet: bool,
 }
 
-#[derive(Args, Debug)]
-pub struct DatasizeArgs {
-    /// Preset name (like checkpoint/llama3-70b) or path to a YAML config.
+#[derive(Args, Debug, Clone)]
+pub struct DatagenArgs {
+    /// Preset name or path to a YAML config (a DLIO workload YAML works too).
     pub workload: String,
-    /// Ranks to size for [default: the config's `ranks`].
-    #[arg(long, value_name = "R")]
-    pub ranks: Option<u32>,
-    /// Subset mode: the ranks (default 8) act as ranks 0.. of the config's full job.
-    #[arg(long)]
-    pub subset: bool,
-    /// Override a config key (repeatable), as for `run`.
+    /// Where the data set goes: file://DIR, dev:///dev/X, null://  [default: file://./mlpdrive-data]
+    #[arg(long, short = 't', value_name = "URI")]
+    pub target: Option<String>,
+    /// Override a config key, e.g. --set dataset.num_files_train=28000 (repeatable).
     #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Parallel writer threads (each with its own queue) [default: CPU count, at most 8].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<u32>,
+    /// No progress output on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Allow dev:// targets (a raw block device: its data is overwritten).
+    #[arg(long)]
+    pub allow_raw_device: bool,
+    /// Allow targets under system directories or mounted devices.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DatasizeArgs {
+    /// Preset name (like training/unet3d_h100 or checkpoint/llama3-70b) or path to a YAML config.
+    pub workload: String,
+    /// Override a config key (repeatable).
+    #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Memory of each client host in GiB (training).
+    #[arg(long, value_name = "GIB")]
+    pub client_memory_gib: Option<f64>,
+    /// Number of client hosts (training).
+    #[arg(long, value_name = "H")]
+    pub hosts: Option<u64>,
+    /// Simulated accelerators in total over all hosts (training).
+    #[arg(long, value_name = "A")]
+    pub accelerators: Option<u64>,
+    /// Ranks to size for (checkpoint) [default: the config's `ranks`].
+    #[arg(long, value_name = "R")]
+    pub ranks: Option<u32>,
+    /// Subset mode (checkpoint): the ranks (default 8) act as ranks 0.. of the config's full job.
+    #[arg(long)]
+    pub subset: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -213,16 +249,14 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             print!("{}", devices_text()?);
             Ok(EXIT_OK)
         }
+        Command::Datagen(args) => crate::workload::training::datagen::run(&args),
+        Command::Datasize(args) => crate::datasize::run(&args),
         Command::Emu(EmuCommand::Serve(args)) => crate::serve::serve(&args),
         Command::Replay(args) => crate::replay::replay(&args),
         Command::Report(args) => {
             let (result, path) = crate::results::load(&args.path)?;
             eprintln!("mlpdrive: {}", path.display());
             print!("{}", crate::results::summary::render_text(&result));
-            Ok(EXIT_OK)
-        }
-        Command::Datasize(args) => {
-            print!("{}", crate::workload::checkpoint::datasize(&args.workload, &args.set, args.ranks, args.subset)?);
             Ok(EXIT_OK)
         }
     }

@@ -10,6 +10,8 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod datagen;
+pub mod datasets;
+pub mod datasize;
 pub mod engine;
 pub mod error;
 pub mod io;

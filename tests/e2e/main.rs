@@ -12,4 +12,5 @@ mod nbd;
 mod raw_runs;
 mod replay;
 mod roundtrip;
+mod training;
 mod virtual_clock;
