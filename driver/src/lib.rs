@@ -17,6 +17,8 @@ pub mod recorder;
 pub mod results;
 pub mod run;
 pub mod rusage;
+pub mod shim_cmd;
+pub mod shim_verify;
 pub mod signal;
 pub mod target;
 pub mod units;

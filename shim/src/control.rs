@@ -43,7 +43,7 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -58,11 +58,14 @@ fn unescape_mountinfo(s: &str) -> String {
 /// True if `path` (absolute) is the mount point of a shim mount.
 pub fn is_shim_mount(path: &Path) -> bool {
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    let want = format!("fuse.{FS_NAME}");
     text.lines().any(|line| {
+        // id parent dev root MOUNTPOINT options [optional…] - FSTYPE SOURCE superoptions
         let fields: Vec<&str> = line.split(' ').collect();
         let Some(dash) = fields.iter().position(|f| *f == "-") else { return false };
-        fields.len() > dash + 1 && fields[dash + 1] == want && Path::new(&unescape_mountinfo(fields[4])) == path
+        fields.len() > dash + 2
+            && (fields[dash + 1] == "fuse" || fields[dash + 1].starts_with("fuse."))
+            && fields[dash + 2] == FS_NAME
+            && Path::new(&unescape_mountinfo(fields[4])) == path
     })
 }
 
@@ -110,6 +113,12 @@ pub(crate) fn unmount_path(path: &Path) -> Result<(), String> {
     }
 }
 
+/// Lazily detaches `path` (MNT_DETACH): it leaves the namespace now and
+/// the kernel ends the session once nothing uses it.
+pub(crate) fn detach(path: &Path) -> Result<(), String> {
+    umount2(path, libc::MNT_DETACH).map_err(|e| format!("detach {}: {e}", path.display()))
+}
+
 /// What `unmount` found and did.
 #[derive(Debug, Clone)]
 pub struct UnmountOutcome {
@@ -137,7 +146,7 @@ pub fn unmount(mountpoint: &Path, wait: Duration) -> Result<UnmountOutcome, Shim
     let abs = abs.canonicalize().unwrap_or(abs);
     if !is_shim_mount(&abs) {
         return Err(ShimError::Usage(format!(
-            "{} is not an mlpdrive shim mount (no fuse.{FS_NAME} entry in /proc/self/mountinfo)",
+            "{} is not an mlpdrive shim mount (no FUSE mount of {FS_NAME} there in /proc/self/mountinfo)",
             abs.display()
         )));
     }

@@ -42,7 +42,7 @@ use crate::oplog::OpLog;
 /// its op log and verdicts).
 pub const PID_IOCTL: u32 = (2 << 30) | (8 << 16) | ((b'M' as u32) << 8) | 0x53;
 
-/// The FUSE file system type (`fuse.mlpdrive-shim` in /proc/mounts).
+/// The mount source of every shim mount (`fsname`, first column of /proc/mounts).
 pub const FS_NAME: &str = "mlpdrive-shim";
 
 /// Sees the bytes of every successful read and write (for live verdicts).
@@ -221,7 +221,6 @@ pub fn mount(cfg: ShimConfig) -> Result<Mounted, ShimError> {
 
     let mut options = vec![
         MountOption::FSName(FS_NAME.into()),
-        MountOption::Subtype(FS_NAME.into()),
         MountOption::DefaultPermissions,
         MountOption::NoDev,
         MountOption::NoSuid,
@@ -277,24 +276,28 @@ impl Mounted {
         self.session.as_ref().is_none_or(|s| s.guard.is_finished())
     }
 
-    /// Unmounts (replying at once to anything still delayed, so clients
-    /// are not held up) and finishes the session.
-    pub fn unmount(self) -> Result<Summary, ShimError> {
+    /// Unmounts, replying at once to anything still delayed so clients are
+    /// not held up. A busy mount (files open under it) is an error, unless
+    /// `detach_if_busy`: then it is detached lazily and the session ends
+    /// when the last file under it closes. Call [`Mounted::finish`] next.
+    pub fn unmount(&self, detach_if_busy: bool) -> Result<(), ShimError> {
         self.shared.completer.hurry();
-        let outcome = control::unmount_path(&self.mountpoint);
-        if let Err(e) = &outcome {
-            // The session is still running; leave it to its owner.
-            return Err(ShimError::Failed(e.clone()));
+        match control::unmount_path(&self.mountpoint) {
+            Ok(()) => Ok(()),
+            Err(e) if detach_if_busy => {
+                control::detach(&self.mountpoint).map_err(|e2| ShimError::Failed(format!("{e}; {e2}")))
+            }
+            Err(e) => Err(ShimError::Failed(e)),
         }
-        Ok(self.finish())
     }
 
-    /// Waits for a session that was unmounted from outside and finishes it.
-    pub fn join(self) -> Summary {
-        self.finish()
+    /// Waits for the session to end (after [`Mounted::unmount`], or an
+    /// unmount from outside), flushes the op log and collects the verdicts.
+    pub fn finish(self) -> Summary {
+        self.finish_inner()
     }
 
-    fn finish(mut self) -> Summary {
+    fn finish_inner(mut self) -> Summary {
         let mut problems = Vec::new();
         if let Some(s) = self.session.take()
             && let Err(e) = s.join()

@@ -34,7 +34,9 @@ impl Guard {
     }
 
     fn unmount(&mut self) -> Summary {
-        self.mounted.take().expect("mounted").unmount().expect("unmount")
+        let m = self.mounted.take().expect("mounted");
+        m.unmount(false).expect("unmount");
+        m.finish()
     }
 
     fn data_path(&self) -> DataPath {
@@ -44,9 +46,11 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(m) = self.mounted.take()
-            && m.unmount().is_err()
-        {
+        if let Some(m) = self.mounted.take() {
+            if m.unmount(true).is_ok() {
+                m.finish();
+                return;
+            }
             let c = std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes()).unwrap();
             // SAFETY: c is a valid path; a lazy detach cannot hurt anything.
             unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
