@@ -9,3 +9,4 @@ mod common;
 mod emu_target;
 mod raw_runs;
 mod roundtrip;
+mod shim;
