@@ -165,12 +165,12 @@ mod tests {
     #[test]
     fn jobs_run_in_due_order_and_not_early() {
         let clock = RealClock::new();
-        let c = Completer::start(clock.clone()).unwrap();
+        let c = Completer::start(clock).unwrap();
         let (tx, rx) = mpsc::channel();
         let start = clock.now_ns();
         for (i, delay_ms) in [(0u32, 30u64), (1, 10), (2, 20)] {
             let tx = tx.clone();
-            let clock2 = clock.clone();
+            let clock2 = clock;
             let due = start + delay_ms * 1_000_000;
             c.schedule(due, Box::new(move || tx.send((i, clock2.now_ns() >= due)).unwrap()));
         }

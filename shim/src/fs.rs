@@ -800,7 +800,7 @@ impl Filesystem for ShimFs {
             let row = fail_row(code);
             return complete(sh, t0, outcome.complete_ns, row, move || reply.error(Errno::from_i32(code)));
         }
-        let written = if h.direct && data.as_ptr() as usize % ALIGN != 0 {
+        let written = if h.direct && !(data.as_ptr() as usize).is_multiple_of(ALIGN) {
             let mut buf = sh.bufs.get(data.len());
             buf.as_mut_slice().copy_from_slice(data);
             let r = h.file.write_at(buf.as_slice(), offset);

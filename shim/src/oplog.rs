@@ -81,7 +81,7 @@ pub(crate) fn digest(offset: u64, data: &[u8], sample_zstd: bool) -> BlockDigest
             out.hashes.push(';');
         }
         out.hashes.push_str(&format!("{h:016x}"));
-        if sample_zstd && h % ZSTD_SAMPLE_MODULUS == 0 {
+        if sample_zstd && h.is_multiple_of(ZSTD_SAMPLE_MODULUS) {
             // Compressing 4 KiB into a bound-sized buffer cannot fail.
             if let Ok(compressed) = zstd::bulk::compress(block, ZSTD_LEVEL) {
                 out.zstd_in_bytes += HASH_BLOCK_BYTES;
