@@ -100,6 +100,15 @@ fn errno_of(e: &std::io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
 }
 
+/// Root on Linux 6.9 or later (FUSE passthrough needs both).
+fn kernel_has_passthrough() -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    // SAFETY: geteuid cannot fail.
+    (major, minor) >= (6, 9) && unsafe { libc::geteuid() } == 0
+}
+
 /// Write, read, rename, readdir, statfs, truncate, unlink, mkdir/rmdir.
 fn round_trip(g: &Guard, backing: Option<&Path>) {
     fs::create_dir(g.path("sub")).unwrap();
@@ -177,6 +186,9 @@ fn passthrough_round_trip_on_a_directory() {
     }
     let (mut g, backing) = mount(Opts::new(None));
     eprintln!("data path: {}", g.data_path());
+    if kernel_has_passthrough() {
+        assert_eq!(g.data_path(), DataPath::Passthrough, "root on Linux 6.9+ gets the kernel passthrough");
+    }
     round_trip(&g, backing.as_deref());
     direct_io(&g);
     let s = g.unmount();
@@ -334,4 +346,46 @@ fn oplog_rows_have_the_documented_columns_and_hashes() {
     assert_eq!(find("unlink")[2], "g");
     let starts: Vec<u64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
     assert!(starts.iter().all(|&s| s > 0));
+}
+
+#[test]
+fn concurrent_requests_overlap_in_the_daemon() {
+    if !fuse_available() {
+        return;
+    }
+    // 20 ms per read: eight readers at once must be in flight together
+    // (the op log shows overlapping [start, start + latency] intervals),
+    // more than the mount's 4 FUSE threads, so no thread waits out a delay.
+    let yaml = TEST_PROFILE.replace("read: {fixed: 50us}", "read: {fixed: 20ms}");
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("ops.csv");
+    let mut o = Opts::new(Some(&yaml));
+    o.oplog = Some(log.clone());
+    let (mut g, _) = mount(o);
+    fs::write(g.path("f"), vec![3u8; 8 * 4096]).unwrap();
+    let path = g.path("f");
+    std::thread::scope(|s| {
+        for i in 0..8u64 {
+            let path = path.clone();
+            s.spawn(move || {
+                let f = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(&path).unwrap();
+                let (mut b, o) = aligned(4096);
+                assert_eq!(f.read_at(&mut b[o..o + 4096], i * 4096).unwrap(), 4096);
+            });
+        }
+    });
+    g.unmount();
+    let text = fs::read_to_string(&log).unwrap();
+    let reads: Vec<(u64, u64)> = text
+        .lines()
+        .filter(|l| l.split(',').nth(1) == Some("read"))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let start: u64 = f[0].parse().unwrap();
+            (start, start + f[6].parse::<u64>().unwrap())
+        })
+        .collect();
+    assert_eq!(reads.len(), 8, "{text}");
+    let most = reads.iter().map(|&(s, _)| reads.iter().filter(|&&(a, b)| a <= s && s < b).count()).max().unwrap();
+    assert!(most > 4, "at most {most} reads were in flight at once:\n{text}");
 }
