@@ -185,14 +185,31 @@ impl Shared {
 /// Sends the reply (`send`) at `due_ns` and logs `row` with the latency
 /// from arrival to the reply.
 fn complete(sh: &Arc<Shared>, arrival_ns: u64, due_ns: u64, row: Option<Row>, send: impl FnOnce() + Send + 'static) {
+    complete_then(sh, arrival_ns, due_ns, || row, send);
+}
+
+/// Like [`complete`], with the row (and any observer call) built by
+/// `after`: when the reply is due now it is sent first and `after` runs
+/// once the client is on its way, keeping hashing and verification off the
+/// request's latency; when it is due later, `after` runs now, on this FUSE
+/// thread, so the completion thread only sends.
+fn complete_then(
+    sh: &Arc<Shared>,
+    arrival_ns: u64,
+    due_ns: u64,
+    after: impl FnOnce() -> Option<Row>,
+    send: impl FnOnce() + Send + 'static,
+) {
     if due_ns <= sh.clock.now_ns() {
         send();
-        if let Some(mut r) = row {
-            r.latency_ns = sh.clock.now_ns().saturating_sub(arrival_ns);
+        let latency_ns = sh.clock.now_ns().saturating_sub(arrival_ns);
+        if let Some(mut r) = after() {
+            r.latency_ns = latency_ns;
             sh.log(r);
         }
         return;
     }
+    let row = after();
     let sh2 = sh.clone();
     sh.completer.schedule(
         due_ns,
@@ -738,22 +755,36 @@ impl Filesystem for ShimFs {
         if let Some(c) = outcome.corruption {
             c.apply(buf.as_mut_slice());
         }
-        if let Some(o) = &sh.observer {
-            o.on_read(&path, offset, buf.as_slice());
-        }
         sh.count(Ok(()));
-        let row = sh.row("read", &path, t0, Ok(())).map(|mut r| {
-            let d = digest(offset, buf.as_slice(), false);
-            r.offset = offset;
-            r.length = n as u64;
-            r.block_hashes = d.hashes;
-            r
-        });
+        let buf = Arc::new(buf);
+        let sent = buf.clone();
         let sh2 = sh.clone();
-        complete(sh, t0, outcome.complete_ns, row, move || {
-            reply.data(buf.as_slice());
-            sh2.bufs.put(buf);
-        });
+        complete_then(
+            sh,
+            t0,
+            outcome.complete_ns,
+            || {
+                if let Some(o) = &sh.observer {
+                    o.on_read(&path, offset, buf.as_slice());
+                }
+                sh.row("read", &path, t0, Ok(())).map(|mut r| {
+                    r.offset = offset;
+                    r.length = n as u64;
+                    r.block_hashes = digest(offset, buf.as_slice(), false).hashes;
+                    r
+                })
+            },
+            move || {
+                reply.data(sent.as_slice());
+                if let Ok(b) = Arc::try_unwrap(sent) {
+                    sh2.bufs.put(b);
+                }
+            },
+        );
+        // Whichever side lets go last returns the buffer to the pool.
+        if let Ok(b) = Arc::try_unwrap(buf) {
+            sh.bufs.put(b);
+        }
     }
 
     fn write(
@@ -819,20 +850,22 @@ impl Filesystem for ShimFs {
                 return self.note("write", &path, "", t0, Err(code));
             }
         };
-        if let Some(o) = &sh.observer {
-            o.on_write(&path, offset, &data[..n]);
-        }
         sh.count(Ok(()));
-        let row = sh.row("write", &path, t0, Ok(())).map(|mut r| {
-            let d = digest(offset, &data[..n], true);
-            r.offset = offset;
-            r.length = n as u64;
-            r.block_hashes = d.hashes;
-            r.zstd_in_bytes = d.zstd_in_bytes;
-            r.zstd_out_bytes = d.zstd_out_bytes;
-            r
-        });
-        complete(sh, t0, outcome.complete_ns, row, move || reply.written(n as u32));
+        let after = || {
+            if let Some(o) = &sh.observer {
+                o.on_write(&path, offset, &data[..n]);
+            }
+            sh.row("write", &path, t0, Ok(())).map(|mut r| {
+                let d = digest(offset, &data[..n], true);
+                r.offset = offset;
+                r.length = n as u64;
+                r.block_hashes = d.hashes;
+                r.zstd_in_bytes = d.zstd_in_bytes;
+                r.zstd_out_bytes = d.zstd_out_bytes;
+                r
+            })
+        };
+        complete_then(sh, t0, outcome.complete_ns, after, move || reply.written(n as u32));
     }
 
     fn flush(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _lock_owner: fuser::LockOwner, reply: ReplyEmpty) {
