@@ -263,3 +263,68 @@ fn bad_shim_arguments_are_usage_errors() {
     assert!(r.stderr.contains("not an mlpdrive shim mount"), "{}", r.show());
     assert!(tree(d.path()).is_empty(), "nothing written: {:?}", tree(d.path()));
 }
+
+#[test]
+fn verify_catches_corrupted_reads_and_the_foreground_shim_exits_1() {
+    if !fuse_available() {
+        return;
+    }
+    let d = scratch();
+    let mp = d.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let profile = d.path().join("dev.yaml");
+    std::fs::write(&profile, format!("{BASE_PROFILE}faults:\n  read_corruption_probability: 0.01\n")).unwrap();
+    let verdict = d.path().join("verdict.json");
+    // Foreground: the test owns the shim process and sees its exit code.
+    let mut shim = Command::new(BIN)
+        .args(["shim", "mount", "--backing", "mem", "--verify", "--verdict"])
+        .arg(&verdict)
+        .arg("--mountpoint")
+        .arg(&mp)
+        .arg("--profile")
+        .arg(&profile)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let canonical = mp.canonicalize().unwrap();
+    let start = Instant::now();
+    while !mlpdrive_shim::is_shim_mount(&canonical) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the shim did not mount");
+        assert!(shim.try_wait().unwrap().is_none(), "the shim exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let target = format!("file://{}", mp.display());
+    let res = d.path().join("res");
+    let r = run_bounded(
+        d.path(),
+        &[
+            "run",
+            "raw-smoke",
+            "--quiet",
+            "--duration",
+            "1s",
+            "--set",
+            "rw=randread",
+            "--target",
+            &target,
+            "--results",
+            res.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    let u = mlpdrive(d.path(), &["shim", "unmount", mp.to_str().unwrap()]);
+    if u.code != 0 {
+        let _ = shim.kill();
+    }
+    let out = shim.wait_with_output().unwrap();
+    let shim_run = Run::from(out);
+    assert_eq!(u.code, 0, "{}", u.show());
+    assert_eq!(r.code, 1, "the driver's own verification fails too: {}", r.show());
+    assert_eq!(shim_run.code, 1, "{}", shim_run.show());
+    assert!(shim_run.stdout.contains("content: fail"), "{}", shim_run.show());
+    let v = read_json(&verdict);
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v["content"]["blocks_bad"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["dedup"]["verdict"], "pass", "{v}");
+}
