@@ -101,12 +101,21 @@ def value(cfg, case, rep):
     j = json.load(open(f"{work}/{cfg}.{case}.{rep}.json"))["jobs"][0]
     side = j["read"] if "read" in case else j["write"]
     return side["iops"] if case.endswith("4k") else side["bw_bytes"] / 1e6
+# Medians per configuration, and the median over repetitions of the ratio
+# to direct within the same repetition (the disk's speed drifts between
+# repetitions; a paired ratio cancels most of that).
 print("| case | unit | " + " | ".join(configs) + " | " + " | ".join(f"{c}/direct" for c in configs[1:]) + " |")
 print("| --- | --- | " + " | ".join("---:" for _ in configs) + " | " + " | ".join("---:" for _ in configs[1:]) + " |")
+per_rep = []
 for case in cases:
-    med = {c: statistics.median(value(c, case, r) for r in range(1, reps + 1)) for c in configs}
+    vals = {c: [value(c, case, r) for r in range(1, reps + 1)] for c in configs}
     unit = "IOPS" if case.endswith("4k") else "MB/s"
-    cells = [f"{med[c]:,.0f}" for c in configs]
-    ratios = [f"{med[c] / med['direct']:.2f}" for c in configs[1:]]
+    cells = [f"{statistics.median(vals[c]):,.0f}" for c in configs]
+    ratios = [f"{statistics.median(v / d for v, d in zip(vals[c], vals['direct'])):.2f}" for c in configs[1:]]
     print(f"| {case} | {unit} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    per_rep.append(f"{case}: " + "; ".join(f"{c} " + ", ".join(f"{x:,.0f}" for x in vals[c]) for c in configs))
+print()
+print("per repetition:")
+for line in per_rep:
+    print("  " + line)
 PY
