@@ -8,6 +8,8 @@
 //! the log as the complete record of what reached storage. The format is
 //! in docs/shim.md.
 
+use std::cell::RefCell;
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -70,7 +72,7 @@ pub(crate) struct BlockDigest {
 /// level-3 input and output sizes of the covered blocks whose hash is a
 /// multiple of 16.
 pub(crate) fn digest(offset: u64, data: &[u8], sample_zstd: bool) -> BlockDigest {
-    let mut out = BlockDigest::default();
+    let mut out = BlockDigest { hashes: String::with_capacity(data.len() / 4096 * 17), ..BlockDigest::default() };
     let end = offset + data.len() as u64;
     let mut block_start = offset.next_multiple_of(HASH_BLOCK_BYTES);
     while block_start + HASH_BLOCK_BYTES <= end {
@@ -80,17 +82,40 @@ pub(crate) fn digest(offset: u64, data: &[u8], sample_zstd: bool) -> BlockDigest
         if !out.hashes.is_empty() {
             out.hashes.push(';');
         }
-        out.hashes.push_str(&format!("{h:016x}"));
-        if sample_zstd && h.is_multiple_of(ZSTD_SAMPLE_MODULUS) {
-            // Compressing 4 KiB into a bound-sized buffer cannot fail.
-            if let Ok(compressed) = zstd::bulk::compress(block, ZSTD_LEVEL) {
-                out.zstd_in_bytes += HASH_BLOCK_BYTES;
-                out.zstd_out_bytes += compressed.len() as u64;
-            }
+        let _ = write!(out.hashes, "{h:016x}");
+        if sample_zstd
+            && h.is_multiple_of(ZSTD_SAMPLE_MODULUS)
+            && let Some(n) = zstd_size(block)
+        {
+            out.zstd_in_bytes += HASH_BLOCK_BYTES;
+            out.zstd_out_bytes += n as u64;
         }
         block_start += HASH_BLOCK_BYTES;
     }
     out
+}
+
+thread_local! {
+    /// One zstd context and output buffer per thread: creating a level-3
+    /// context per block costs more than compressing the block. A reused
+    /// context gives the same output as a fresh one (`ZSTD_compress2`
+    /// starts a new frame with the same parameters).
+    static ZSTD: RefCell<Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>> = const { RefCell::new(None) };
+}
+
+/// Compressed size of `block` at zstd level 3 (None if zstd fails, which a
+/// bound-sized buffer rules out in practice).
+fn zstd_size(block: &[u8]) -> Option<usize> {
+    ZSTD.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let c = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok()?;
+            *slot = Some((c, Vec::with_capacity(zstd::zstd_safe::compress_bound(HASH_BLOCK_BYTES as usize))));
+        }
+        let (c, out) = slot.as_mut()?;
+        out.clear();
+        c.compress_to_buffer(block, out).ok()
+    })
 }
 
 /// The sending side, cloned into the FUSE threads.
@@ -192,6 +217,14 @@ mod tests {
         assert_eq!(hashes.len(), 2);
         assert_eq!(hashes[0], format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&data[3996..8092])));
         assert!(digest(1, &data[..4096], false).hashes.is_empty());
+    }
+
+    #[test]
+    fn reused_zstd_context_matches_a_fresh_one() {
+        let block: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 13) as u8).collect();
+        for _ in 0..3 {
+            assert_eq!(zstd_size(&block), Some(zstd::bulk::compress(&block, ZSTD_LEVEL).unwrap().len()));
+        }
     }
 
     #[test]
