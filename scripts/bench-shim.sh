@@ -11,6 +11,7 @@
 #                data path, hashing every block for the op log
 #
 # Usage: scripts/bench-shim.sh [--reps N] [--runtime S] [--size SIZE] [--dir DIR]
+#        [--cases "randread-4k randwrite-4k read-1m write-1m"]
 # DIR (default ./bench-shim.d) holds the backing directory and the mount
 # point; it must be on the file system to measure (not tmpfs for O_DIRECT
 # numbers that mean anything).
@@ -18,6 +19,7 @@ set -euo pipefail
 
 reps=3
 runtime=10
+cases="randread-4k randwrite-4k read-1m write-1m"
 size=1GiB
 dir=./bench-shim.d
 while [ $# -gt 0 ]; do
@@ -26,7 +28,8 @@ while [ $# -gt 0 ]; do
     --runtime) runtime=$2; shift 2 ;;
     --size) size=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --cases) cases=$2; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -52,7 +55,6 @@ trap cleanup EXIT
 fio --name=layout --filename="$dir/backing/bench.dat" --size="$size" --rw=write --bs=1M \
   --ioengine=io_uring --direct=1 --iodepth=16 --output=/dev/null
 
-cases="randread-4k randwrite-4k read-1m write-1m"
 configs="direct passthrough daemon daemon+log"
 
 run_case() { # config case out.json
