@@ -103,9 +103,18 @@ impl Completer {
             st.stop = true;
         }
         self.inner.wake.notify_one();
-        if let Some(t) = self.thread.lock().expect("completion thread poisoned").take() {
+        if let Some(t) = self.thread.lock().expect("completion thread poisoned").take()
+            && t.thread().id() != std::thread::current().id()
+        {
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for Completer {
+    /// A mount that failed half-way must not leave the thread behind.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
