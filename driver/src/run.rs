@@ -25,6 +25,7 @@ use crate::workload::{self, PhaseState, RunEnv, WorkloadOutput};
 /// A workload's config, validated.
 enum Plan {
     Raw(config::raw::RawConfig),
+    Kvcache(Box<crate::workload::kvcache::config::KvConfig>),
 }
 
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
@@ -76,6 +77,13 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         };
         let out = match &plan {
             Plan::Raw(raw) => workload::raw::run(&env, raw),
+            Plan::Kvcache(kv) => {
+                let free = match &spec.uri {
+                    TargetUri::File { dir } => workload::kvcache::free_bytes(dir),
+                    _ => None,
+                };
+                workload::kvcache::run(&env, kv, free)
+            }
         };
         sampler_done.store(true, Ordering::SeqCst);
         sampler.join().expect("sampler thread panicked");
@@ -119,6 +127,11 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
             let raw = config::raw::RawConfig::from_run_config(cfg)?;
             cfg.record_workload(&raw)?;
             Ok(Plan::Raw(raw))
+        }
+        "kvcache" => {
+            let kv = crate::workload::kvcache::config::KvConfig::from_run_config(cfg)?;
+            cfg.record_workload(&kv)?;
+            Ok(Plan::Kvcache(Box::new(kv)))
         }
         other => Err(Error::usage(format!(
             "config key `workload`: unknown workload '{other}'; known: {}",

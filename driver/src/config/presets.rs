@@ -25,7 +25,17 @@ macro_rules! preset_table {
 }
 
 /// Every built-in preset, one line per file under `configs/` (sorted by name).
-static PRESETS: &[(&str, &str)] = preset_table!["raw", "raw-smoke"];
+static PRESETS: &[(&str, &str)] = preset_table![
+    "kvcache/kvcache-smoke",
+    "kvcache/mlperf-option1",
+    "kvcache/mlperf-option2",
+    "kvcache/mlperf-option3",
+    "raw",
+    "raw-smoke",
+];
+
+/// Short names for presets: `mlpdrive run kvcache` runs the smoke preset.
+static ALIASES: &[(&str, &str)] = &[("kvcache", "kvcache/kvcache-smoke")];
 
 /// Config files larger than this are refused (configs are a few KiB; this
 /// keeps `mlpdrive run /dev/zero` from eating memory).
@@ -58,6 +68,7 @@ pub fn presets() -> Vec<PresetInfo> {
 
 /// The YAML text of a built-in preset.
 pub fn preset_yaml(name: &str) -> Option<&'static str> {
+    let name = ALIASES.iter().find(|(a, _)| *a == name).map_or(name, |(_, target)| *target);
     PRESETS.iter().find(|(n, _)| *n == name).map(|(_, text)| *text)
 }
 

@@ -431,7 +431,7 @@ fn source_errors_are_usage_errors() {
         assert!(matches!(e, Error::Usage(_)), "{source}: {e}");
     }
     let e = load("rw", &[], None, None).unwrap_err().to_string();
-    assert!(e.contains("available presets: raw, raw-smoke"), "{e}");
+    assert!(e.contains("available presets: kvcache/kvcache-smoke, kvcache/mlperf-option1, kvcache/mlperf-option2, kvcache/mlperf-option3, raw, raw-smoke"), "{e}");
     let e = load("raw", &sets(&["queue_depth"]), None, None).unwrap_err().to_string();
     assert!(e.contains("--set KEY=VALUE"), "{e}");
 }

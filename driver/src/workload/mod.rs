@@ -6,6 +6,7 @@
 //! of results.json it owns) plus the recorder, verification and error
 //! tallies the run-level results are built from.
 
+pub mod kvcache;
 pub mod raw;
 
 use std::sync::atomic::AtomicBool;
@@ -20,8 +21,10 @@ use crate::recorder::{LiveCounters, Recorder};
 use crate::target::{IoMode, Target};
 
 /// Built-in workload names with one line each (for `mlpdrive workloads`).
-pub const WORKLOADS: &[(&str, &str)] =
-    &[("raw", "fio-like calibration: seq/rand read/write at a block size and queue depth")];
+pub const WORKLOADS: &[(&str, &str)] = &[
+    ("kvcache", "MLPerf Storage v3 KV cache (kv-cache.py): users, multi-tier cache, waterfall eviction"),
+    ("raw", "fio-like calibration: seq/rand read/write at a block size and queue depth"),
+];
 
 /// What a workload gets to run.
 pub struct RunEnv<'a> {

@@ -117,9 +117,14 @@ pub struct Cache {
 impl Cache {
     /// Tiers with capacity 0 are absent; `storage` None is unbounded.
     pub fn new(gpu_bytes: u64, cpu_bytes: u64, storage_bytes: Option<u64>, ev: Eviction) -> Cache {
-        let tier = |present: bool, capacity: Option<u64>| TierState { present, capacity, usage: 0, lru: BTreeSet::new() };
+        let tier =
+            |present: bool, capacity: Option<u64>| TierState { present, capacity, usage: 0, lru: BTreeSet::new() };
         Cache {
-            tiers: [tier(gpu_bytes > 0, Some(gpu_bytes)), tier(cpu_bytes > 0, Some(cpu_bytes)), tier(true, storage_bytes)],
+            tiers: [
+                tier(gpu_bytes > 0, Some(gpu_bytes)),
+                tier(cpu_bytes > 0, Some(cpu_bytes)),
+                tier(true, storage_bytes),
+            ],
             entries: Vec::new(),
             by_key: HashMap::new(),
             ev,
@@ -159,7 +164,8 @@ impl Cache {
 
     /// Live entries' keys, sorted (for tests and decode-only picks).
     pub fn keys_with_prefix(&self, prefix: &str) -> Vec<String> {
-        let mut v: Vec<String> = self.entries.iter().flatten().filter(|e| e.key.starts_with(prefix)).map(|e| e.key.clone()).collect();
+        let mut v: Vec<String> =
+            self.entries.iter().flatten().filter(|e| e.key.starts_with(prefix)).map(|e| e.key.clone()).collect();
         v.sort();
         v
     }
@@ -409,13 +415,19 @@ mod tests {
         // k2: GPU is at 60 of 80 → demote LRU k0 to CPU.
         let (id2, tier, plan) = placed(c.allocate("k2", 1, 30 * MIB));
         assert_eq!(tier, Tier::Gpu);
-        assert_eq!(plan, vec![Move::Demote { id: ids[0], key: "k0".into(), size_bytes: 30 * MIB, from: Tier::Gpu, to: Tier::Cpu }]);
+        assert_eq!(
+            plan,
+            vec![Move::Demote { id: ids[0], key: "k0".into(), size_bytes: 30 * MIB, from: Tier::Gpu, to: Tier::Cpu }]
+        );
         settle(&mut c, id2, &plan);
         // Reading k1 makes k2 the GPU's LRU entry.
         c.begin_read(ids[1]);
         c.end_io(ids[1], true);
         let (id3, _, plan) = placed(c.allocate("k3", 1, 30 * MIB));
-        assert_eq!(plan, vec![Move::Demote { id: id2, key: "k2".into(), size_bytes: 30 * MIB, from: Tier::Gpu, to: Tier::Cpu }]);
+        assert_eq!(
+            plan,
+            vec![Move::Demote { id: id2, key: "k2".into(), size_bytes: 30 * MIB, from: Tier::Gpu, to: Tier::Cpu }]
+        );
         settle(&mut c, id3, &plan);
         assert_eq!((c.usage(Tier::Gpu), c.usage(Tier::Cpu)), (60 * MIB, 60 * MIB));
         // k4: GPU full → its LRU (k1? no: k1 was read after k2 was written,
@@ -450,7 +462,10 @@ mod tests {
             settle(&mut c, id, &plan);
         }
         let (id, _, plan) = placed(c.allocate("k3", 1, 30 * MIB));
-        assert_eq!(plan, vec![Move::Delete { key: "k0".into(), size_bytes: 30 * MIB, tier: Tier::Storage, generation: 1 }]);
+        assert_eq!(
+            plan,
+            vec![Move::Delete { key: "k0".into(), size_bytes: 30 * MIB, tier: Tier::Storage, generation: 1 }]
+        );
         settle(&mut c, id, &plan);
         assert_eq!(c.usage(Tier::Storage), 90 * MIB);
     }

@@ -438,7 +438,7 @@ impl KvConfig {
     pub fn from_run_config(cfg: &RunConfig) -> Result<KvConfig, Error> {
         let kv: KvConfig = workload_config(cfg)?;
         kv.validate()?;
-        if cfg.common.duration.is_none() && kv.max_requests == 0 && !kv.trace.only {
+        if cfg.common.duration.is_none() && kv.max_requests == 0 {
             return Err(Error::usage(
                 "workload kvcache needs a way to stop: set `duration` (like --duration 60s) or \
                  `max_requests` (like --set max_requests=100), or both",
@@ -476,18 +476,24 @@ impl KvConfig {
         if let Some(p) = &self.dataset_path {
             return Err(key_error(
                 "dataset_path",
-                format!("not available yet: ShareGPT input ({p}) is not wired into the kvcache workload in this version"),
+                format!(
+                    "not available yet: ShareGPT input ({p}) is not wired into the kvcache workload in this version"
+                ),
             ));
         }
         if let Some(p) = &self.burst_trace_path {
             return Err(key_error(
                 "burst_trace_path",
-                format!("not available yet: BurstGPT input ({p}) is not wired into the kvcache workload in this version"),
+                format!(
+                    "not available yet: BurstGPT input ({p}) is not wired into the kvcache workload in this version"
+                ),
             ));
         }
-        for (name, t) in
-            [("chatbot", &self.user_templates.chatbot), ("coding", &self.user_templates.coding), ("document", &self.user_templates.document)]
-        {
+        for (name, t) in [
+            ("chatbot", &self.user_templates.chatbot),
+            ("coding", &self.user_templates.coding),
+            ("document", &self.user_templates.document),
+        ] {
             let k = |f: &str| format!("user_templates.{name}.{f}");
             if t.context_range[0] == 0 || t.context_range[0] > t.context_range[1] {
                 return Err(key_error(&k("context_range"), "expected [min, max] with 1 ≤ min ≤ max"));
@@ -500,7 +506,11 @@ impl KvConfig {
             }
         }
         let prob = |key: &str, v: f64| {
-            if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(key_error(key, format!("expected a probability from 0 to 1, got {v}"))) }
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(key_error(key, format!("expected a probability from 0 to 1, got {v}")))
+            }
         };
         prob("qos_distribution.interactive_probability", self.qos_distribution.interactive_probability)?;
         prob("qos_distribution.responsive_threshold", self.qos_distribution.responsive_threshold)?;
@@ -543,8 +553,27 @@ impl KvConfig {
                 return Err(key_error(key, format!("expected seconds per token from 0 to 10, got {t}")));
             }
         }
+        if let Some(path) = &self.trace.path {
+            let p = std::path::Path::new(path);
+            let parent = p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            if !parent.is_dir() {
+                return Err(key_error(
+                    "trace.path",
+                    format!("directory {} does not exist; create it first", parent.display()),
+                ));
+            }
+            if p.is_dir() {
+                return Err(key_error(
+                    "trace.path",
+                    format!("{path} is a directory; give a file like kv.csv or kv.csv.zst"),
+                ));
+            }
+        }
         if self.trace.only && self.trace.path.is_none() {
-            return Err(key_error("trace.only", "trace-only mode needs `trace.path` (like --set trace.path=kv.csv.zst)"));
+            return Err(key_error(
+                "trace.only",
+                "trace-only mode needs `trace.path` (like --set trace.path=kv.csv.zst)",
+            ));
         }
         Ok(())
     }
@@ -563,7 +592,11 @@ impl KvConfig {
 
     pub fn sizing(&self) -> Sizing {
         let bpt = self.model_spec().map(|m| m.bytes_per_token()).unwrap_or(1);
-        Sizing { bytes_per_token: bpt, tensor_parallel: self.tensor_parallel.into(), npy_header: self.kvcache.npy_header }
+        Sizing {
+            bytes_per_token: bpt,
+            tensor_parallel: self.tensor_parallel.into(),
+            npy_header: self.kvcache.npy_header,
+        }
     }
 
     pub fn workers(&self) -> u32 {
@@ -604,8 +637,12 @@ impl KvConfig {
             }
         }
         let pc = PrefixCache::default();
-        if self.prefix_cache.min_prefix_length != pc.min_prefix_length || self.prefix_cache.max_prefix_entries != pc.max_prefix_entries {
-            notes.push("prefix_cache.min_prefix_length and max_prefix_entries have no effect (as in kv-cache.py)".into());
+        if self.prefix_cache.min_prefix_length != pc.min_prefix_length
+            || self.prefix_cache.max_prefix_entries != pc.max_prefix_entries
+        {
+            notes.push(
+                "prefix_cache.min_prefix_length and max_prefix_entries have no effect (as in kv-cache.py)".into(),
+            );
         }
         notes
     }
@@ -648,7 +685,8 @@ mod tests {
         assert!(e.contains("unknown model 'gpt-9'") && e.contains("llama3.1-8b"), "{e}");
         let e = load("workload: kvcache\nduration: 1s\nusers: 0\n").unwrap_err().to_string();
         assert!(e.contains("`users`"), "{e}");
-        let e = load("workload: kvcache\nduration: 1s\nprefill_only: true\ndecode_only: true\n").unwrap_err().to_string();
+        let e =
+            load("workload: kvcache\nduration: 1s\nprefill_only: true\ndecode_only: true\n").unwrap_err().to_string();
         assert!(e.contains("mutually exclusive"), "{e}");
         let e = load("workload: kvcache\nduration: 1s\ntensor_parallel: 2\n").unwrap_err().to_string();
         assert!(e.contains("tensor_parallel"), "{e}");

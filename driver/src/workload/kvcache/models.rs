@@ -211,9 +211,10 @@ mod tests {
         let m: ModelSpec = serde_yaml_ng::from_str("name: x").unwrap();
         // 32 layers × 8 kv heads × 128 × 2 × 2
         assert_eq!(m.bytes_per_token(), 131_072);
-        let mla: ModelSpec =
-            serde_yaml_ng::from_str("num_layers: 10\nattention_type: mla\nkv_lora_rank: 100\nqk_rope_head_dim: 28\ndtype: float32")
-                .unwrap();
+        let mla: ModelSpec = serde_yaml_ng::from_str(
+            "num_layers: 10\nattention_type: mla\nkv_lora_rank: 100\nqk_rope_head_dim: 28\ndtype: float32",
+        )
+        .unwrap();
         assert_eq!(mla.bytes_per_token(), 10 * 128 * 4);
     }
 

@@ -116,11 +116,14 @@ mod tests {
         assert!((share(QosClass::Responsive) - 35.0).abs() <= 2.0, "{}", share(QosClass::Responsive));
         assert!((share(QosClass::Batch) - 50.0).abs() <= 2.0, "{}", share(QosClass::Batch));
         for u in &users {
-            assert_eq!(u.priority, match u.qos {
-                QosClass::Interactive => 3,
-                QosClass::Responsive => 2,
-                QosClass::Batch => 1,
-            });
+            assert_eq!(
+                u.priority,
+                match u.qos {
+                    QosClass::Interactive => 3,
+                    QosClass::Responsive => 2,
+                    QosClass::Batch => 1,
+                }
+            );
         }
         assert_eq!(users[7].id, "user_0007");
     }

@@ -1,0 +1,226 @@
+//! `kvcache`: the MLPerf Storage v3 KV-cache workload (kv-cache.py) at the
+//! storage interface. See docs/workloads/kvcache.md.
+//!
+//! One engine worker thread runs the whole workload: the simulation
+//! ([`sim::Sim`]) multiplexes every user, the priority queue and the
+//! W = min(users, 500) request pipelines as state machines and hands the
+//! storage tier's chunked I/O to the engine. That keeps it deterministic
+//! for a seed (on a virtual clock, byte for byte) and cheap on CPU.
+
+pub mod cache;
+pub mod config;
+pub mod models;
+pub mod output;
+pub mod rng;
+pub mod scheduler;
+pub mod sim;
+pub mod source;
+pub mod stats;
+pub mod users;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{RunEnv, WorkloadOutput, merge_reports};
+use crate::buf::BufPool;
+use crate::engine::{self, WorkerReport};
+use crate::error::Error;
+use crate::kvtrace::TraceWriter;
+use crate::recorder::Recorder;
+use crate::target::IoMode;
+use config::KvConfig;
+use sim::{NullBackend, Params, Sim};
+use source::{KvSource, TargetBackend, TraceSink};
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// The storage tier's capacity: `storage_capacity_gb`, else 95 % of the
+/// target's free space (`free_bytes`), else unbounded (trace-only mode, or
+/// a target that cannot say).
+pub fn storage_capacity(cfg: &KvConfig, free_bytes: Option<u64>) -> Option<u64> {
+    if cfg.storage_capacity_gb > 0.0 {
+        Some((cfg.storage_capacity_gb * GIB) as u64)
+    } else if cfg.trace.only {
+        None
+    } else {
+        free_bytes.map(|f| (f as f64 * 0.95) as u64)
+    }
+}
+
+/// Simulation parameters for a run.
+pub fn params(
+    cfg: &KvConfig,
+    seed: u64,
+    storage_bytes: Option<u64>,
+    clock: crate::clock::Clock,
+) -> Result<Params, Error> {
+    let model = cfg.model_spec()?;
+    Ok(Params {
+        sizing: cfg.sizing(),
+        model,
+        seed,
+        null_io: cfg.trace.only,
+        cpu_copy: !cfg.trace.only,
+        storage_bytes,
+        io_size: cfg.kvcache.io_size.bytes(),
+        entry_queue_depth: cfg.kvcache.entry_queue_depth,
+        trace: cfg.trace.path.is_some(),
+        trace_deletes: cfg.trace.deletes,
+        clock,
+        cfg: cfg.clone(),
+    })
+}
+
+/// Setup entries: decode-only pre-population (users × 10) and
+/// preconditioning (to `precondition_size_gb`, or 2 × the storage
+/// capacity).
+fn setup_plan(
+    cfg: &KvConfig,
+    sizing: &models::Sizing,
+    storage: Option<u64>,
+    notes: &mut Vec<String>,
+) -> Vec<(&'static str, u64, &'static str)> {
+    let mut out = Vec::new();
+    if cfg.precondition {
+        let bytes = if cfg.precondition_size_gb > 0.0 {
+            Some((cfg.precondition_size_gb * GIB) as u64)
+        } else {
+            storage.map(|s| s.saturating_mul(2))
+        };
+        match bytes {
+            Some(b) => out.push(("precond_", b.div_ceil(sizing.entry_bytes(sim::SETUP_TOKENS).max(1)), "precondition")),
+            None => notes.push("precondition skipped: the storage capacity is unknown; set precondition_size_gb or storage_capacity_gb".into()),
+        }
+    }
+    if cfg.decode_only {
+        out.push(("prepop_", u64::from(cfg.users) * 10, "prepop"));
+    }
+    out
+}
+
+/// Free bytes of the filesystem holding `dir` (statvfs `f_bavail ×
+/// f_frsize`), if it can be asked.
+pub fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable
+    // statvfs buffer that outlives the call.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+pub fn run(env: &RunEnv, cfg: &KvConfig, free_bytes: Option<u64>) -> Result<WorkloadOutput, Error> {
+    let storage = storage_capacity(cfg, free_bytes);
+    let mut notes = cfg.inert_key_notes();
+    if storage.is_none() && !cfg.trace.only {
+        notes.push(
+            "storage tier unbounded: the target's free space is unknown; set storage_capacity_gb to bound it".into(),
+        );
+    }
+    let p = params(cfg, env.common.seed, storage, env.clock.clone())?;
+    let sizing = p.sizing;
+    let writer = match &cfg.trace.path {
+        Some(path) => Some(
+            TraceWriter::create(Path::new(path))
+                .map_err(|e| Error::failed(format!("cannot create the trace {path}: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut trace = TraceSink { writer, rows: 0, error: None };
+    let setups = setup_plan(cfg, &sizing, storage, &mut notes);
+    let drain: Duration = cfg.kvcache.drain_timeout.0;
+    let stop = || env.stop.load(Ordering::Relaxed);
+
+    let (sim, recorder, verify, mut errors, io_mode, start, last) = if cfg.trace.only {
+        let mut sim = Sim::new(p, Box::new(NullBackend::default()));
+        let mut now = env.clock.now();
+        for (prefix, count, phase) in &setups {
+            env.phase.set(phase);
+            sim.begin_setup(prefix, *count, phase, now);
+            now = source::run_logical(&mut sim, &mut trace, now, &stop).0;
+        }
+        let start = env.phase.begin_measure(now);
+        sim.begin_measure(start, env.common.duration, drain);
+        let (end, _) = source::run_logical(&mut sim, &mut trace, start, &stop);
+        let last = sim.last_done.unwrap_or(end);
+        let mode = IoMode { direct: false, engine: "none (trace-only)".into(), registered_buffers: false, note: None };
+        (sim, Recorder::new(), Default::default(), Default::default(), mode, start, Some(last))
+    } else {
+        let align = env.target.info().caps.align;
+        let qd = cfg.kvcache.queue_depth as usize;
+        let mut pool = BufPool::new(qd, cfg.kvcache.io_size.bytes() as usize, align);
+        let mut queue =
+            env.target.queue(qd, &mut pool).map_err(|e| Error::failed(format!("cannot set up the I/O queue: {e}")))?;
+        let mut sim = Sim::new(p, Box::new(TargetBackend { target: env.target }));
+        let mut reports = Vec::new();
+        for (prefix, count, phase) in &setups {
+            env.phase.set(phase);
+            sim.begin_setup(prefix, *count, phase, env.clock.now());
+            let mut rep = WorkerReport::default();
+            let mut src = KvSource { sim: &mut sim, trace: &mut trace };
+            engine::run_worker(&mut src, queue.as_mut(), &mut pool, &env.control(None, env.common.verify), &mut rep);
+            reports.push(rep);
+        }
+        let start = env.phase.begin_measure(env.clock.now());
+        sim.begin_measure(start, env.common.duration, drain);
+        let mut rep = WorkerReport::default();
+        {
+            let mut src = KvSource { sim: &mut sim, trace: &mut trace };
+            let verify = env.common.verify && env.target.info().caps.stores_data;
+            engine::run_worker(&mut src, queue.as_mut(), &mut pool, &env.control(None, verify), &mut rep);
+        }
+        trace.flush(&mut sim, true);
+        let last = rep.last_completion.max(sim.last_done);
+        reports.push(rep);
+        let mode = queue.io_mode();
+        drop(queue);
+        let (rec, ver, err, _) = merge_reports(&reports);
+        (sim, rec, ver, err, mode, start, last)
+    };
+    if let Some(w) = trace.writer.take() {
+        if let Err(e) = w.finish() {
+            trace.error.get_or_insert_with(|| format!("finishing the trace: {e}"));
+        }
+    }
+    if let Some(e) = &trace.error {
+        errors.add(|| e.clone());
+    }
+    if sim.stats.io_errors > 0 && errors.count == 0 {
+        // Namespace errors (create, delete) the engine did not see.
+        let first = sim.stats.first_error.clone().unwrap_or_default();
+        errors.count += sim.stats.io_errors;
+        errors.first.get_or_insert(first);
+    }
+    if sim.abandoned {
+        notes.push(format!(
+            "requests still in progress {} after the window were abandoned (kvcache.drain_timeout); they are not counted",
+            crate::units::Dur(drain)
+        ));
+    }
+    if let Err(e) = sim.cache.check_accounting() {
+        errors.add(|| format!("internal: tier accounting is inconsistent: {e}"));
+    }
+    let stopped = sim.stopped_at.or(last).unwrap_or(start);
+    let spanned = last.map_or(0.0, |l: Instant| l.saturating_duration_since(start).as_secs_f64());
+    let elapsed = stopped.saturating_duration_since(start).as_secs_f64();
+    let times = output::Times { elapsed_s: elapsed, spanned_s: spanned.max(elapsed) };
+    let facts = output::RunFacts {
+        mode: if cfg.trace.only { "trace-only" } else { "real" },
+        trace_path: cfg.trace.path.as_deref(),
+        trace_rows: trace.rows,
+        storage_capacity_bytes: storage,
+    };
+    let summary = output::summary(&sim, cfg, env.common.seed, times, &facts);
+    if sim.stats.late_requests > 0 {
+        notes.push(format!(
+            "{} requests completed after the {:.1} s window; the reference-compatible rates count them (as kv-cache.py does), `extras` separates them",
+            sim.stats.late_requests, elapsed
+        ));
+    }
+    Ok(WorkloadOutput { summary, recorder, verify, errors, window_s: times.spanned_s, io_mode, notes })
+}
