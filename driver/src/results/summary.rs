@@ -41,6 +41,9 @@ pub fn render_text(r: &RunResult) -> String {
     out.push('\n');
     match raw_rows(r) {
         Some(rows) => raw_table(&mut out, r, &rows),
+        None if r.workload == "kvcache" && r.summary.get("summary").is_some() => {
+            out.push_str(&crate::workload::kvcache::output::text(&r.summary));
+        }
         None => generic_summary(&mut out, &r.summary),
     }
     out.push('\n');

@@ -329,3 +329,75 @@ fn extras(sim: &Sim, cfg: &KvConfig, t: Times, facts: &RunFacts) -> Value {
         "trace": {"path": facts.trace_path, "rows": facts.trace_rows},
     })
 }
+
+/// The human summary of a kvcache result (summary.txt): the figures
+/// MLPerf reports, per-tier bytes and latencies, and the honest extras.
+pub fn text(s: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    let inner = &s["summary"];
+    let cs = &inner["cache_stats"];
+    let x = &s["extras"];
+    let _ = writeln!(
+        out,
+        "kvcache:  {} ({} mode), {} requests in {:.1} s window ({} finished after it), {} unfinished",
+        x["model"].as_str().unwrap_or("?"),
+        x["mode"].as_str().unwrap_or("?"),
+        f(s, "requests_completed"),
+        f(x, "window_s"),
+        f(&x["late"], "requests_completed"),
+        f(x, "requests_unfinished"),
+    );
+    let _ = writeln!(
+        out,
+        "tokens:   {:.0} generated; wall-clock {:.1} tok/s; storage {:.1} tok/s; {:.2} req/s",
+        f(inner, "total_tokens"),
+        f(inner, "avg_throughput_tokens_per_sec"),
+        f(inner, "storage_throughput_tokens_per_sec"),
+        f(inner, "requests_per_second"),
+    );
+    let _ = writeln!(
+        out,
+        "cache:    hit rate {:.3} ({} hits, {} misses); multi-turn hit rate {:.3}; {} evictions, {} deleted",
+        f(cs, "cache_hit_rate"),
+        f(cs, "cache_hits"),
+        f(cs, "cache_misses"),
+        f(&inner["multi_turn_stats"], "hit_rate"),
+        f(x, "evictions"),
+        f(x, "storage_deletes"),
+    );
+    let _ = writeln!(out, "\ntier      read GiB  write GiB  read GiB/s  write GiB/s  read p50/p95/p99 ms        write p50/p95/p99 ms");
+    for t in ["gpu", "cpu", "storage"] {
+        let _ = writeln!(
+            out,
+            "{t:<8} {:>9.3} {:>10.3} {:>11.3} {:>12.3}  {:>8.1} {:>8.1} {:>8.1}  {:>8.1} {:>8.1} {:>8.1}",
+            f(cs, &format!("tier_{t}_kv_bytes_read_gb")),
+            f(cs, &format!("tier_{t}_kv_bytes_written_gb")),
+            f(cs, &format!("tier_{t}_read_bandwidth_gbps")),
+            f(cs, &format!("tier_{t}_write_bandwidth_gbps")),
+            f(cs, &format!("{t}_read_p50_ms")),
+            f(cs, &format!("{t}_read_p95_ms")),
+            f(cs, &format!("{t}_read_p99_ms")),
+            f(cs, &format!("{t}_write_p50_ms")),
+            f(cs, &format!("{t}_write_p95_ms")),
+            f(cs, &format!("{t}_write_p99_ms")),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "storage device p95: read {:.1} ms, write {:.1} ms; end-to-end p50/p95 {:.1}/{:.1} ms",
+        f(cs, "storage_read_device_p95_ms"),
+        f(cs, "storage_write_device_p95_ms"),
+        f(&inner["end_to_end_latency_ms"], "p50"),
+        f(&inner["end_to_end_latency_ms"], "p95"),
+    );
+    let sto = &x["tiers"]["storage"];
+    let _ = writeln!(
+        out,
+        "window:   storage read {:.3} GiB/s, write {:.3} GiB/s counting only I/O that completed inside the window",
+        f(sto, "read_bandwidth_window_gbps"),
+        f(sto, "write_bandwidth_window_gbps"),
+    );
+    out
+}

@@ -39,8 +39,13 @@ impl TraceSink {
         if sim.trace_rows.is_empty() || (!force && sim.trace_rows.len() < TRACE_FLUSH_ROWS) {
             return;
         }
-        let rows = std::mem::take(&mut sim.trace_rows);
+        if self.error.is_some() {
+            sim.trace_rows.clear();
+            return;
+        }
+        // Without a writer (tests) the rows stay with the simulation.
         let Some(w) = self.writer.as_mut() else { return };
+        let rows = std::mem::take(&mut sim.trace_rows);
         for r in &rows {
             if let Err(e) = w.write(r) {
                 self.error.get_or_insert_with(|| format!("writing the trace: {e}"));
