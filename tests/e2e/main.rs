@@ -7,5 +7,6 @@ mod bad_input;
 mod cli;
 mod common;
 mod emu_target;
+mod kvcache;
 mod raw_runs;
 mod roundtrip;

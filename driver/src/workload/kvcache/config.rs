@@ -670,6 +670,10 @@ mod tests {
         assert_eq!(kv.decode.batch_size, 32);
         assert_eq!(kv.eviction, Eviction::default());
         assert_eq!(kv.gpu_bytes(), 0, "no GPU tier in real mode by default");
+        let mut t = kv.clone();
+        t.trace.only = true;
+        t.num_gpus = 2;
+        assert_eq!(t.gpu_bytes(), 32 << 30, "trace-only: 16 GiB per GPU unless set, as --io-trace-log");
         assert_eq!(kv.workers(), 100);
         assert_eq!(kv.sizing().bytes_per_token, 131_072);
     }

@@ -1,0 +1,181 @@
+//! The `kvcache` workload end to end: the smoke preset on a real O_DIRECT
+//! file target (reference JSON names with plausible values, objects named
+//! `<key>.npy`, verified reads), trace export, trace-only mode and bad
+//! input.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use crate::common::*;
+
+fn results_of(dir: &Path) -> serde_json::Value {
+    read_json(&only_run_dir(&dir.join("res")).join("results.json"))
+}
+
+fn trace_lines(path: &Path) -> Vec<String> {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let dec = zstd::stream::read::Decoder::new(f).expect("zstd trace");
+    BufReader::new(dec).lines().map(|l| l.unwrap()).collect()
+}
+
+#[test]
+fn smoke_preset_on_a_direct_file_target_writes_the_reference_json_and_a_trace() {
+    let d = scratch();
+    let trace = d.path().join("kv.csv.zst");
+    let r = run_in(
+        d.path(),
+        "kvcache",
+        &["--duration", "4s", "--set", &format!("trace.path={}", trace.display()), "--set", "trace.deletes=true"],
+    );
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = results_of(d.path());
+    assert_eq!(j["workload"], "kvcache");
+    assert_eq!(j["status"], "ok", "{}", j["errors"]);
+    assert_eq!(j["io_mode"]["direct"], true);
+    assert!(j["verify"]["verified_bytes"].as_u64().unwrap() > 0, "storage reads were verified");
+    let s = &j["summary"];
+    // kv-cache.py's top-level names.
+    for k in [
+        "requests_completed",
+        "total_tokens_generated",
+        "total_storage_io_latency",
+        "total_generation_latency",
+        "end_to_end_latencies",
+        "storage_latencies",
+        "generation_latencies",
+        "prefill_latencies",
+        "decode_latencies",
+        "throughput_timeline",
+        "multi_turn_cache_hits",
+        "multi_turn_cache_misses",
+        "seed",
+        "summary",
+    ] {
+        assert!(s.get(k).is_some(), "missing {k}");
+    }
+    assert_eq!(s["seed"], 42);
+    let n = s["requests_completed"].as_u64().unwrap();
+    assert!(n > 5, "{n} requests in 4 s");
+    assert_eq!(s["end_to_end_latencies"].as_array().unwrap().len() as u64, n);
+    let inner = &s["summary"];
+    for k in [
+        "total_requests",
+        "total_tokens",
+        "elapsed_time",
+        "avg_throughput_tokens_per_sec",
+        "total_storage_io_time",
+        "storage_throughput_tokens_per_sec",
+        "requests_per_second",
+        "qos_metrics",
+        "prefix_cache_stats",
+        "multi_turn_stats",
+    ] {
+        assert!(inner.get(k).is_some(), "missing summary.{k}");
+    }
+    for p in ["mean", "p50", "p95", "p99", "p999", "p9999"] {
+        assert!(inner["end_to_end_latency_ms"][p].as_f64().is_some(), "end_to_end_latency_ms.{p}");
+    }
+    let elapsed = inner["elapsed_time"].as_f64().unwrap();
+    assert!((3.9..4.5).contains(&elapsed), "elapsed {elapsed}");
+    assert!(inner["storage_throughput_tokens_per_sec"].as_f64().unwrap() > 0.0);
+    let cs = &inner["cache_stats"];
+    for t in ["gpu", "cpu", "storage"] {
+        for k in ["kv_bytes_written_gb", "kv_bytes_read_gb", "read_bandwidth_gbps", "write_bandwidth_gbps"] {
+            assert!(cs[format!("tier_{t}_{k}")].as_f64().is_some(), "tier_{t}_{k}");
+        }
+    }
+    assert!(cs["tier_storage_kv_bytes_written_gb"].as_f64().unwrap() > 0.0, "{cs}");
+    assert!(cs["tier_cpu_kv_bytes_read_gb"].as_f64().unwrap() > 0.0, "{cs}");
+    for k in [
+        "cpu_read_p95_ms",
+        "storage_write_p50_ms",
+        "storage_write_p9999_ms",
+        "storage_read_device_p95_ms",
+        "storage_write_device_p99_ms",
+        "storage_read_host_p50_ms",
+    ] {
+        let v = cs[k].as_f64().unwrap_or_else(|| panic!("missing cache_stats.{k}: {cs}"));
+        assert!(v >= 0.0 && v < 60_000.0, "{k} = {v}");
+    }
+    assert!(cs["storage_read_device_p95_ms"].as_f64().unwrap() > 0.0);
+    let hit = cs["cache_hit_rate"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&hit));
+    assert!(["PASS", "FAIL"].contains(&cs["storage_health"]["overall_status"].as_str().unwrap()));
+    assert!(cs["read_iops"].as_u64().unwrap() > 0 && cs["write_iops"].as_u64().unwrap() > 0);
+    let x = &s["extras"];
+    assert_eq!(x["accounting_ok"], true);
+    assert_eq!(x["io_errors"], 0);
+    // The storage series reach the standard results.
+    let series = j["series"].as_array().unwrap();
+    assert!(series.iter().any(|e| e["tier"] == "storage" && e["op"] == "read" && e["phase"] == "decode"), "{series:?}");
+    assert!(series.iter().any(|e| e["tier"] == "storage" && e["op"] == "write"), "{series:?}");
+    // Objects are `<key>.npy` files of the exact entry size.
+    let dir = d.path().join("data/mlpdrive/kvcache");
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert!(!files.is_empty());
+    for f in &files {
+        let name = f.file_name().to_string_lossy().into_owned();
+        assert!(name.ends_with(".npy"), "{name}");
+        let len = f.metadata().unwrap().len();
+        assert_eq!((len - 128) % (24_576), 0, "{name}: tokens × 24 KiB + 128-byte header, got {len}");
+    }
+    // The trace: the reference's header, rows in time order, the count the results give.
+    let lines = trace_lines(&trace);
+    assert_eq!(lines[0], "Timestamp,Operation,Object_Size_Bytes,Tier,Key,Phase");
+    assert_eq!((lines.len() - 1) as u64, x["trace"]["rows"].as_u64().unwrap());
+    let mut last = 0.0;
+    for l in &lines[1..] {
+        let f: Vec<&str> = l.split(',').collect();
+        assert_eq!(f.len(), 6, "{l}");
+        let ts: f64 = f[0].parse().unwrap();
+        assert!(ts >= last, "rows in timestamp order: {l}");
+        last = ts;
+        assert!(["Read", "Write", "Delete"].contains(&f[1]), "{l}");
+        assert!(["Tier-0", "Tier-1", "Tier-2"].contains(&f[3]), "{l}");
+    }
+    assert!(lines.iter().any(|l| l.contains(",Write,") && l.contains(",Tier-2,") && l.ends_with(",Evict")));
+    let summary = std::fs::read_to_string(only_run_dir(&d.path().join("res")).join("summary.txt")).unwrap();
+    assert!(summary.contains("kvcache:") && summary.contains("storage"), "{summary}");
+}
+
+#[test]
+fn trace_only_mode_runs_in_logical_time_and_writes_no_entries() {
+    let d = scratch();
+    let trace = d.path().join("kv.csv");
+    let t0 = std::time::Instant::now();
+    let r = run_in(
+        d.path(),
+        "kvcache/mlperf-option1",
+        &["--set", "trace.only=true", "--set", &format!("trace.path={}", trace.display()), "--set", "users=50", "--duration", "20s"],
+    );
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert!(t0.elapsed().as_secs() < 120, "logical time, not 20 s of waiting per se");
+    let j = results_of(d.path());
+    let s = &j["summary"];
+    assert_eq!(s["extras"]["mode"], "trace-only");
+    assert!(s["requests_completed"].as_u64().unwrap() > 100);
+    let rows = std::fs::read_to_string(&trace).unwrap();
+    assert!(rows.lines().count() > 1000);
+    assert!(rows.contains(",Tier-2,"));
+    assert!(!d.path().join("data/mlpdrive/kvcache").exists(), "no entries written");
+}
+
+#[test]
+fn bad_kvcache_keys_are_usage_errors_that_name_the_key() {
+    let d = scratch();
+    for (set, needle) in [
+        ("users=0", "`users`"),
+        ("model=gpt-9", "unknown model 'gpt-9'"),
+        ("num_users=4", "num_users"),
+        ("decode_only=true", "mutually exclusive"),
+    ] {
+        let mut extra = vec!["--set", set];
+        if set == "decode_only=true" {
+            extra.extend(["--set", "prefill_only=true"]);
+        }
+        let r = run_in(d.path(), "kvcache", &extra);
+        assert_eq!(r.code, 2, "{set}: {}", r.show());
+        assert!(r.stderr.contains(needle), "{set}: {}", r.stderr);
+    }
+    assert!(!d.path().join("res").exists() && !d.path().join("data").exists(), "nothing written");
+}
