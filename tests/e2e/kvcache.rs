@@ -146,7 +146,16 @@ fn trace_only_mode_runs_in_logical_time_and_writes_no_entries() {
     let r = run_in(
         d.path(),
         "kvcache/mlperf-option1",
-        &["--set", "trace.only=true", "--set", &format!("trace.path={}", trace.display()), "--set", "users=50", "--duration", "20s"],
+        &[
+            "--set",
+            "trace.only=true",
+            "--set",
+            &format!("trace.path={}", trace.display()),
+            "--set",
+            "users=50",
+            "--duration",
+            "20s",
+        ],
     );
     assert_eq!(r.code, 0, "{}", r.show());
     assert!(t0.elapsed().as_secs() < 120, "logical time, not 20 s of waiting per se");

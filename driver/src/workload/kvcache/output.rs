@@ -367,7 +367,10 @@ pub fn text(s: &Value) -> String {
         f(x, "evictions"),
         f(x, "storage_deletes"),
     );
-    let _ = writeln!(out, "\ntier      read GiB  write GiB  read GiB/s  write GiB/s  read p50/p95/p99 ms        write p50/p95/p99 ms");
+    let _ = writeln!(
+        out,
+        "\ntier      read GiB  write GiB  read GiB/s  write GiB/s  read p50/p95/p99 ms        write p50/p95/p99 ms"
+    );
     for t in ["gpu", "cpu", "storage"] {
         let _ = writeln!(
             out,
@@ -400,4 +403,92 @@ pub fn text(s: &Value) -> String {
         f(sto, "write_bandwidth_window_gbps"),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::workload::kvcache::sim::NullBackend;
+    use crate::workload::kvcache::source::{TraceSink, run_logical};
+
+    /// Normalises generated names to the patterns the doc uses.
+    fn pattern(leaf: &str) -> String {
+        let tiers = ["gpu", "cpu", "storage"];
+        if let Some(rest) = leaf.strip_prefix("tier_") {
+            for t in tiers {
+                if let Some(tail) = rest.strip_prefix(&format!("{t}_")) {
+                    return format!("tier_{{gpu,cpu,storage}}_{tail}");
+                }
+            }
+        }
+        for pct in ["p50", "p95", "p99", "p999", "p9999"] {
+            if let Some(head) = leaf.strip_suffix(&format!("_{pct}_ms")) {
+                for kind in ["device", "host"] {
+                    for rw in ["read", "write"] {
+                        if head == format!("storage_{rw}_{kind}") {
+                            return format!("storage_{{read,write}}_{kind}_{{p50,p95,p99,p999,p9999}}_ms");
+                        }
+                    }
+                }
+                for t in tiers {
+                    for rw in ["read", "write"] {
+                        if head == format!("{t}_{rw}") {
+                            return "{gpu,cpu,storage}_{read,write}_{p50,p95,p99,p999,p9999}_ms".into();
+                        }
+                    }
+                }
+            }
+        }
+        leaf.to_string()
+    }
+
+    #[test]
+    fn results_schema_doc_names_every_kvcache_field() {
+        const DOC: &str = include_str!("../../../../docs/results-schema.md");
+        let c: KvConfig = serde_yaml_ng::from_str(
+            "{users: 10, gpu_mem_gb: 0.25, cpu_mem_gb: 0.25, storage_capacity_gb: 1, model: tiny-1b, enable_rag: true, generation_mode: fast, trace: {only: true, path: x.csv}}",
+        )
+        .unwrap();
+        let p = crate::workload::kvcache::params(&c, 1, Some(1 << 30), Clock::real()).unwrap();
+        let mut sim = Sim::new(p, Box::new(NullBackend::default()));
+        let t0 = Instant::now();
+        sim.begin_measure(t0, Some(Duration::from_secs(10)), Duration::from_secs(10));
+        let mut sink = TraceSink { writer: None, rows: 0, error: None };
+        run_logical(&mut sim, &mut sink, t0, &|| false);
+        let facts =
+            RunFacts { mode: "trace-only", trace_path: Some("x.csv"), trace_rows: 1, storage_capacity_bytes: Some(1) };
+        let v = summary(&sim, &c, 1, Times { elapsed_s: 10.0, spanned_s: 10.0 }, &facts);
+        fn keys(prefix: &str, v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(o) => {
+                    for (k, child) in o {
+                        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        out.push(path.clone());
+                        keys(&path, child, out);
+                    }
+                }
+                Value::Array(a) => a.iter().for_each(|c| keys(prefix, c, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        keys("", &v, &mut all);
+        assert!(all.iter().any(|k| k.ends_with("storage_read_device_p95_ms")), "sample run exercised storage");
+        assert!(all.iter().any(|k| k.ends_with("gpu_read_p50_ms")), "sample run exercised the GPU tier");
+        assert!(all.iter().any(|k| k.contains("demotions.latency_ms")), "sample run demoted");
+        let missing: Vec<&String> = all
+            .iter()
+            .filter(|path| {
+                let leaf = path.rsplit('.').next().unwrap_or(path);
+                !DOC.contains(&format!("`{path}`"))
+                    && !DOC.contains(&format!("`{leaf}`"))
+                    && !DOC.contains(&format!("`{}`", pattern(leaf)))
+                    && !["interactive", "responsive", "batch", "gpu", "cpu", "storage"].contains(&leaf)
+            })
+            .collect();
+        assert!(missing.is_empty(), "fields missing from docs/results-schema.md: {missing:?}");
+    }
 }

@@ -42,10 +42,12 @@ fn trace_run(c: &KvConfig, seed: u64, secs: u64) -> (Sim<'static>, Vec<TraceRow>
 
 #[test]
 fn a_prefill_decode_request_writes_once_and_reads_the_whole_entry_one_plus_gen_over_32_times() {
-    let c = cfg("{users: 1, max_requests: 1, gpu_mem_gb: 0, cpu_mem_gb: 0, generation_mode: none, disable_prefix_caching: true, \
+    let c = cfg(
+        "{users: 1, max_requests: 1, gpu_mem_gb: 0, cpu_mem_gb: 0, generation_mode: none, disable_prefix_caching: true, \
          user_templates: {chatbot: {context_range: [1000, 1000], generation_range: [200, 200], think_time_range: [0.1, 0.1]}, \
          coding: {context_range: [1000, 1000], generation_range: [200, 200], think_time_range: [0.1, 0.1]}, \
-         document: {context_range: [1000, 1000], generation_range: [200, 200], think_time_range: [0.1, 0.1]}}}");
+         document: {context_range: [1000, 1000], generation_range: [200, 200], think_time_range: [0.1, 0.1]}}}",
+    );
     let (s, rows) = trace_run(&c, 5, 60);
     assert_eq!(s.stats.requests_completed, 1);
     let gen_tokens = s.stats.total_tokens_generated;
@@ -63,10 +65,12 @@ fn a_prefill_decode_request_writes_once_and_reads_the_whole_entry_one_plus_gen_o
 
 #[test]
 fn requests_of_ten_thousand_tokens_or_more_only_write() {
-    let c = cfg("{users: 3, gpu_mem_gb: 0, cpu_mem_gb: 0, generation_mode: none, disable_prefix_caching: true, disable_multi_turn: true, \
+    let c = cfg(
+        "{users: 3, gpu_mem_gb: 0, cpu_mem_gb: 0, generation_mode: none, disable_prefix_caching: true, disable_multi_turn: true, \
          user_templates: {chatbot: {context_range: [40000, 40000], generation_range: [200, 200], think_time_range: [0.1, 0.1]}, \
          coding: {context_range: [40000, 40000], generation_range: [200, 200], think_time_range: [0.1, 0.1]}, \
-         document: {context_range: [40000, 40000], generation_range: [200, 200], think_time_range: [0.1, 0.1]}}}");
+         document: {context_range: [40000, 40000], generation_range: [200, 200], think_time_range: [0.1, 0.1]}}}",
+    );
     // Contexts are drawn from [10000, 40000]: every request is prefill-only.
     let (s, rows) = trace_run(&c, 1, 5);
     assert!(s.stats.requests_completed > 20);
@@ -75,8 +79,12 @@ fn requests_of_ten_thousand_tokens_or_more_only_write() {
 
 #[test]
 fn same_seed_same_keys_sizes_and_tier_decisions_row_by_row() {
-    let c = cfg("{users: 20, gpu_mem_gb: 0.25, cpu_mem_gb: 0.25, storage_capacity_gb: 2, generation_mode: fast, enable_rag: true, model: tiny-1b, trace: {only: true, path: x.csv}}");
-    let strip = |rows: &[TraceRow]| rows.iter().map(|r| (r.op, r.size_bytes, r.tier, r.key.clone(), r.phase)).collect::<Vec<_>>();
+    let c = cfg(
+        "{users: 20, gpu_mem_gb: 0.25, cpu_mem_gb: 0.25, storage_capacity_gb: 2, generation_mode: fast, enable_rag: true, model: tiny-1b, trace: {only: true, path: x.csv}}",
+    );
+    let strip = |rows: &[TraceRow]| {
+        rows.iter().map(|r| (r.op, r.size_bytes, r.tier, r.key.clone(), r.phase)).collect::<Vec<_>>()
+    };
     let mut c2 = c.clone();
     c2.storage_capacity_gb = 2.0;
     let (a, ra) = trace_run(&c, 42, 20);
@@ -91,7 +99,10 @@ fn same_seed_same_keys_sizes_and_tier_decisions_row_by_row() {
     }
     assert!(ra.iter().any(|r| r.phase == TracePhase::Evict && r.tier == TraceTier::Storage));
     assert!(ra.windows(2).all(|w| w[0].timestamp_s <= w[1].timestamp_s), "rows in timestamp order");
-    assert!(ra.iter().all(|r| r.key.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))), "keys are file-name safe");
+    assert!(
+        ra.iter().all(|r| r.key.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))),
+        "keys are file-name safe"
+    );
     a.cache.check_accounting().unwrap();
     let _ = c2;
 }
@@ -101,12 +112,14 @@ fn same_seed_same_keys_sizes_and_tier_decisions_row_by_row() {
 /// live entries after every step, and every request finishes.
 #[test]
 fn accounting_never_leaks_under_hundreds_of_concurrent_pipelines() {
-    let c = cfg("{users: 300, gpu_mem_gb: 0.0625, cpu_mem_gb: 0.0625, storage_capacity_gb: 0.25, generation_mode: fast, model: tiny-1b, \
+    let c = cfg(
+        "{users: 300, gpu_mem_gb: 0.0625, cpu_mem_gb: 0.0625, storage_capacity_gb: 0.25, generation_mode: fast, model: tiny-1b, \
          max_concurrent_allocs: 0, enable_rag: true, rag: {max_documents: 3}, \
          user_templates: {chatbot: {context_range: [16, 256], generation_range: [10, 100], think_time_range: [0.1, 0.5]}, \
          coding: {context_range: [64, 1024], generation_range: [10, 100], think_time_range: [0.1, 0.5]}, \
          document: {context_range: [64, 512], generation_range: [10, 100], think_time_range: [0.1, 0.5]}}, \
-         kvcache: {io_size: 64KiB, entry_queue_depth: 4}}");
+         kvcache: {io_size: 64KiB, entry_queue_depth: 4}}",
+    );
     let mut s = sim(&c, 7, false, Some(256 << 20));
     let t0 = Instant::now();
     s.begin_measure(t0, Some(Duration::from_secs(5)), Duration::from_secs(600));
@@ -169,7 +182,12 @@ fn accounting_never_leaks_under_hundreds_of_concurrent_pipelines() {
     assert!(max_in_flight > 100, "ops really overlapped: {max_in_flight}");
     assert!(s.stats.requests_completed > 500, "{}", s.stats.requests_completed);
     assert_eq!(s.stats.io_errors, 0);
-    assert!(s.stats.evictions > 100 && s.stats.storage_deletes > 10, "{} {}", s.stats.evictions, s.stats.storage_deletes);
+    assert!(
+        s.stats.evictions > 100 && s.stats.storage_deletes > 10,
+        "{} {}",
+        s.stats.evictions,
+        s.stats.storage_deletes
+    );
     assert!(s.stats.rag_docs_evicted > 0);
     assert!(!s.abandoned);
     s.cache.check_accounting().unwrap();
@@ -177,7 +195,9 @@ fn accounting_never_leaks_under_hundreds_of_concurrent_pipelines() {
 
 #[test]
 fn a_failed_storage_read_is_counted_and_its_bytes_are_not() {
-    let c = cfg("{users: 1, max_requests: 1, gpu_mem_gb: 0, cpu_mem_gb: 0, generation_mode: none, disable_prefix_caching: true, model: tiny-1b}");
+    let c = cfg(
+        "{users: 1, max_requests: 1, gpu_mem_gb: 0, cpu_mem_gb: 0, generation_mode: none, disable_prefix_caching: true, model: tiny-1b}",
+    );
     let mut s = sim(&c, 3, false, None);
     let t0 = Instant::now();
     s.begin_measure(t0, None, Duration::from_secs(60));
