@@ -102,6 +102,10 @@ fn every_preset_loads_and_validates() {
             "raw" => {
                 RawConfig::from_run_config(&cfg).unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
             }
+            "kvcache" => {
+                crate::workload::kvcache::config::KvConfig::from_run_config(&cfg)
+                    .unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
+            }
             other => panic!("preset {}: no validation test for workload {other}", preset.name),
         }
     }
