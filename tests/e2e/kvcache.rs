@@ -95,7 +95,7 @@ fn smoke_preset_on_a_direct_file_target_writes_the_reference_json_and_a_trace() 
         "storage_read_host_p50_ms",
     ] {
         let v = cs[k].as_f64().unwrap_or_else(|| panic!("missing cache_stats.{k}: {cs}"));
-        assert!(v >= 0.0 && v < 60_000.0, "{k} = {v}");
+        assert!((0.0..60_000.0).contains(&v), "{k} = {v}");
     }
     assert!(cs["storage_read_device_p95_ms"].as_f64().unwrap() > 0.0);
     let hit = cs["cache_hit_rate"].as_f64().unwrap();

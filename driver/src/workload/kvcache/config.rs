@@ -541,7 +541,11 @@ impl KvConfig {
         }
         check_int_range("kvcache.queue_depth", self.kvcache.queue_depth.into(), 1, 4096)?;
         check_int_range("kvcache.entry_queue_depth", self.kvcache.entry_queue_depth.into(), 1, 4096)?;
-        if !(self.gpu.bandwidth_gbs > 0.0) || !(self.gpu.latency_us >= 0.0) {
+        if self.gpu.bandwidth_gbs.is_nan()
+            || self.gpu.bandwidth_gbs <= 0.0
+            || self.gpu.latency_us.is_nan()
+            || self.gpu.latency_us < 0.0
+        {
             return Err(key_error("gpu", "bandwidth_gbs must be > 0 and latency_us ≥ 0"));
         }
         for (key, t) in [

@@ -182,10 +182,10 @@ pub fn run(env: &RunEnv, cfg: &KvConfig, free_bytes: Option<u64>) -> Result<Work
         let (rec, ver, err, _) = merge_reports(&reports);
         (sim, rec, ver, err, mode, start, last)
     };
-    if let Some(w) = trace.writer.take() {
-        if let Err(e) = w.finish() {
-            trace.error.get_or_insert_with(|| format!("finishing the trace: {e}"));
-        }
+    if let Some(w) = trace.writer.take()
+        && let Err(e) = w.finish()
+    {
+        trace.error.get_or_insert_with(|| format!("finishing the trace: {e}"));
     }
     if let Some(e) = &trace.error {
         errors.add(|| e.clone());

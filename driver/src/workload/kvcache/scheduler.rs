@@ -134,6 +134,10 @@ impl Conversations {
     pub fn len(&self) -> usize {
         self.keys.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
 }
 
 /// One RAG document: its chunks (key, tokens).

@@ -29,7 +29,7 @@ use super::config::KvConfig;
 use super::models::{ModelSpec, Sizing};
 use super::rng::Stream;
 use super::scheduler::{self, Doc, Generator, KvRequest, ReqPhase, UserState};
-use super::stats::{DemotionStats, Stats};
+use super::stats::Stats;
 use super::users::build_users;
 use crate::clock::Clock;
 use crate::datagen::{self, Expect};
@@ -1220,7 +1220,7 @@ impl<'a> Sim<'a> {
             }
             self.stats.tier(from).demoted_out_bytes += size;
             self.stats.tier(to).demoted_in_bytes += size;
-            let d = self.stats.demotions.entry((from, to)).or_insert_with(DemotionStats::default);
+            let d = self.stats.demotions.entry((from, to)).or_default();
             d.count += 1;
             d.bytes += size;
             d.lat_s.push(lat);
