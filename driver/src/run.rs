@@ -130,6 +130,7 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
         }
         "kvcache" => {
             let kv = crate::workload::kvcache::config::KvConfig::from_run_config(cfg)?;
+            crate::workload::kvcache::check_memory(&kv)?;
             cfg.record_workload(&kv)?;
             Ok(Plan::Kvcache(Box::new(kv)))
         }

@@ -177,6 +177,7 @@ fn bad_kvcache_keys_are_usage_errors_that_name_the_key() {
         ("model=gpt-9", "unknown model 'gpt-9'"),
         ("num_users=4", "num_users"),
         ("decode_only=true", "mutually exclusive"),
+        ("cpu_mem_gb=100000", "holds real memory"),
     ] {
         let mut extra = vec!["--set", set];
         if set == "decode_only=true" {

@@ -78,7 +78,7 @@ pub fn params(
 /// Setup entries: decode-only pre-population (users × 10) and
 /// preconditioning (to `precondition_size_gb`, or 2 × the storage
 /// capacity).
-fn setup_plan(
+pub(crate) fn setup_plan(
     cfg: &KvConfig,
     sizing: &models::Sizing,
     storage: Option<u64>,
@@ -100,6 +100,38 @@ fn setup_plan(
         out.push(("prepop_", u64::from(cfg.users) * 10, "prepop"));
     }
     out
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The CPU tier holds real DRAM: refuse, before anything runs, a
+/// `cpu_mem_gb` that does not fit in the memory available now.
+pub fn check_memory(cfg: &KvConfig) -> Result<(), Error> {
+    if cfg.trace.only {
+        return Ok(());
+    }
+    let need = cfg.cpu_bytes() + u64::from(cfg.kvcache.queue_depth) * cfg.kvcache.io_size.bytes();
+    if let Some(avail) = mem_available()
+        && need > avail
+    {
+        return Err(crate::config::key_error(
+            "cpu_mem_gb",
+            format!(
+                "the CPU tier holds real memory: {} GiB (plus {} MiB of I/O buffers) is more than the {:.1} GiB available; \
+                 lower cpu_mem_gb (the reference's default of 32 needs 32 GiB), or use trace.only=true",
+                cfg.cpu_mem_gb,
+                (need - cfg.cpu_bytes()) >> 20,
+                avail as f64 / GIB
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Free bytes of the filesystem holding `dir` (statvfs `f_bavail ×

@@ -577,7 +577,9 @@ impl<'a> Sim<'a> {
         let mut acts = VecDeque::new();
         if let Some(p) = r.prefix_prompt {
             let (key, ntok) = scheduler::system_prompt_entry(p);
-            acts.push_back(Act::Read { key, kind: ReadKind::System, probe_gen: None, miss_alloc: Some(ntok) });
+            // Decode-only runs write nothing during the window.
+            let miss_alloc = (!cfg.decode_only).then_some(ntok);
+            acts.push_back(Act::Read { key, kind: ReadKind::System, probe_gen: None, miss_alloc });
         }
         if r.turn > 1
             && !cfg.decode_only
@@ -715,6 +717,7 @@ impl<'a> Sim<'a> {
                         return false;
                     }
                     self.allocs_running += 1;
+                    self.stats.concurrent_allocs_max = self.stats.concurrent_allocs_max.max(self.allocs_running);
                     self.pipes[i].holds_sem = true;
                 }
                 self.begin_alloc(i, &key, tokens, prefill);
@@ -1218,8 +1221,17 @@ impl<'a> Sim<'a> {
                 }
                 Tier::Gpu => {}
             }
-            self.stats.tier(from).demoted_out_bytes += size;
-            self.stats.tier(to).demoted_in_bytes += size;
+            let in_window = self.end.is_none_or(|e| at <= e);
+            let src = self.stats.tier(from);
+            src.demoted_out_bytes += size;
+            if in_window {
+                src.read_bytes_window += size;
+            }
+            let dst = self.stats.tier(to);
+            dst.demoted_in_bytes += size;
+            if in_window {
+                dst.write_bytes_window += size;
+            }
             let d = self.stats.demotions.entry((from, to)).or_default();
             d.count += 1;
             d.bytes += size;

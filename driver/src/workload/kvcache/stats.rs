@@ -18,7 +18,8 @@ pub struct TierStats {
     /// counted in `demoted_in_bytes` / `demoted_out_bytes` too).
     pub read_bytes: u64,
     pub write_bytes: u64,
-    /// Of those, completed at or before the end of the measured window.
+    /// Bytes read / written (demotions included) that completed at or
+    /// before the end of the measured window.
     pub read_bytes_window: u64,
     pub write_bytes_window: u64,
     /// Entry-level latencies (s) of request reads and writes.
@@ -93,6 +94,8 @@ pub struct Stats {
     pub requests_unfinished: u64,
     /// Highest number of queued (not yet started) requests.
     pub queue_depth_max: u64,
+    /// Most allocations in progress at once (with `max_concurrent_allocs`).
+    pub concurrent_allocs_max: u32,
 }
 
 impl Stats {
