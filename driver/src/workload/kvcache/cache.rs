@@ -81,7 +81,7 @@ pub enum Move {
     /// Move the entry from `from` to `to` (read it there, write it here).
     Demote { id: EntryId, key: String, size_bytes: u64, from: Tier, to: Tier },
     /// Remove the entry from the terminal tier (already gone from the index).
-    Delete { key: String, size_bytes: u64, tier: Tier, generation: u64 },
+    Delete { id: EntryId, key: String, size_bytes: u64, tier: Tier, generation: u64 },
 }
 
 /// Outcome of [`Cache::allocate`].
@@ -268,7 +268,13 @@ impl Cache {
             match next {
                 None => {
                     let e = self.remove(id);
-                    plan.push(Move::Delete { key: e.key, size_bytes: e.size_bytes, tier: t, generation: e.generation });
+                    plan.push(Move::Delete {
+                        id,
+                        key: e.key,
+                        size_bytes: e.size_bytes,
+                        tier: t,
+                        generation: e.generation,
+                    });
                 }
                 Some(to) => {
                     if !self.ensure_space(to, size, depth + 1, plan) {
@@ -464,7 +470,13 @@ mod tests {
         let (id, _, plan) = placed(c.allocate("k3", 1, 30 * MIB));
         assert_eq!(
             plan,
-            vec![Move::Delete { key: "k0".into(), size_bytes: 30 * MIB, tier: Tier::Storage, generation: 1 }]
+            vec![Move::Delete {
+                id: EntryId(0),
+                key: "k0".into(),
+                size_bytes: 30 * MIB,
+                tier: Tier::Storage,
+                generation: 1
+            }]
         );
         settle(&mut c, id, &plan);
         assert_eq!(c.usage(Tier::Storage), 90 * MIB);

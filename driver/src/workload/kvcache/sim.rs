@@ -555,6 +555,10 @@ impl<'a> Sim<'a> {
     fn stop_accepting(&mut self, at: Instant) {
         self.accepting = false;
         self.stopped_at.get_or_insert(at);
+        // RAG ingestion stops with the window (its current write finishes).
+        for p in self.pipes.iter_mut().filter(|p| p.service) {
+            p.acts.clear();
+        }
         self.stats.requests_unfinished += self.queued.len() as u64;
         self.queue.clear();
         self.queued.clear();
@@ -810,7 +814,8 @@ impl<'a> Sim<'a> {
                                 steps.push_back(Step { phys: Phys::CpuFree { id: vid }, tag: Tag::Other, trace: None });
                             }
                         }
-                        Move::Delete { key: dkey, size_bytes, tier: dt, .. } => {
+                        Move::Delete { id: did, key: dkey, size_bytes, tier: dt, .. } => {
+                            self.handles.remove(&did);
                             self.stats.evictions += 1;
                             self.stats.storage_deletes += 1;
                             let trace = self

@@ -114,7 +114,7 @@ fn same_seed_same_keys_sizes_and_tier_decisions_row_by_row() {
 fn accounting_never_leaks_under_hundreds_of_concurrent_pipelines() {
     let c = cfg(
         "{users: 300, gpu_mem_gb: 0.0625, cpu_mem_gb: 0.0625, storage_capacity_gb: 0.25, generation_mode: fast, model: tiny-1b, \
-         max_concurrent_allocs: 0, enable_rag: true, rag: {max_documents: 3}, \
+         max_concurrent_allocs: 0, enable_rag: true, rag: {max_documents: 3, small_model_doc_tokens_min: 200, small_model_doc_tokens_max: 400}, \
          user_templates: {chatbot: {context_range: [16, 256], generation_range: [10, 100], think_time_range: [0.1, 0.5]}, \
          coding: {context_range: [64, 1024], generation_range: [10, 100], think_time_range: [0.1, 0.5]}, \
          document: {context_range: [64, 512], generation_range: [10, 100], think_time_range: [0.1, 0.5]}}, \
