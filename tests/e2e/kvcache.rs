@@ -162,6 +162,10 @@ fn trace_only_mode_runs_in_logical_time_and_writes_no_entries() {
     let j = results_of(d.path());
     let s = &j["summary"];
     assert_eq!(s["extras"]["mode"], "trace-only");
+    let cs = &s["summary"]["cache_stats"];
+    assert!(cs.get("storage_read_p95_ms").is_none(), "no latencies are made up in trace-only mode: {cs}");
+    assert!(cs["tier_storage_kv_bytes_read_gb"].as_f64().unwrap() > 0.0);
+    assert_eq!(s["summary"]["storage_throughput_tokens_per_sec"], 0.0);
     assert!(s["requests_completed"].as_u64().unwrap() > 100);
     let rows = std::fs::read_to_string(&trace).unwrap();
     assert!(rows.lines().count() > 1000);

@@ -640,6 +640,12 @@ impl KvConfig {
                 notes.push(format!("config block `{key}` is accepted for compatibility with kv-cache.py's config.yaml but has no effect in mlpdrive"));
             }
         }
+        if !self.tensor_parallel.is_power_of_two() {
+            notes.push(format!(
+                "tensor_parallel {} is not a power of 2 (kv-cache.py warns about this too)",
+                self.tensor_parallel
+            ));
+        }
         let pc = PrefixCache::default();
         if self.prefix_cache.min_prefix_length != pc.min_prefix_length
             || self.prefix_cache.max_prefix_entries != pc.max_prefix_entries

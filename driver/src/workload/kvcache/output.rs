@@ -410,9 +410,6 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-    use crate::clock::Clock;
-    use crate::workload::kvcache::sim::NullBackend;
-    use crate::workload::kvcache::source::{TraceSink, run_logical};
 
     /// Normalises generated names to the patterns the doc uses.
     fn pattern(leaf: &str) -> String {
@@ -449,15 +446,14 @@ mod tests {
     fn results_schema_doc_names_every_kvcache_field() {
         const DOC: &str = include_str!("../../../../docs/results-schema.md");
         let c: KvConfig = serde_yaml_ng::from_str(
-            "{users: 10, gpu_mem_gb: 0.25, cpu_mem_gb: 0.25, storage_capacity_gb: 1, model: tiny-1b, enable_rag: true, generation_mode: fast, trace: {only: true, path: x.csv}}",
+            "{users: 10, gpu_mem_gb: 0.25, cpu_mem_gb: 0.25, storage_capacity_gb: 1, model: tiny-1b, enable_rag: true, generation_mode: fast, \
+             kvcache: {io_size: 1MiB}, rag: {small_model_doc_tokens_min: 100, small_model_doc_tokens_max: 200}}",
         )
         .unwrap();
-        let p = crate::workload::kvcache::params(&c, 1, Some(1 << 30), Clock::real()).unwrap();
-        let mut sim = Sim::new(p, Box::new(NullBackend::default()));
+        let mut sim = crate::workload::kvcache::tests::sim(&c, 1, false, Some(1 << 30));
         let t0 = Instant::now();
-        sim.begin_measure(t0, Some(Duration::from_secs(10)), Duration::from_secs(10));
-        let mut sink = TraceSink { writer: None, rows: 0, error: None };
-        run_logical(&mut sim, &mut sink, t0, &|| false);
+        sim.begin_measure(t0, Some(Duration::from_secs(10)), Duration::from_secs(60));
+        crate::workload::kvcache::tests::run_fake_device(&mut sim, t0, 1);
         let facts =
             RunFacts { mode: "trace-only", trace_path: Some("x.csv"), trace_rows: 1, storage_capacity_bytes: Some(1) };
         let v = summary(&sim, &c, 1, Times { elapsed_s: 10.0, spanned_s: 10.0 }, &facts);

@@ -1161,11 +1161,11 @@ impl<'a> Sim<'a> {
                     return;
                 }
                 if is_read {
-                    self.stats.tier_read(tier, bytes, lat, at, end);
+                    self.stats.tier_read(tier, bytes, (!self.p.null_io).then_some(lat), at, end);
                     self.stats.read_operations += 1;
                     self.stats.total_read_bytes += bytes;
                 } else {
-                    self.stats.tier_write(tier, bytes, lat, at, end);
+                    self.stats.tier_write(tier, bytes, (!self.p.null_io).then_some(lat), at, end);
                     self.stats.write_operations += 1;
                     self.stats.total_write_bytes += bytes;
                     match tier {
@@ -1174,7 +1174,7 @@ impl<'a> Sim<'a> {
                         Tier::Gpu => {}
                     }
                 }
-                if tier == Tier::Storage {
+                if tier == Tier::Storage && !self.p.null_io {
                     let dev = device.unwrap_or(lat).min(lat);
                     let ts = self.stats.tier(Tier::Storage);
                     if is_read {
@@ -1184,6 +1184,8 @@ impl<'a> Sim<'a> {
                         ts.write_device_s.push(dev);
                         ts.write_host_s.push(lat - dev);
                     }
+                }
+                if tier == Tier::Storage {
                     let tokens = bytes / self.p.sizing.bytes_per_token.max(1) * self.p.sizing.tensor_parallel;
                     self.stats.storage_tokens_processed += tokens;
                 }
@@ -1240,7 +1242,9 @@ impl<'a> Sim<'a> {
             let d = self.stats.demotions.entry((from, to)).or_default();
             d.count += 1;
             d.bytes += size;
-            d.lat_s.push(lat);
+            if !self.p.null_io {
+                d.lat_s.push(lat);
+            }
         } else {
             if from == Tier::Cpu {
                 self.cpu_store.remove(&id);

@@ -111,24 +111,25 @@ impl Stats {
     }
 
     /// Counts a completed tier read of `bytes` finishing at `at`.
-    pub fn tier_read(&mut self, t: Tier, bytes: u64, lat_s: f64, at: Instant, end: Option<Instant>) {
+    /// `lat_s` None: no latency was measured (trace-only mode).
+    pub fn tier_read(&mut self, t: Tier, bytes: u64, lat_s: Option<f64>, at: Instant, end: Option<Instant>) {
         let ts = self.tier(t);
         ts.read_ops += 1;
         ts.read_bytes += bytes;
         if end.is_none_or(|e| at <= e) {
             ts.read_bytes_window += bytes;
         }
-        ts.read_lat_s.push(lat_s);
+        ts.read_lat_s.extend(lat_s);
     }
 
-    pub fn tier_write(&mut self, t: Tier, bytes: u64, lat_s: f64, at: Instant, end: Option<Instant>) {
+    pub fn tier_write(&mut self, t: Tier, bytes: u64, lat_s: Option<f64>, at: Instant, end: Option<Instant>) {
         let ts = self.tier(t);
         ts.write_ops += 1;
         ts.write_bytes += bytes;
         if end.is_none_or(|e| at <= e) {
             ts.write_bytes_window += bytes;
         }
-        ts.write_lat_s.push(lat_s);
+        ts.write_lat_s.extend(lat_s);
     }
 }
 

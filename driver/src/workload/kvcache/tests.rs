@@ -21,7 +21,7 @@ fn cfg(yaml: &str) -> KvConfig {
     c
 }
 
-fn sim(c: &KvConfig, seed: u64, null_io: bool, storage: Option<u64>) -> Sim<'static> {
+pub(crate) fn sim(c: &KvConfig, seed: u64, null_io: bool, storage: Option<u64>) -> Sim<'static> {
     let mut p = super::params(c, seed, storage, Clock::real()).unwrap();
     p.null_io = null_io;
     p.cpu_copy = false;
@@ -177,7 +177,7 @@ fn a_failed_storage_read_is_counted_and_its_bytes_are_not() {
 /// Drives `s` against a fake device whose ops complete after random delays
 /// (simulated time), checking the accounting after every step. Returns the
 /// most ops that were in flight at once.
-fn run_fake_device(s: &mut Sim<'static>, t0: Instant, seed: u64) -> usize {
+pub(crate) fn run_fake_device(s: &mut Sim<'static>, t0: Instant, seed: u64) -> usize {
     let mut rng = Stream::new(seed, "fake-device", 0);
     let mut pending: BinaryHeap<Reverse<(Instant, u64, usize)>> = BinaryHeap::new();
     let mut reqs: Vec<Option<Request>> = Vec::new();
