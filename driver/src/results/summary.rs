@@ -42,7 +42,7 @@ pub fn render_text(r: &RunResult) -> String {
     match raw_rows(r) {
         Some(rows) => raw_table(&mut out, r, &rows),
         None if r.workload == "kvcache" && r.summary.get("summary").is_some() => {
-            out.push_str(&crate::workload::kvcache::output::text(&r.summary));
+            out.push_str(&crate::workload::kvcache::output::text(&r.summary, &r.series));
         }
         None => generic_summary(&mut out, &r.summary),
     }

@@ -188,6 +188,20 @@ pub fn run(env: &RunEnv, cfg: &KvConfig, free_bytes: Option<u64>) -> Result<Work
         let mut pool = BufPool::new(qd, cfg.kvcache.io_size.bytes() as usize, align);
         let mut queue =
             env.target.queue(qd, &mut pool).map_err(|e| Error::failed(format!("cannot set up the I/O queue: {e}")))?;
+        // Like kv-cache.py, start from an empty cache: entries an earlier
+        // run left behind (only mlpdrive's own kvcache/ objects) are removed.
+        let stale = env
+            .target
+            .list(sim::STORAGE_PREFIX)
+            .map_err(|e| Error::failed(format!("cannot list earlier kvcache entries: {e}")))?;
+        for (name, _) in &stale {
+            env.target
+                .delete(name)
+                .map_err(|e| Error::failed(format!("cannot remove the earlier entry {name}: {e}")))?;
+        }
+        if !stale.is_empty() {
+            notes.push(format!("removed {} cache entries left on the target by an earlier run", stale.len()));
+        }
         let mut sim = Sim::new(p, Box::new(TargetBackend { target: env.target }));
         let mut reports = Vec::new();
         for (prefix, count, phase) in &setups {

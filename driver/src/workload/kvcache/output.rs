@@ -332,7 +332,7 @@ fn extras(sim: &Sim, cfg: &KvConfig, t: Times, facts: &RunFacts) -> Value {
 
 /// The human summary of a kvcache result (summary.txt): the figures
 /// MLPerf reports, per-tier bytes and latencies, and the honest extras.
-pub fn text(s: &Value) -> String {
+pub fn text(s: &Value, series: &[crate::results::SeriesRecord]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let f = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64).unwrap_or(0.0);
@@ -402,6 +402,24 @@ pub fn text(s: &Value) -> String {
         f(sto, "read_bandwidth_window_gbps"),
         f(sto, "write_bandwidth_window_gbps"),
     );
+    if !series.is_empty() {
+        let _ = writeln!(out, "\nstorage I/O (per chunk)   ops        GiB     mean_ms   p50_ms   p99_ms   max_ms");
+        for r in series {
+            let l = &r.latency_us;
+            let _ = writeln!(
+                out,
+                "{:<13} {:<7} {:>8} {:>10.3} {:>11.2} {:>8.2} {:>8.2} {:>8.2}",
+                r.phase,
+                r.op,
+                r.ops,
+                r.bytes as f64 / GIB,
+                l.mean / 1000.0,
+                l.p50 / 1000.0,
+                l.p99 / 1000.0,
+                l.max / 1000.0
+            );
+        }
+    }
     out
 }
 
