@@ -11,11 +11,13 @@ pub mod cache;
 pub mod config;
 pub mod models;
 pub mod output;
+mod pipeline;
 pub mod rng;
 pub mod scheduler;
 pub mod sim;
 pub mod source;
 pub mod stats;
+mod tier_io;
 pub mod users;
 
 #[cfg(test)]
