@@ -22,7 +22,7 @@ trap 'rm -rf "$out"' EXIT
 for r in $(seq 1 "$rounds"); do
   "$bin" run kvcache --quiet --target "file://$dir" --results "$out/res" --output "$out/kv$r.json" \
     --set model=llama3.1-8b --set users=20 --set cpu_mem_gb=0 --set generation_mode=none \
-    --set storage_capacity_gb=30 --set max_concurrent_allocs=4 --set user_templates.chatbot.context_range='[512, 4096]' \
+    --set storage_capacity_gb=30 --set max_concurrent_allocs=4 \
     --duration "${secs}s" >/dev/null
   mix=$(python3 - "$out/kv$r.json" <<'PY'
 import json, sys

@@ -177,12 +177,51 @@ pub struct Template {
     pub think_time_range: [f64; 2],
 }
 
+/// The three templates. A key left out keeps the reference's default for
+/// that template, so `--set user_templates.coding.context_range=[…]` works.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "UserTemplateKeys")]
 pub struct UserTemplates {
     pub chatbot: Template,
     pub coding: Template,
     pub document: Template,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateKeys {
+    context_range: Option<[u64; 2]>,
+    generation_range: Option<[u64; 2]>,
+    think_time_range: Option<[f64; 2]>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserTemplateKeys {
+    chatbot: Option<TemplateKeys>,
+    coding: Option<TemplateKeys>,
+    document: Option<TemplateKeys>,
+}
+
+impl TemplateKeys {
+    fn over(self, d: Template) -> Template {
+        Template {
+            context_range: self.context_range.unwrap_or(d.context_range),
+            generation_range: self.generation_range.unwrap_or(d.generation_range),
+            think_time_range: self.think_time_range.unwrap_or(d.think_time_range),
+        }
+    }
+}
+
+impl From<UserTemplateKeys> for UserTemplates {
+    fn from(k: UserTemplateKeys) -> UserTemplates {
+        let d = UserTemplates::default();
+        UserTemplates {
+            chatbot: k.chatbot.map_or(d.chatbot.clone(), |t| t.over(d.chatbot)),
+            coding: k.coding.map_or(d.coding.clone(), |t| t.over(d.coding)),
+            document: k.document.map_or(d.document.clone(), |t| t.over(d.document)),
+        }
+    }
 }
 
 impl Default for UserTemplates {
@@ -216,12 +255,54 @@ pub struct QosProfile {
     pub priority: u8,
 }
 
+/// The three QoS classes; keys left out keep the class's default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "QosProfileKeys")]
 pub struct QosProfiles {
     pub interactive: QosProfile,
     pub responsive: QosProfile,
     pub batch: QosProfile,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QosKeys {
+    target_latency_p95_ms: Option<f64>,
+    target_latency_p99_ms: Option<f64>,
+    target_latency_p999_ms: Option<f64>,
+    target_latency_p9999_ms: Option<f64>,
+    priority: Option<u8>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QosProfileKeys {
+    interactive: Option<QosKeys>,
+    responsive: Option<QosKeys>,
+    batch: Option<QosKeys>,
+}
+
+impl QosKeys {
+    fn over(self, d: QosProfile) -> QosProfile {
+        QosProfile {
+            target_latency_p95_ms: self.target_latency_p95_ms.unwrap_or(d.target_latency_p95_ms),
+            target_latency_p99_ms: self.target_latency_p99_ms.unwrap_or(d.target_latency_p99_ms),
+            target_latency_p999_ms: self.target_latency_p999_ms.unwrap_or(d.target_latency_p999_ms),
+            target_latency_p9999_ms: self.target_latency_p9999_ms.unwrap_or(d.target_latency_p9999_ms),
+            priority: self.priority.unwrap_or(d.priority),
+        }
+    }
+}
+
+impl From<QosProfileKeys> for QosProfiles {
+    fn from(k: QosProfileKeys) -> QosProfiles {
+        let d = QosProfiles::default();
+        QosProfiles {
+            interactive: k.interactive.map_or(d.interactive.clone(), |q| q.over(d.interactive)),
+            responsive: k.responsive.map_or(d.responsive.clone(), |q| q.over(d.responsive)),
+            batch: k.batch.map_or(d.batch.clone(), |q| q.over(d.batch)),
+        }
+    }
 }
 
 fn qos(p95: f64, p99: f64, p999: f64, p9999: f64, priority: u8) -> QosProfile {
@@ -708,6 +789,15 @@ mod tests {
         assert!(e.contains("eviction.target_usage_ratio"), "{e}");
         let e = load("workload: kvcache\nduration: 1s\nnum_users: 3\n").unwrap_err().to_string();
         assert!(e.contains("num_users"), "{e}");
+        let kv = load("workload: kvcache\nduration: 1s\nuser_templates: {coding: {context_range: [5, 6]}}\nqos_profiles: {batch: {priority: 0}}\n").unwrap();
+        assert_eq!(kv.user_templates.coding.context_range, [5, 6]);
+        assert_eq!(kv.user_templates.coding.generation_range, [100, 500], "other keys keep their defaults");
+        assert_eq!(kv.user_templates.chatbot, UserTemplates::default().chatbot);
+        assert_eq!((kv.qos_profiles.batch.priority, kv.qos_profiles.batch.target_latency_p95_ms), (0, 1000.0));
+        let e = load("workload: kvcache\nduration: 1s\nuser_templates: {coding: {contxt_range: [5, 6]}}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("contxt_range"), "{e}");
         let e = load("workload: kvcache\n").unwrap_err().to_string();
         assert!(e.contains("needs a way to stop"), "{e}");
         let e = load("workload: kvcache\nduration: 1s\ndataset_path: x.json\n").unwrap_err().to_string();
