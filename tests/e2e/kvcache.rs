@@ -193,3 +193,32 @@ fn bad_kvcache_keys_are_usage_errors_that_name_the_key() {
     }
     assert!(!d.path().join("res").exists() && !d.path().join("data").exists(), "nothing written");
 }
+
+#[test]
+fn a_full_device_fails_the_run_naming_the_entry() {
+    let d = scratch();
+    let results = d.path().join("res");
+    let r = mlpdrive(
+        d.path(),
+        &[
+            "run",
+            "kvcache",
+            "--quiet",
+            "--target",
+            "emu://ci-fast?size=64MiB",
+            "--duration",
+            "3s",
+            "--results",
+            results.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.show());
+    let j = results_of(d.path());
+    assert_eq!(j["status"], "failed");
+    let first = j["errors"]["first"].as_str().unwrap();
+    assert!(
+        first.contains("No space left on device") && first.contains("kvcache/") && first.contains(".npy"),
+        "{first}"
+    );
+    assert!(j["summary"]["extras"]["io_errors"].as_u64().unwrap() >= 1);
+}

@@ -72,6 +72,7 @@ pub fn params(
         entry_queue_depth: cfg.kvcache.entry_queue_depth,
         trace: cfg.trace.path.is_some(),
         trace_deletes: cfg.trace.deletes,
+        continue_on_error: false,
         clock,
         cfg: cfg.clone(),
     })
@@ -156,7 +157,8 @@ pub fn run(env: &RunEnv, cfg: &KvConfig, free_bytes: Option<u64>) -> Result<Work
             "storage tier unbounded: the target's free space is unknown; set storage_capacity_gb to bound it".into(),
         );
     }
-    let p = params(cfg, env.common.seed, storage, env.clock.clone())?;
+    let mut p = params(cfg, env.common.seed, storage, env.clock.clone())?;
+    p.continue_on_error = env.common.continue_on_error;
     let sizing = p.sizing;
     let writer = match &cfg.trace.path {
         Some(path) => Some(
@@ -238,11 +240,12 @@ pub fn run(env: &RunEnv, cfg: &KvConfig, free_bytes: Option<u64>) -> Result<Work
     if let Some(e) = &trace.error {
         errors.add(|| e.clone());
     }
-    if sim.stats.io_errors > 0 && errors.count == 0 {
-        // Namespace errors (create, delete) the engine did not see.
-        let first = sim.stats.first_error.clone().unwrap_or_default();
-        errors.count += sim.stats.io_errors;
-        errors.first.get_or_insert(first);
+    // Errors the engine did not see (create, delete, CPU-tier memory).
+    if sim.stats.local_errors > 0 {
+        errors.count += sim.stats.local_errors;
+        if errors.first.is_none() {
+            errors.first.clone_from(&sim.stats.first_local_error);
+        }
     }
     if sim.abandoned {
         notes.push(format!(

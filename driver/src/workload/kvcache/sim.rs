@@ -92,6 +92,8 @@ pub struct Params {
     pub entry_queue_depth: u32,
     pub trace: bool,
     pub trace_deletes: bool,
+    /// Keep going after an error (`continue_on_error`) instead of ending.
+    pub continue_on_error: bool,
     pub clock: Clock,
 }
 
@@ -344,6 +346,10 @@ impl<'a> Sim<'a> {
     pub fn next(&mut self, now: Instant) -> Next {
         let now = self.last_now.map_or(now, |l| l.max(now));
         self.last_now = Some(now);
+        if !self.abandoned && self.stats.local_errors > 0 && !self.p.continue_on_error {
+            // The engine stops at its first I/O error; do the same for ours.
+            self.abandon();
+        }
         if self.abandoned {
             return if self.in_flight > 0 { Next::Wait } else { Next::Done };
         }
@@ -517,7 +523,7 @@ impl<'a> Sim<'a> {
                         self.handles.remove(&id);
                         let name = object_name(&e.key);
                         if let Err(err) = self.backend_delete(&name) {
-                            self.stats.error(|| format!("delete {name}: {err}"));
+                            self.stats.local_error(|| err.clone());
                         }
                     }
                 }

@@ -85,6 +85,10 @@ pub struct Stats {
     pub demotions: BTreeMap<(Tier, Tier), DemotionStats>,
     pub io_errors: u64,
     pub first_error: Option<String>,
+    /// Of those, errors outside the engine's I/O (create, delete, CPU-tier
+    /// allocation), which the engine's tally does not include.
+    pub local_errors: u64,
+    pub first_local_error: Option<String>,
     /// Allocations that found room in no tier and were forced onto storage.
     pub forced_writes: u64,
     pub rag_docs_ingested: u64,
@@ -108,6 +112,16 @@ impl Stats {
         if self.first_error.is_none() {
             self.first_error = Some(msg());
         }
+    }
+
+    /// An error of an operation the engine did not run.
+    pub fn local_error(&mut self, msg: impl FnOnce() -> String) {
+        let m = msg();
+        self.local_errors += 1;
+        if self.first_local_error.is_none() {
+            self.first_local_error = Some(m.clone());
+        }
+        self.error(|| m);
     }
 
     /// Counts a completed tier read of `bytes` finishing at `at`.

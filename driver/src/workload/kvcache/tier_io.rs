@@ -61,7 +61,7 @@ impl Sim<'_> {
                     let mut v = Vec::new();
                     if v.try_reserve_exact(*bytes as usize).is_err() {
                         let b = *bytes;
-                        self.stats.error(|| format!("CPU tier: cannot allocate {b} bytes of memory"));
+                        self.stats.local_error(|| format!("CPU tier: cannot allocate {b} bytes of memory"));
                         run.done = Some((now, false));
                     } else {
                         self.cpu_store.insert(*id, v);
@@ -86,7 +86,7 @@ impl Sim<'_> {
                 if !null {
                     let name = object_name(key);
                     if let Err(e) = self.backend_delete(&name) {
-                        self.stats.error(|| format!("delete {name}: {e}"));
+                        self.stats.local_error(|| e.clone());
                     }
                 }
                 run.done = Some((now, true));
@@ -112,14 +112,14 @@ impl Sim<'_> {
                                 Some(h)
                             }
                             Err(e) => {
-                                self.stats.error(|| format!("create {name}: {e}"));
+                                self.stats.local_error(|| e.clone());
                                 None
                             }
                         }
                     } else {
                         let h = self.handles.get(id).copied();
                         if h.is_none() {
-                            self.stats.error(|| format!("read {name}: the entry has no storage object"));
+                            self.stats.local_error(|| format!("read {name}: the entry has no storage object"));
                         }
                         h
                     };
