@@ -28,6 +28,8 @@ pub enum Command {
     Devices,
     /// Print the human summary of a finished run.
     Report(ReportArgs),
+    /// Replay a KV cache I/O trace (kv-cache.py's --io-trace-log CSV, or mlpdrive's) against a target.
+    Replay(ReplayArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -46,6 +48,58 @@ pub struct RunArgs {
     /// Length of the measured phase, e.g. 30s, 5m (same as --set duration=D).
     #[arg(long, value_name = "D")]
     pub duration: Option<String>,
+    /// Also write results.json to this exact path.
+    #[arg(long, short = 'o', value_name = "FILE.json")]
+    pub output: Option<PathBuf>,
+    /// Results root; each run writes <DIR>/<run-id>/.
+    #[arg(long, value_name = "DIR", default_value = "./mlpdrive-results")]
+    pub results: PathBuf,
+    /// No progress output on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Allow dev:// targets (a raw block device: its data is overwritten).
+    #[arg(long)]
+    pub allow_raw_device: bool,
+    /// Allow targets under system directories or mounted devices.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("deletes").required(true).args(["capacity", "no_delete"])))]
+pub struct ReplayArgs {
+    /// The trace: FILE.csv or FILE.csv.zst (columns Timestamp,Operation,Object_Size_Bytes,Tier,Key,Phase).
+    pub trace: PathBuf,
+    /// Where I/O goes: file://DIR, dev:///dev/X, emu://PROFILE, null://
+    #[arg(long, short = 't', value_name = "URI")]
+    pub target: String,
+    /// Keep live bytes under SIZE (e.g. 100GiB): before a write that would exceed it, delete least-recently-used keys.
+    #[arg(long, value_name = "SIZE")]
+    pub capacity: Option<String>,
+    /// Never delete (the target must hold every key the trace writes).
+    #[arg(long)]
+    pub no_delete: bool,
+    /// Ops (chunks of objects) in flight.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub queue_depth: u32,
+    /// Pace by trace time: a row at t is issued at (t - t0) / X after the start [default: as fast as possible].
+    #[arg(long, value_name = "X")]
+    pub speedup: Option<f64>,
+    /// Which trace tiers to replay: storage (Tier-2 rows only) or all (every row onto the target).
+    #[arg(long, value_name = "TIERS", default_value = "storage", value_parser = ["storage", "all"])]
+    pub tiers: String,
+    /// Skip malformed rows (counted, the first few quoted) instead of stopping with an error.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Keep going after an I/O error (every error is counted; the exit code is still 1).
+    #[arg(long)]
+    pub continue_on_error: bool,
+    /// Buffered I/O instead of O_DIRECT (for filesystems that refuse O_DIRECT, e.g. tmpfs).
+    #[arg(long)]
+    pub buffered: bool,
+    /// Seed of the written data [default: 1].
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Also write results.json to this exact path.
     #[arg(long, short = 'o', value_name = "FILE.json")]
     pub output: Option<PathBuf>,
@@ -99,6 +153,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             print!("{}", devices_text()?);
             Ok(EXIT_OK)
         }
+        Command::Replay(args) => crate::replay::replay(&args),
         Command::Report(args) => {
             let (result, path) = crate::results::load(&args.path)?;
             eprintln!("mlpdrive: {}", path.display());

@@ -16,6 +16,7 @@ pub mod io;
 pub mod kvtrace;
 pub mod progress;
 pub mod recorder;
+pub mod replay;
 pub mod results;
 pub mod run;
 pub mod rusage;

@@ -9,4 +9,5 @@ mod common;
 mod emu_target;
 mod kvcache;
 mod raw_runs;
+mod replay;
 mod roundtrip;

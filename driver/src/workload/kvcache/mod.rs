@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod inputs;
 pub mod models;
 pub mod output;
 mod pipeline;
