@@ -25,13 +25,13 @@ use crate::workload::{self, PhaseState, RunEnv, WorkloadOutput};
 /// A workload's config, validated.
 enum Plan {
     Raw(config::raw::RawConfig),
-    Kvcache(Box<crate::workload::kvcache::config::KvConfig>),
+    Kvcache(Box<crate::workload::kvcache::config::KvConfig>, Option<crate::workload::kvcache::feed::Feed>),
 }
 
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
     // 1. Validate all input; create nothing.
     let mut cfg = config::load(&args.workload, &args.set, args.seed, args.duration.as_deref())?;
-    let plan = plan(&mut cfg)?;
+    let mut plan = plan(&mut cfg)?;
     let target_str = args.target.as_deref().unwrap_or(uri::DEFAULT_TARGET);
     let parsed = uri::parse(target_str)?;
     let spec = uri::check(&parsed, &SafetyFlags { allow_raw_device: args.allow_raw_device, force: args.force })?;
@@ -75,14 +75,14 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             phase,
             clock: Clock::real(),
         };
-        let out = match &plan {
+        let out = match &mut plan {
             Plan::Raw(raw) => workload::raw::run(&env, raw),
-            Plan::Kvcache(kv) => {
+            Plan::Kvcache(kv, feed) => {
                 let free = match &spec.uri {
                     TargetUri::File { dir } => workload::kvcache::free_bytes(dir),
                     _ => None,
                 };
-                workload::kvcache::run(&env, kv, free)
+                workload::kvcache::run(&env, kv, free, feed.take())
             }
         };
         sampler_done.store(true, Ordering::SeqCst);
@@ -131,8 +131,9 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
         "kvcache" => {
             let kv = crate::workload::kvcache::config::KvConfig::from_run_config(cfg)?;
             crate::workload::kvcache::check_memory(&kv)?;
+            let feed = crate::workload::kvcache::load_feed(&kv, cfg.common.seed)?;
             cfg.record_workload(&kv)?;
-            Ok(Plan::Kvcache(Box::new(kv)))
+            Ok(Plan::Kvcache(Box::new(kv), feed))
         }
         other => Err(Error::usage(format!(
             "config key `workload`: unknown workload '{other}'; known: {}",

@@ -222,3 +222,45 @@ fn a_full_device_fails_the_run_naming_the_entry() {
     );
     assert!(j["summary"]["extras"]["io_errors"].as_u64().unwrap() >= 1);
 }
+
+#[test]
+fn a_burstgpt_input_drives_the_run_and_a_bad_one_is_a_usage_error() {
+    let d = scratch();
+    let csv = d.path().join("b.csv");
+    std::fs::write(
+        &csv,
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n0,ChatGPT,100,20,120,Conversation log\n1,ChatGPT,200,40,240,Conversation log\n",
+    )
+    .unwrap();
+    let set = format!("burst_trace_path={}", csv.display());
+    let r = run_in(
+        d.path(),
+        "kvcache",
+        &[
+            "--set",
+            "use_burst_trace=true",
+            "--set",
+            &set,
+            "--set",
+            "replay_cycles=3",
+            "--set",
+            "trace_speedup=0",
+            "--duration",
+            "30s",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = results_of(d.path());
+    assert_eq!(j["summary"]["requests_completed"], 6, "3 complete passes of 2 rows");
+    assert!(j["summary"]["summary"]["elapsed_time"].as_f64().unwrap() < 30.0, "ended with the last pass");
+
+    let bad = d.path().join("bad.csv");
+    std::fs::write(&bad, "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n0,x,ten,1,1,y\n")
+        .unwrap();
+    let e = scratch();
+    let set = format!("burst_trace_path={}", bad.display());
+    let r = run_in(e.path(), "kvcache", &["--set", "use_burst_trace=true", "--set", &set]);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("line 2") && r.stderr.contains("Request tokens"), "{}", r.stderr);
+    assert!(tree(e.path()).is_empty(), "nothing written");
+}

@@ -94,12 +94,29 @@ pub struct KvConfig {
     /// GiB to write when preconditioning; 0 = 2 × the storage capacity.
     #[serde(default)]
     pub precondition_size_gb: f64,
-    /// ShareGPT input (not available yet).
+    /// ShareGPT input (`--dataset-path`): requests from this JSON file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_path: Option<String>,
-    /// BurstGPT input (not available yet).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub burst_trace_path: Option<String>,
+    /// ShareGPT conversations read (`--max-conversations`).
+    #[serde(default = "d_max_conversations")]
+    pub max_conversations: u32,
+    /// ShareGPT requests per second (`--request-rate`); 0 = as the queue drains.
+    #[serde(default)]
+    pub request_rate: f64,
+    /// BurstGPT input (`--use-burst-trace`) from `burst_trace_path`.
+    #[serde(default)]
+    pub use_burst_trace: bool,
+    #[serde(default = "d_burst_path")]
+    pub burst_trace_path: String,
+    /// BurstGPT pacing divisor (`--trace-speedup`); 0 = no pacing.
+    #[serde(default = "d_speedup")]
+    pub trace_speedup: f64,
+    /// Passes over the input (`--replay-cycles`); 0 = until the duration ends.
+    #[serde(default)]
+    pub replay_cycles: u32,
+    /// Skip (and count) malformed BurstGPT rows instead of failing.
+    #[serde(default)]
+    pub skip_bad_rows: bool,
 
     #[serde(default)]
     pub user_templates: UserTemplates,
@@ -166,6 +183,15 @@ fn d_profile() -> PerformanceProfile {
 }
 fn d_rag_docs() -> u32 {
     10
+}
+fn d_max_conversations() -> u32 {
+    500
+}
+fn d_burst_path() -> String {
+    "BurstGPT/data/BurstGPT_1.csv".into()
+}
+fn d_speedup() -> f64 {
+    1.0
 }
 
 /// One template's ranges (inclusive integer ranges; think time in seconds).
@@ -554,22 +580,25 @@ impl KvConfig {
         if self.prefill_only && self.decode_only {
             return Err(key_error("decode_only", "prefill_only and decode_only are mutually exclusive; set one"));
         }
-        if let Some(p) = &self.dataset_path {
+        if self.use_burst_trace && self.dataset_path.is_some() {
             return Err(key_error(
                 "dataset_path",
-                format!(
-                    "not available yet: ShareGPT input ({p}) is not wired into the kvcache workload in this version"
-                ),
+                "use either BurstGPT (use_burst_trace) or ShareGPT (dataset_path), not both",
             ));
         }
-        if let Some(p) = &self.burst_trace_path {
+        if !(self.trace_speedup >= 0.0 && self.trace_speedup.is_finite()) {
             return Err(key_error(
-                "burst_trace_path",
-                format!(
-                    "not available yet: BurstGPT input ({p}) is not wired into the kvcache workload in this version"
-                ),
+                "trace_speedup",
+                format!("expected a number ≥ 0 (0: no pacing), got {}", self.trace_speedup),
             ));
         }
+        if !(self.request_rate >= 0.0 && self.request_rate.is_finite()) {
+            return Err(key_error(
+                "request_rate",
+                format!("expected requests per second ≥ 0, got {}", self.request_rate),
+            ));
+        }
+        check_int_range("max_conversations", self.max_conversations.into(), 1, 100_000_000)?;
         for (name, t) in [
             ("chatbot", &self.user_templates.chatbot),
             ("coding", &self.user_templates.coding),
@@ -800,7 +829,9 @@ mod tests {
         assert!(e.contains("contxt_range"), "{e}");
         let e = load("workload: kvcache\n").unwrap_err().to_string();
         assert!(e.contains("needs a way to stop"), "{e}");
-        let e = load("workload: kvcache\nduration: 1s\ndataset_path: x.json\n").unwrap_err().to_string();
-        assert!(e.contains("not available yet"), "{e}");
+        let e = load("workload: kvcache\nduration: 1s\ndataset_path: x.json\nuse_burst_trace: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not both"), "{e}");
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod feed;
 pub mod inputs;
 pub mod models;
 pub mod output;
@@ -150,7 +151,24 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
     (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-pub fn run(env: &RunEnv, cfg: &KvConfig, free_bytes: Option<u64>) -> Result<WorkloadOutput, Error> {
+/// Loads the BurstGPT or ShareGPT input the config names (before the run,
+/// so a bad file is a usage error and nothing is created).
+pub fn load_feed(cfg: &KvConfig, seed: u64) -> Result<Option<feed::Feed>, Error> {
+    let f = feed::Feed::from_config(cfg, seed).map_err(|e| Error::usage(format!("kvcache input: {e}")))?;
+    if let Some(f) = &f
+        && f.items_per_pass == 0
+    {
+        return Err(Error::usage(format!("kvcache input {}: it holds no requests", f.path)));
+    }
+    Ok(f)
+}
+
+pub fn run(
+    env: &RunEnv,
+    cfg: &KvConfig,
+    free_bytes: Option<u64>,
+    feed: Option<feed::Feed>,
+) -> Result<WorkloadOutput, Error> {
     let storage = storage_capacity(cfg, free_bytes);
     let mut notes = cfg.inert_key_notes();
     if storage.is_none() && !cfg.trace.only {
@@ -175,6 +193,7 @@ pub fn run(env: &RunEnv, cfg: &KvConfig, free_bytes: Option<u64>) -> Result<Work
 
     let (sim, recorder, verify, mut errors, io_mode, start, last) = if cfg.trace.only {
         let mut sim = Sim::new(p, Box::new(NullBackend::default()));
+        sim.feed = feed;
         let mut now = env.clock.now();
         for (prefix, count, phase) in &setups {
             env.phase.set(phase);
@@ -208,6 +227,7 @@ pub fn run(env: &RunEnv, cfg: &KvConfig, free_bytes: Option<u64>) -> Result<Work
             notes.push(format!("removed {} cache entries left on the target by an earlier run", stale.len()));
         }
         let mut sim = Sim::new(p, Box::new(TargetBackend { target: env.target }));
+        sim.feed = feed;
         let mut reports = Vec::new();
         for (prefix, count, phase) in &setups {
             env.phase.set(phase);

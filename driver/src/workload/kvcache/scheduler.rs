@@ -98,6 +98,7 @@ impl UserState {
 #[derive(Default)]
 pub struct Conversations {
     keys: BTreeMap<u64, (String, Vec<String>)>,
+    by_name: BTreeMap<String, u64>,
     order: VecDeque<u64>,
     next_id: u64,
 }
@@ -114,11 +115,36 @@ impl Conversations {
         self.keys.insert(id, (name, Vec::new()));
         self.order.push_back(id);
         while self.order.len() > max as usize {
-            if let Some(old) = self.order.pop_front() {
-                self.keys.remove(&old);
+            if let Some(old) = self.order.pop_front()
+                && let Some((name, _)) = self.keys.remove(&old)
+            {
+                self.by_name.remove(&name);
             }
         }
         id
+    }
+
+    /// The conversation named `name` (registered on first use), for
+    /// inputs whose conversations have their own ids.
+    pub fn named(&mut self, name: &str, max: u32) -> u64 {
+        if let Some(&id) = self.by_name.get(name)
+            && self.keys.contains_key(&id)
+        {
+            return id;
+        }
+        let id = self.start(name.to_string(), max);
+        self.by_name.insert(name.to_string(), id);
+        id
+    }
+
+    /// Adds `key` to the conversation unless it is already there (inputs
+    /// replayed in several passes repeat their keys).
+    pub fn push_unique(&mut self, id: u64, key: &str) {
+        if let Some((_, ks)) = self.keys.get_mut(&id)
+            && !ks.iter().any(|k| k == key)
+        {
+            ks.push(key.to_string());
+        }
     }
 
     fn name(&self, id: u64) -> Option<&str> {
@@ -313,6 +339,38 @@ impl Generator {
             });
         }
         out
+    }
+}
+
+impl Generator {
+    /// A request from an input (BurstGPT row or ShareGPT turn).
+    pub fn fed(&mut self, cfg: &KvConfig, f: super::feed::FedRequest, submit: Instant, rng: &mut Stream) -> KvRequest {
+        let conv = f.conversation.as_deref().map(|name| {
+            let id = self.conversations.named(name, cfg.conversation.max_conversations);
+            self.conversations.push_unique(id, &f.key);
+            id
+        });
+        let prefix_prompt =
+            if !cfg.disable_prefix_caching && rng.unit() < cfg.prefix_cache.system_prompt_hit_probability {
+                Some(rng.below(SYSTEM_PROMPTS.len() as u64) as usize)
+            } else {
+                None
+            };
+        KvRequest {
+            user: f.user_index,
+            request_id: f.request_id,
+            key: f.key,
+            context_tokens: f.context_tokens,
+            gen_tokens: f.gen_tokens,
+            phase: ReqPhase::for_context(f.context_tokens),
+            qos: f.qos,
+            priority: f.qos.profile(cfg).priority,
+            submit,
+            conv,
+            turn: f.turn,
+            prefix_prompt,
+            rag_read: false,
+        }
     }
 }
 

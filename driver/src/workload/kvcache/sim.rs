@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::cache::{Cache, EntryId, EntryState, Tier};
 use super::config::KvConfig;
+use super::feed::{Feed, MAX_WAITING};
 use super::models::{ModelSpec, Sizing};
 use super::pipeline::{Act, Pipe};
 use super::rng::Stream;
@@ -102,6 +103,8 @@ pub(super) enum Timer {
     Arrival(u32),
     Wake(usize),
     Tick,
+    /// The input feed's next request is due.
+    Input,
 }
 
 /// Run state of the measured phase.
@@ -159,6 +162,11 @@ pub struct Sim<'a> {
     pub(super) in_flight: u32,
     pub(super) last_now: Option<Instant>,
     pub(super) decode_only_keys: Vec<String>,
+    /// Trace-driven requests (BurstGPT, ShareGPT) instead of the users.
+    pub feed: Option<Feed>,
+    pub(super) feed_rng: Stream,
+    /// The feed waits for the queue to drain below half of MAX_WAITING.
+    pub(super) feed_blocked: bool,
 }
 
 pub(super) fn trace_tier(t: Tier) -> TraceTier {
@@ -251,6 +259,9 @@ impl<'a> Sim<'a> {
             in_flight: 0,
             last_now: None,
             decode_only_keys: Vec::new(),
+            feed: None,
+            feed_rng: Stream::new(p.seed, "input-prefix", 0),
+            feed_blocked: false,
             p: Params { cpu_copy, ..p },
         }
     }
@@ -297,9 +308,13 @@ impl<'a> Sim<'a> {
         if self.p.cfg.decode_only {
             self.decode_only_keys = self.cache.keys_with_prefix("prepop_");
         }
-        for u in 0..self.users.len() {
-            let t = start + self.users[u].think();
-            self.push_timer(t, Timer::Arrival(u as u32));
+        if self.feed.is_some() {
+            self.push_timer(start, Timer::Input);
+        } else {
+            for u in 0..self.users.len() {
+                let t = start + self.users[u].think();
+                self.push_timer(t, Timer::Arrival(u as u32));
+            }
         }
         if let Some(e) = self.end {
             self.push_timer(e, Timer::Tick);
@@ -307,7 +322,8 @@ impl<'a> Sim<'a> {
         if let Some(d) = self.drain_until {
             self.push_timer(d, Timer::Tick);
         }
-        if !self.all_docs.is_empty() {
+        // RAG documents are ingested in the synthetic mode only, as in kv-cache.py.
+        if !self.all_docs.is_empty() && self.feed.is_none() {
             let ingest = self.workers;
             for (i, d) in self.all_docs.iter().enumerate() {
                 for (key, tokens) in &d.chunks {
@@ -390,6 +406,15 @@ impl<'a> Sim<'a> {
         if !self.cpu_active.is_empty() {
             return Next::WaitUntil(now);
         }
+        if self.mode == Mode::Measure
+            && self.accepting
+            && self.feed_exhausted()
+            && self.queued.is_empty()
+            && self.pipes.iter().all(|p| p.req.is_none())
+        {
+            // Every request of the input's last pass has completed.
+            self.stop_accepting(now);
+        }
         if self.finished() {
             return if self.in_flight > 0 { Next::Wait } else { Next::Done };
         }
@@ -420,6 +445,7 @@ impl<'a> Sim<'a> {
                     self.stop_accepting(t);
                 }
             }
+            Timer::Input => self.feed_input(now),
             Timer::Wake(i) => {
                 if let Some(job) = self.pipes[i].job.as_mut()
                     && let Some(r) = job.cur.as_mut()
@@ -460,6 +486,44 @@ impl<'a> Sim<'a> {
         self.queued.clear();
     }
 
+    /// Enqueues the feed's requests that are due by `now` (at most
+    /// MAX_WAITING waiting) and sets the timer for the next one.
+    pub(super) fn feed_input(&mut self, now: Instant) {
+        let Some(start) = self.start else { return };
+        if !self.accepting {
+            return;
+        }
+        self.feed_blocked = false;
+        loop {
+            let Some(feed) = self.feed.as_mut() else { return };
+            let Some(due_s) = feed.next_due_s() else { return };
+            let due = start + std::time::Duration::from_secs_f64(due_s);
+            if self.end.is_some_and(|e| due >= e) {
+                return;
+            }
+            if due > now {
+                self.push_timer(due, Timer::Input);
+                return;
+            }
+            if self.queued.len() >= MAX_WAITING {
+                self.feed_blocked = true;
+                return;
+            }
+            let Some(f) = feed.take(&self.p.cfg) else { return };
+            let r = self.generator.fed(&self.p.cfg, f, due, &mut self.feed_rng);
+            self.queue_seq += 1;
+            self.queue.push((r.priority, Reverse(self.queue_seq)));
+            self.queued.insert(self.queue_seq, r);
+            self.stats.requests_enqueued += 1;
+            self.stats.queue_depth_max = self.stats.queue_depth_max.max(self.queued.len() as u64);
+        }
+    }
+
+    /// True when a trace-driven run has handed out every request.
+    pub(super) fn feed_exhausted(&self) -> bool {
+        self.feed.as_ref().is_some_and(Feed::exhausted)
+    }
+
     pub(super) fn dispatch(&mut self, now: Instant) {
         let Some((_, Reverse(seq))) = self.queue.pop() else { return };
         let Some(req) = self.queued.remove(&seq) else { return };
@@ -467,8 +531,11 @@ impl<'a> Sim<'a> {
         let acts = self.plan_request(&req);
         let pipe = &mut self.pipes[i];
         *pipe = Pipe { req: Some(req), acts, ..Pipe::default() };
-        let _ = now;
         self.ready.push_back(i);
+        if self.feed_blocked && self.queued.len() < MAX_WAITING / 2 {
+            self.feed_blocked = false;
+            self.push_timer(now, Timer::Input);
+        }
     }
 
     /// Advances pipe `i` until it waits for something.

@@ -303,3 +303,69 @@ fn preconditioning_fills_twice_the_storage_capacity_and_ages_entries_out() {
     let plan = super::setup_plan(&c, &c.sizing(), None, &mut notes);
     assert!(plan.is_empty() && notes[0].contains("precondition skipped"));
 }
+
+fn feed_run(c: &KvConfig, seed: u64, secs: u64) -> (Sim<'static>, Vec<TraceRow>) {
+    let mut s = sim(c, seed, true, None);
+    s.feed = super::load_feed(c, seed).unwrap();
+    assert!(s.feed.is_some());
+    let t0 = Instant::now();
+    s.begin_measure(t0, Some(Duration::from_secs(secs)), Duration::from_secs(60));
+    let mut sink = TraceSink { writer: None, rows: 0, error: None };
+    run_logical(&mut s, &mut sink, t0, &|| false);
+    let rows = std::mem::take(&mut s.trace_rows);
+    (s, rows)
+}
+
+#[test]
+fn burstgpt_replay_cycles_complete_every_pass_even_without_pacing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.csv");
+    std::fs::write(
+        &path,
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n\
+         0,ChatGPT,100,20,120,Conversation log\n1,GPT-4,12000,50,12050,API log\n2,ChatGPT,300,0,300,Conversation log\n",
+    )
+    .unwrap();
+    let c = cfg(&format!(
+        "{{users: 4, use_burst_trace: true, burst_trace_path: '{}', replay_cycles: 2, trace_speedup: 0, gpu_mem_gb: 0, cpu_mem_gb: 0, \
+         generation_mode: none, disable_prefix_caching: true, model: tiny-1b}}",
+        path.display()
+    ));
+    let (s, rows) = feed_run(&c, 1, 600);
+    assert_eq!(s.stats.requests_completed, 6, "2 complete passes of 3 rows (the reference completed 0)");
+    let writes: Vec<&str> = rows.iter().filter(|r| r.op == TraceOp::Write).map(|r| r.key.as_str()).collect();
+    assert!(writes.contains(&"trace_user_0_req_0001") && writes.contains(&"trace_user_2_req_0006"), "{writes:?}");
+    // Row 2 (12,000 tokens) only writes; row 3 (0 response tokens) still gets one decode batch.
+    assert!(!rows.iter().any(|r| r.op == TraceOp::Read && r.key == "trace_user_1_req_0002"));
+    let reads3 = rows.iter().filter(|r| r.op == TraceOp::Read && r.key == "trace_user_2_req_0003").count();
+    assert_eq!(reads3, 2, "probe + max(1, ⌈0/32⌉) batch");
+    assert!(s.stopped_at.is_some(), "the run ended when the last pass completed");
+}
+
+#[test]
+fn sharegpt_reloads_earlier_turns_and_works_with_multi_turn_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.json");
+    let long = "x".repeat(4000);
+    std::fs::write(
+        &path,
+        format!(
+            r#"[{{"id": "a", "conversations": [{{"from": "human", "value": "{long}"}}, {{"from": "gpt", "value": "{long}"}},
+                {{"from": "human", "value": "{long}"}}, {{"from": "gpt", "value": "{long}"}}]}},
+               {{"id": "b", "conversations": [{{"from": "human", "value": "{long}"}}, {{"from": "gpt", "value": "{long}"}}]}}]"#
+        ),
+    )
+    .unwrap();
+    let base = format!(
+        "users: 2, dataset_path: '{}', replay_cycles: 1, gpu_mem_gb: 0, cpu_mem_gb: 0, generation_mode: none, \
+         disable_prefix_caching: true, model: tiny-1b",
+        path.display()
+    );
+    let (s, rows) = feed_run(&cfg(&format!("{{{base}}}")), 3, 600);
+    assert_eq!(s.stats.requests_completed, 3);
+    assert!(rows.iter().any(|r| r.key == "a_turn_2" && r.op == TraceOp::Write));
+    assert_eq!(s.stats.multi_turn_cache_hits, 1, "a_turn_2 reloads a_turn_1 (the reference never did)");
+    let (s, _) = feed_run(&cfg(&format!("{{{base}, disable_multi_turn: true}}")), 3, 600);
+    assert_eq!(s.stats.requests_completed, 3, "multi-turn off works (the reference crashed)");
+    assert_eq!(s.stats.multi_turn_cache_hits + s.stats.multi_turn_cache_misses, 0);
+}
