@@ -327,6 +327,13 @@ fn extras(sim: &Sim, cfg: &KvConfig, t: Times, facts: &RunFacts) -> Value {
         "cpu_tier_bytes_held": sim.cpu_bytes_held(),
         "gpu_model": {"bandwidth_gbs": cfg.gpu.bandwidth_gbs, "latency_us": cfg.gpu.latency_us},
         "trace": {"path": facts.trace_path, "rows": facts.trace_rows},
+        "input": sim.feed.as_ref().map_or(Value::Null, |f| json!({
+            "kind": f.kind,
+            "path": f.path,
+            "requests_per_pass": f.items_per_pass,
+            "requests_fed": f.seq,
+            "rows_skipped": f.rows_skipped,
+        })),
     })
 }
 
