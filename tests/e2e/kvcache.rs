@@ -264,3 +264,44 @@ fn a_burstgpt_input_drives_the_run_and_a_bad_one_is_a_usage_error() {
     assert!(r.stderr.contains("line 2") && r.stderr.contains("Request tokens"), "{}", r.stderr);
     assert!(tree(e.path()).is_empty(), "nothing written");
 }
+
+#[test]
+fn trace_only_runs_with_the_same_seed_write_byte_identical_traces() {
+    let d = scratch();
+    let run = |name: &str, seed: &str| {
+        let trace = d.path().join(name);
+        let results = d.path().join(format!("res-{name}"));
+        let r = mlpdrive(
+            d.path(),
+            &[
+                "run",
+                "kvcache",
+                "--quiet",
+                "--target",
+                "null://",
+                "--results",
+                results.to_str().unwrap(),
+                "--seed",
+                seed,
+                "--duration",
+                "60s",
+                "--set",
+                "trace.only=true",
+                "--set",
+                &format!("trace.path={}", trace.display()),
+                "--set",
+                "users=30",
+                "--set",
+                "enable_rag=true",
+            ],
+        );
+        assert_eq!(r.code, 0, "{}", r.show());
+        std::fs::read(&trace).unwrap()
+    };
+    let a = run("a.csv", "7");
+    let b = run("b.csv", "7");
+    let c = run("c.csv", "8");
+    assert!(a.len() > 10_000, "{} bytes", a.len());
+    assert!(a == b, "same seed, same trace, timestamps included (logical time)");
+    assert!(a != c, "another seed, another trace");
+}

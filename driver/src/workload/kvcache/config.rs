@@ -545,10 +545,12 @@ impl KvConfig {
     pub fn from_run_config(cfg: &RunConfig) -> Result<KvConfig, Error> {
         let kv: KvConfig = workload_config(cfg)?;
         kv.validate()?;
-        if cfg.common.duration.is_none() && kv.max_requests == 0 {
+        let input_ends = kv.replay_cycles > 0 && (kv.use_burst_trace || kv.dataset_path.is_some());
+        if cfg.common.duration.is_none() && kv.max_requests == 0 && !input_ends {
             return Err(Error::usage(
-                "workload kvcache needs a way to stop: set `duration` (like --duration 60s) or \
-                 `max_requests` (like --set max_requests=100), or both",
+                "workload kvcache needs a way to stop: set `duration` (like --duration 60s), \
+                 `max_requests` (like --set max_requests=100), or with a BurstGPT/ShareGPT input \
+                 `replay_cycles` (like --set replay_cycles=1)",
             ));
         }
         Ok(kv)
