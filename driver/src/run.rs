@@ -25,7 +25,7 @@ use crate::workload::{self, PhaseState, RunEnv, WorkloadOutput};
 /// A workload's config, validated.
 enum Plan {
     Raw(config::raw::RawConfig),
-    Kvcache(Box<crate::workload::kvcache::config::KvConfig>, Option<crate::workload::kvcache::feed::Feed>),
+    Kvcache(Box<crate::workload::kvcache::config::KvConfig>, Option<Box<crate::workload::kvcache::feed::Feed>>),
 }
 
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
@@ -82,7 +82,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
                     TargetUri::File { dir } => workload::kvcache::free_bytes(dir),
                     _ => None,
                 };
-                workload::kvcache::run(&env, kv, free, feed.take())
+                workload::kvcache::run(&env, kv, free, feed.take().map(|f| *f))
             }
         };
         sampler_done.store(true, Ordering::SeqCst);
@@ -133,7 +133,7 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
             crate::workload::kvcache::check_memory(&kv)?;
             let feed = crate::workload::kvcache::load_feed(&kv, cfg.common.seed)?;
             cfg.record_workload(&kv)?;
-            Ok(Plan::Kvcache(Box::new(kv), feed))
+            Ok(Plan::Kvcache(Box::new(kv), feed.map(Box::new)))
         }
         other => Err(Error::usage(format!(
             "config key `workload`: unknown workload '{other}'; known: {}",
