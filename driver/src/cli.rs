@@ -28,15 +28,75 @@ pub enum Command {
     Devices,
     /// Print the human summary of a finished run.
     Report(ReportArgs),
+    /// Print the bytes and files a checkpoint preset writes, in total and per rank.
+    Datasize(DatasizeArgs),
     /// Replay a KV cache I/O trace (kv-cache.py's --io-trace-log CSV, or mlpdrive's) against a target.
     Replay(ReplayArgs),
+    /// The device emulator outside the driver (`emu serve`: an NBD export).
+    #[command(subcommand)]
+    Emu(EmuCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EmuCommand {
+    /// Serve an emulated device over NBD (docs/nbd.md); runs until Ctrl-C.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:10809 (port 0 picks a free port; the real one is printed).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub nbd: String,
+    /// Export size, e.g. 1GiB (required with --backing mem; defaults to the file's size with a FILE).
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// Device profile: a built-in name (see `mlpdrive devices`) or a profile YAML path.
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: String,
+    /// Where the bytes live: `mem` (sparse, in memory) or a file path (created with --size if missing).
+    #[arg(long, value_name = "mem|FILE", default_value = "mem")]
+    pub backing: String,
+    /// Seed of the device model's random choices (latency draws, faults).
+    #[arg(long, default_value_t = crate::config::DEFAULT_SEED)]
+    pub seed: u64,
+    /// Name of the export clients ask for (the empty default name is accepted too).
+    #[arg(long, value_name = "NAME", default_value = "mlpdrive")]
+    pub export_name: String,
+    /// Refuse writes, trims and write-zeroes (EPERM).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Allow a block device as --backing (clients overwrite its contents).
+    #[arg(long)]
+    pub allow_raw_device: bool,
+    /// Threads that complete requests when the model says they are due.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub completion_threads: usize,
+    /// No per-connection messages on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DatasizeArgs {
+    /// Preset name (like checkpoint/llama3-70b) or path to a YAML config.
+    pub workload: String,
+    /// Ranks to size for [default: the config's `ranks`].
+    #[arg(long, value_name = "R")]
+    pub ranks: Option<u32>,
+    /// Subset mode: the ranks (default 8) act as ranks 0.. of the config's full job.
+    #[arg(long)]
+    pub subset: bool,
+    /// Override a config key (repeatable), as for `run`.
+    #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Preset name (see `mlpdrive workloads`) or path to a YAML config.
     pub workload: String,
-    /// Where I/O goes: file://DIR, dev:///dev/X, null://  [default: file://./mlpdrive-data]
+    /// Where I/O goes: file://DIR, dev:///dev/X, null://, emu://PROFILE, nbd://HOST:PORT/EXPORT  [default: file://./mlpdrive-data]
     #[arg(long, short = 't', value_name = "URI")]
     pub target: Option<String>,
     /// Override a config key, e.g. --set queue_depth=64 --set io.direct=false (repeatable).
@@ -57,7 +117,7 @@ pub struct RunArgs {
     /// No progress output on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// Allow dev:// targets (a raw block device: its data is overwritten).
+    /// Allow dev:// targets and nbd:// exports not served by mlpdrive (their data is overwritten).
     #[arg(long)]
     pub allow_raw_device: bool,
     /// Allow targets under system directories or mounted devices.
@@ -153,11 +213,16 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             print!("{}", devices_text()?);
             Ok(EXIT_OK)
         }
+        Command::Emu(EmuCommand::Serve(args)) => crate::serve::serve(&args),
         Command::Replay(args) => crate::replay::replay(&args),
         Command::Report(args) => {
             let (result, path) = crate::results::load(&args.path)?;
             eprintln!("mlpdrive: {}", path.display());
             print!("{}", crate::results::summary::render_text(&result));
+            Ok(EXIT_OK)
+        }
+        Command::Datasize(args) => {
+            print!("{}", crate::workload::checkpoint::datasize(&args.workload, &args.set, args.ranks, args.subset)?);
             Ok(EXIT_OK)
         }
     }

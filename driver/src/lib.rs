@@ -20,6 +20,7 @@ pub mod replay;
 pub mod results;
 pub mod run;
 pub mod rusage;
+pub mod serve;
 pub mod signal;
 pub mod target;
 pub mod units;

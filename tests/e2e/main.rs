@@ -4,10 +4,13 @@
 //! linked once.
 
 mod bad_input;
+mod checkpoint;
 mod cli;
 mod common;
 mod emu_target;
 mod kvcache;
+mod nbd;
 mod raw_runs;
 mod replay;
 mod roundtrip;
+mod virtual_clock;

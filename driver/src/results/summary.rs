@@ -39,12 +39,17 @@ pub fn render_text(r: &RunResult) -> String {
     let mut out = String::new();
     header(&mut out, r);
     out.push('\n');
-    match raw_rows(r) {
-        Some(rows) => raw_table(&mut out, r, &rows),
-        None if r.workload == "kvcache" && r.summary.get("summary").is_some() => {
-            out.push_str(&crate::workload::kvcache::output::text(&r.summary, &r.series));
+    let workload_text = match r.workload.as_str() {
+        "checkpoint" => crate::workload::checkpoint::text::render_summary(&r.summary),
+        "kvcache" if r.summary.get("summary").is_some() => {
+            Some(crate::workload::kvcache::output::text(&r.summary, &r.series))
         }
-        None => generic_summary(&mut out, &r.summary),
+        _ => None,
+    };
+    match (raw_rows(r), workload_text) {
+        (Some(rows), _) => raw_table(&mut out, r, &rows),
+        (None, Some(text)) => out.push_str(&text),
+        (None, None) => generic_summary(&mut out, &r.summary),
     }
     out.push('\n');
     footer(&mut out, r);
@@ -86,6 +91,7 @@ fn io_mode_text(r: &RunResult) -> String {
     let storage = match (m.engine.as_str(), m.direct) {
         ("null", _) => "no storage",
         ("emu", _) => "in memory",
+        ("nbd", _) => "over NBD (TCP)",
         (_, true) => "O_DIRECT",
         (_, false) => "buffered (page cache)",
     };
@@ -108,8 +114,21 @@ fn io_mode_warnings(r: &RunResult) -> Vec<String> {
         return vec!["NULL ENGINE: no storage I/O was done; the figures are mlpdrive's own ceiling".into()];
     }
     if m.engine == "emu" {
+        let note = m.note.as_deref().unwrap_or_default();
+        let bytes = if note.contains("store=none") {
+            "no bytes were kept (reads regenerated)"
+        } else {
+            "bytes were kept in memory"
+        };
+        let clock = if note.contains("virtual clock") { " in simulated time (virtual clock)" } else { "" };
+        return vec![format!(
+            "EMULATED DEVICE: {bytes} and timing came from the device profile{clock}, not real storage"
+        )];
+    }
+    if m.engine == "nbd" {
         return vec![
-            "EMULATED DEVICE: bytes were kept in memory and timing came from the device profile, not real storage"
+            "NBD TARGET: I/O went over TCP to an NBD server; caching and durability are the server's (O_DIRECT does \
+             not apply)"
                 .into(),
         ];
     }
