@@ -305,3 +305,41 @@ fn trace_only_runs_with_the_same_seed_write_byte_identical_traces() {
     assert!(a == b, "same seed, same trace, timestamps included (logical time)");
     assert!(a != c, "another seed, another trace");
 }
+
+#[test]
+fn on_a_virtual_clock_the_same_seed_gives_identical_results_and_traces() {
+    let d = scratch();
+    let run = |n: u32| {
+        let trace = d.path().join(format!("t{n}.csv"));
+        let results = d.path().join(format!("res{n}"));
+        let r = mlpdrive(
+            d.path(),
+            &[
+                "run",
+                "kvcache",
+                "--quiet",
+                "--target",
+                "emu://nvme-gen4?clock=virtual&store=none",
+                "--results",
+                results.to_str().unwrap(),
+                "--seed",
+                "5",
+                "--duration",
+                "8s",
+                "--set",
+                &format!("trace.path={}", trace.display()),
+            ],
+        );
+        assert_eq!(r.code, 0, "{}", r.show());
+        let mut j = read_json(&only_run_dir(&results).join("results.json"));
+        j["summary"]["extras"]["trace"]["path"] = serde_json::Value::Null;
+        (j, std::fs::read(&trace).unwrap())
+    };
+    let (a, ta) = run(1);
+    let (b, tb) = run(2);
+    assert_eq!(a["summary"]["extras"]["cpu_model"]["modelled"], true, "no real copies on a virtual clock");
+    assert!(a["summary"]["requests_completed"].as_u64().unwrap() > 30);
+    assert_eq!(a["summary"], b["summary"], "simulated runs are deterministic");
+    assert_eq!(a["series"], b["series"]);
+    assert!(ta == tb && ta.len() > 1000, "byte-identical traces");
+}

@@ -157,7 +157,11 @@ pub struct KvConfig {
     pub kvcache: IoSettings,
     /// The emulated GPU tier's cost model.
     #[serde(default)]
-    pub gpu: GpuModel,
+    pub gpu: TierModel,
+    /// The CPU tier's cost model on a virtual clock (where a real copy
+    /// would take no simulated time).
+    #[serde(default = "d_cpu_model")]
+    pub cpu: TierModel,
     /// Trace export.
     #[serde(default)]
     pub trace: TraceSettings,
@@ -183,6 +187,9 @@ fn d_profile() -> PerformanceProfile {
 }
 fn d_rag_docs() -> u32 {
     10
+}
+fn d_cpu_model() -> TierModel {
+    TierModel { bandwidth_gbs: 8.0, latency_us: 1.0 }
 }
 fn d_max_conversations() -> u32 {
     500
@@ -510,18 +517,19 @@ impl Default for IoSettings {
     }
 }
 
-/// The emulated GPU tier: an access costs `latency_us + bytes / bandwidth`.
+/// A modelled tier (the GPU tier; the CPU tier on a virtual clock): an
+/// access costs `latency_us + bytes / bandwidth`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct GpuModel {
+pub struct TierModel {
     /// GiB/s.
     pub bandwidth_gbs: f64,
     pub latency_us: f64,
 }
 
-impl Default for GpuModel {
+impl Default for TierModel {
     fn default() -> Self {
-        GpuModel { bandwidth_gbs: 64.0, latency_us: 10.0 }
+        TierModel { bandwidth_gbs: 64.0, latency_us: 10.0 }
     }
 }
 
@@ -653,6 +661,13 @@ impl KvConfig {
         }
         check_int_range("kvcache.queue_depth", self.kvcache.queue_depth.into(), 1, 4096)?;
         check_int_range("kvcache.entry_queue_depth", self.kvcache.entry_queue_depth.into(), 1, 4096)?;
+        if self.cpu.bandwidth_gbs.is_nan()
+            || self.cpu.bandwidth_gbs <= 0.0
+            || self.cpu.latency_us.is_nan()
+            || self.cpu.latency_us < 0.0
+        {
+            return Err(key_error("cpu", "bandwidth_gbs must be > 0 and latency_us ≥ 0"));
+        }
         if self.gpu.bandwidth_gbs.is_nan()
             || self.gpu.bandwidth_gbs <= 0.0
             || self.gpu.latency_us.is_nan()

@@ -68,7 +68,9 @@ pub fn params(
         model,
         seed,
         null_io: cfg.trace.only,
-        cpu_copy: !cfg.trace.only,
+        // On a virtual clock a real copy would take no simulated time: the
+        // CPU tier is modelled there (`cpu.*`), like the GPU tier.
+        cpu_copy: !cfg.trace.only && !clock.is_virtual(),
         storage_bytes,
         io_size: cfg.kvcache.io_size.bytes(),
         entry_queue_depth: cfg.kvcache.entry_queue_depth,

@@ -326,6 +326,11 @@ fn extras(sim: &Sim, cfg: &KvConfig, t: Times, facts: &RunFacts) -> Value {
         "accounting_ok": accounting.is_ok(),
         "cpu_tier_bytes_held": sim.cpu_bytes_held(),
         "gpu_model": {"bandwidth_gbs": cfg.gpu.bandwidth_gbs, "latency_us": cfg.gpu.latency_us},
+        "cpu_model": {
+            "modelled": !sim.params().cpu_copy,
+            "bandwidth_gbs": cfg.cpu.bandwidth_gbs,
+            "latency_us": cfg.cpu.latency_us,
+        },
         "trace": {"path": facts.trace_path, "rows": facts.trace_rows},
         "input": sim.feed.as_ref().map_or(Value::Null, |f| json!({
             "kind": f.kind,

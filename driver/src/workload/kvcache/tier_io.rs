@@ -36,6 +36,13 @@ pub(super) struct Running {
 }
 
 impl Sim<'_> {
+    /// A modelled transfer: pipe `i` wakes after `latency_us + bytes /
+    /// bandwidth` (GiB/s).
+    fn model_wait(&mut self, i: usize, now: Instant, bytes: u64, latency_us: f64, bandwidth_gbs: f64) {
+        let secs = latency_us / 1e6 + bytes as f64 / (bandwidth_gbs * (1u64 << 30) as f64);
+        self.push_timer(now + Duration::from_secs_f64(secs), Timer::Wake(i));
+    }
+
     pub(super) fn start_phys(&mut self, i: usize, step: Step, now: Instant) {
         if let Some(t) = &step.trace {
             self.trace(now, t);
@@ -52,8 +59,7 @@ impl Sim<'_> {
                     run.done = Some((now, true));
                 } else {
                     let g = &self.p.cfg.gpu;
-                    let secs = g.latency_us / 1e6 + *bytes as f64 / (g.bandwidth_gbs * (1u64 << 30) as f64);
-                    self.push_timer(now + Duration::from_secs_f64(secs), Timer::Wake(i));
+                    self.model_wait(i, now, *bytes, g.latency_us, g.bandwidth_gbs);
                 }
             }
             Phys::CpuWrite { id, bytes } => {
@@ -67,13 +73,19 @@ impl Sim<'_> {
                         self.cpu_store.insert(*id, v);
                         self.cpu_active.push_back(i);
                     }
-                } else {
+                } else if null {
                     run.done = Some((now, true));
+                } else {
+                    let c = &self.p.cfg.cpu;
+                    self.model_wait(i, now, *bytes, c.latency_us, c.bandwidth_gbs);
                 }
             }
-            Phys::CpuRead { .. } => {
+            Phys::CpuRead { bytes, .. } => {
                 if self.p.cpu_copy {
                     self.cpu_active.push_back(i);
+                } else if !null {
+                    let c = &self.p.cfg.cpu;
+                    self.model_wait(i, now, *bytes, c.latency_us, c.bandwidth_gbs);
                 } else {
                     run.done = Some((now, true));
                 }
