@@ -8,6 +8,7 @@ mod checkpoint;
 mod cli;
 mod common;
 mod emu_target;
+mod kvcache;
 mod nbd;
 mod raw_runs;
 mod replay;
