@@ -52,6 +52,7 @@ static PRESETS: &[(&str, &str)] = preset_table![
     "training/unet3d_a100",
     "training/unet3d_b200",
     "training/unet3d_h100",
+    "vdb-smoke",
 ];
 
 /// Config files larger than this are refused (configs are a few KiB; this
