@@ -13,4 +13,5 @@ mod raw_runs;
 mod replay;
 mod roundtrip;
 mod training;
+mod vdb;
 mod virtual_clock;
