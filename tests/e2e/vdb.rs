@@ -71,3 +71,28 @@ fn unbuilt_vdb_features_are_usage_errors_that_write_nothing() {
         assert!(tree(d.path()).is_empty(), "{set}: wrote {:?}", tree(d.path()));
     }
 }
+
+#[test]
+fn a_virtual_clock_run_is_deterministic() {
+    let summary = || {
+        let d = scratch();
+        let results = d.path().join("res");
+        let mut args = vec![
+            "run",
+            "vdb-smoke",
+            "--quiet",
+            "--target",
+            "emu://nvme-gen4?clock=virtual",
+            "--results",
+            results.to_str().unwrap(),
+        ];
+        args.extend_from_slice(SMALL);
+        let r = mlpdrive(d.path(), &args);
+        assert_eq!(r.code, 0, "{}", r.show());
+        read_json(&only_run_dir(&results).join("results.json"))["summary"].clone()
+    };
+    let (a, b) = (summary(), summary());
+    assert_eq!(a, b);
+    assert_eq!(a["build_s"], serde_json::Value::Null);
+    assert!(a["p99_latency_ms"].as_f64().unwrap() > 0.0, "{a}");
+}

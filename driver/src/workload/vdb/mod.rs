@@ -90,6 +90,8 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
     env.phase.set("prepare");
     let clock = env.clock.clone();
     let p = prepare(cfg, env.common.seed, &|| clock.now());
+    // On a virtual clock CPU work takes no simulated time: no build figures.
+    let cpu_timed = !env.clock.is_virtual();
 
     env.phase.set("index-write");
     let mut untimed = Recorder::new();
@@ -135,7 +137,7 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
     if src.failed_queries > 0 {
         notes.push(format!("vdb: {} queries abandoned after a failed read (not counted)", src.failed_queries));
     }
-    let summary = summary(cfg, &p, &src.answers, window_s, write_s);
+    let summary = summary(cfg, &p, &src.answers, window_s, write_s, cpu_timed);
     Ok(WorkloadOutput { summary, recorder, verify, errors, window_s, io_mode, notes })
 }
 
@@ -159,7 +161,14 @@ pub fn recalls(answers: &[Answer], truth: &[Vec<u32>], k: usize) -> (f64, f64) {
     (at_k, at_1)
 }
 
-fn summary(cfg: &VdbConfig, p: &Prepared, answers: &[Answer], window_s: f64, write_s: f64) -> serde_json::Value {
+fn summary(
+    cfg: &VdbConfig,
+    p: &Prepared,
+    answers: &[Answer],
+    window_s: f64,
+    write_s: f64,
+    cpu_timed: bool,
+) -> serde_json::Value {
     let mut lat: Vec<u64> = answers.iter().map(|a| a.latency_ns).collect();
     lat.sort_unstable();
     let ms = |ns: u64| ns as f64 / 1e6;
@@ -199,8 +208,8 @@ fn summary(cfg: &VdbConfig, p: &Prepared, answers: &[Answer], window_s: f64, wri
         "nodes_per_sector": p.layout.nodes_per_sector,
         "mean_degree": p.mean_degree,
         "codes_bytes": p.sq.bytes(),
-        "build_s": p.build_s,
-        "ground_truth_s": p.gt_s,
+        "build_s": cpu_timed.then_some(p.build_s),
+        "ground_truth_s": cpu_timed.then_some(p.gt_s),
         "index_write_s": write_s,
     })
 }
@@ -322,7 +331,7 @@ mod tests {
         const DOC: &str = include_str!("../../../../docs/results-schema.md");
         let cfg = small_config();
         let p = prepare(&cfg, 1, &Instant::now);
-        let s = summary(&cfg, &p, &[], 1.0, 0.0);
+        let s = summary(&cfg, &p, &[], 1.0, 0.0, true);
         let missing: Vec<&String> =
             s.as_object().expect("object").keys().filter(|k| !DOC.contains(&format!("`summary.{k}`"))).collect();
         assert!(missing.is_empty(), "vdb summary fields missing from docs/results-schema.md: {missing:?}");
