@@ -48,8 +48,8 @@ impl Layout {
     /// File offset of the read holding node `id`, and the node's offset
     /// inside that read.
     pub fn locate(&self, id: u64) -> (u64, usize) {
-        if self.nodes_per_sector > 0 {
-            let sector = 1 + id / self.nodes_per_sector;
+        if let Some(sector_index) = id.checked_div(self.nodes_per_sector) {
+            let sector = 1 + sector_index;
             (sector * SECTOR_BYTES, ((id % self.nodes_per_sector) * self.node_len) as usize)
         } else {
             let spn = self.node_len.div_ceil(SECTOR_BYTES);

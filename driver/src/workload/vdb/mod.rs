@@ -292,7 +292,7 @@ mod tests {
         assert!(at_1 >= 0.9, "recall@1 {at_1}");
         let per_query = reads as f64 / 60.0;
         // Reads ≈ L + a few (spec §6.3): at least L, not wildly more.
-        assert!(per_query >= 48.0 && per_query < 48.0 * 2.0, "reads per query {per_query}");
+        assert!((48.0..48.0 * 2.0).contains(&per_query), "reads per query {per_query}");
         assert_eq!(answers.iter().map(|a| a.reads).sum::<u64>(), reads);
         // Deterministic for a seed: the same index and answers again.
         let p2 = prepare(&cfg, 11, &Instant::now);
