@@ -38,6 +38,8 @@ pub enum Command {
     /// How big a workload's data must be: a training data set under the MLPerf Storage
     /// rules, or a checkpoint's bytes and files in total and per rank.
     Datasize(DatasizeArgs),
+    /// Mount or unmount the FUSE shim (a directory with emulated-device latency and faults).
+    Shim(ShimArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -126,6 +128,69 @@ pub struct DatasizeArgs {
     /// Subset mode (checkpoint): the ranks (default 8) act as ranks 0.. of the config's full job.
     #[arg(long)]
     pub subset: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ShimArgs {
+    #[command(subcommand)]
+    pub command: ShimCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ShimCommand {
+    /// Mount the shim over a backing directory (or memory); foreground unless --daemon.
+    Mount(ShimMountArgs),
+    /// Unmount a shim mount and wait for its daemon to write its op log and verdicts.
+    Unmount(ShimUnmountArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShimMountArgs {
+    /// Existing empty directory to mount on.
+    #[arg(long, value_name = "DIR")]
+    pub mountpoint: PathBuf,
+    /// Where files live: an existing directory, or `mem` for in-memory files.
+    #[arg(long, value_name = "DIR|mem")]
+    pub backing: String,
+    /// Device profile: a built-in name (see `mlpdrive devices`) or a YAML file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub profile: String,
+    /// Write one CSV row per operation to FILE (format: docs/shim.md).
+    #[arg(long, value_name = "FILE")]
+    pub oplog: Option<PathBuf>,
+    /// Seed of the device model's random choices.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Detach once the mount is ready (stop it with `mlpdrive shim unmount`).
+    #[arg(long)]
+    pub daemon: bool,
+    /// With --daemon: append the daemon's messages to FILE (default: discarded).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Check written and read data live (dedup and content verdicts at unmount).
+    #[arg(long)]
+    pub verify: bool,
+    /// Where --verify writes its verdicts as JSON [default: next to --oplog].
+    #[arg(long, value_name = "FILE")]
+    pub verdict: Option<PathBuf>,
+    /// Let other users access the mount (FUSE allow_other).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Keep the daemon in the data path even when the kernel passthrough could be used.
+    #[arg(long)]
+    pub no_passthrough: bool,
+    /// FUSE request threads.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub threads: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShimUnmountArgs {
+    /// The mount point.
+    pub mountpoint: PathBuf,
+    /// How long to wait for the daemon to finish after the unmount, e.g. 60s.
+    #[arg(long, default_value = "60s", value_name = "D")]
+    pub wait: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -253,6 +318,10 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Datasize(args) => crate::datasize::run(&args),
         Command::Emu(EmuCommand::Serve(args)) => crate::serve::serve(&args),
         Command::Replay(args) => crate::replay::replay(&args),
+        Command::Shim(args) => match &args.command {
+            ShimCommand::Mount(a) => crate::shim_cmd::mount(a),
+            ShimCommand::Unmount(a) => crate::shim_cmd::unmount(a),
+        },
         Command::Report(args) => {
             let (result, path) = crate::results::load(&args.path)?;
             eprintln!("mlpdrive: {}", path.display());

@@ -23,6 +23,8 @@ pub mod results;
 pub mod run;
 pub mod rusage;
 pub mod serve;
+pub mod shim_cmd;
+pub mod shim_verify;
 pub mod signal;
 pub mod target;
 pub mod units;

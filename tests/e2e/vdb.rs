@@ -24,7 +24,7 @@ const SMALL: &[&str] = &[
 #[test]
 fn smoke_preset_builds_writes_and_searches_the_index() {
     let d = scratch();
-    let r = run_in(d.path(), "vdb-smoke", SMALL);
+    let r = run_in(d.path(), "vdb/vdb-smoke", SMALL);
     assert_eq!(r.code, 0, "{}", r.show());
     let res = read_json(&only_run_dir(&d.path().join("res")).join("results.json"));
     assert_eq!(res["status"], "ok", "{res}");
@@ -65,7 +65,7 @@ fn smoke_preset_builds_writes_and_searches_the_index() {
 fn unbuilt_vdb_features_are_usage_errors_that_write_nothing() {
     for set in ["segments=3", "workers=2", "quantizer=pq", "cache_nodes=10"] {
         let d = scratch();
-        let r = run_in(d.path(), "vdb-smoke", &["--set", set]);
+        let r = run_in(d.path(), "vdb/vdb-smoke", &["--set", set]);
         assert_eq!(r.code, 2, "{set}: {}", r.show());
         assert!(r.stderr.contains("not available yet"), "{set}: {}", r.show());
         assert!(tree(d.path()).is_empty(), "{set}: wrote {:?}", tree(d.path()));
@@ -79,7 +79,7 @@ fn a_virtual_clock_run_is_deterministic() {
         let results = d.path().join("res");
         let mut args = vec![
             "run",
-            "vdb-smoke",
+            "vdb/vdb-smoke",
             "--quiet",
             "--target",
             "emu://nvme-gen4?clock=virtual",

@@ -213,7 +213,7 @@ mod tests {
     use super::*;
 
     fn with(set: &str) -> Result<VdbConfig, Error> {
-        let cfg = load("vdb-smoke", &[set.to_string()], None, None)?;
+        let cfg = load("vdb/vdb-smoke", &[set.to_string()], None, None)?;
         VdbConfig::from_run_config(&cfg)
     }
 
