@@ -28,6 +28,7 @@ enum Plan {
     Kvcache(Box<crate::workload::kvcache::config::KvConfig>, Option<Box<crate::workload::kvcache::feed::Feed>>),
     Checkpoint(config::checkpoint::CheckpointConfig),
     Training(Box<config::training::TrainingConfig>),
+    Vdb(Box<config::vdb::VdbConfig>),
 }
 
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
@@ -95,6 +96,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             }
             Plan::Checkpoint(ck) => workload::checkpoint::run(&env, ck),
             Plan::Training(t) => workload::training::run(&env, t),
+            Plan::Vdb(v) => workload::vdb::run(&env, v),
         };
         sampler_done.store(true, Ordering::SeqCst);
         sampler.join().expect("sampler thread panicked");
@@ -156,6 +158,11 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
             workload::training::check(&t)?;
             cfg.record_workload(&t)?;
             Ok(Plan::Training(Box::new(t)))
+        }
+        "vdb" => {
+            let v = config::vdb::VdbConfig::from_run_config(cfg)?;
+            cfg.record_workload(&v)?;
+            Ok(Plan::Vdb(Box::new(v)))
         }
         other => Err(Error::usage(format!(
             "config key `workload`: unknown workload '{other}'; known: {}",

@@ -15,4 +15,5 @@ mod replay;
 mod roundtrip;
 mod shim;
 mod training;
+mod vdb;
 mod virtual_clock;

@@ -18,6 +18,7 @@ mod overrides;
 mod presets;
 pub mod raw;
 pub mod training;
+pub mod vdb;
 
 #[cfg(test)]
 mod tests;
@@ -38,7 +39,7 @@ use crate::units::Dur;
 use errors::Scope;
 
 /// Workloads this build can run (the `workload` key must name one).
-pub const KNOWN_WORKLOADS: &[&str] = &["raw", "checkpoint", "kvcache", "training"];
+pub const KNOWN_WORKLOADS: &[&str] = &["raw", "checkpoint", "kvcache", "training", "vdb"];
 
 /// A loaded run config: where it came from, the resolved common keys, the
 /// workload's keys (not yet deserialized), and the effective config.

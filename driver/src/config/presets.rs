@@ -56,10 +56,11 @@ static PRESETS: &[(&str, &str)] = preset_table![
     "training/unet3d_a100",
     "training/unet3d_b200",
     "training/unet3d_h100",
+    "vdb/vdb-smoke",
 ];
 
 /// Short names for presets: `mlpdrive run kvcache` runs the smoke preset.
-static ALIASES: &[(&str, &str)] = &[("kvcache", "kvcache/kvcache-smoke")];
+static ALIASES: &[(&str, &str)] = &[("kvcache", "kvcache/kvcache-smoke"), ("vdb", "vdb/vdb-smoke")];
 
 /// Config files larger than this are refused (configs are a few KiB; this
 /// keeps `mlpdrive run /dev/zero` from eating memory).

@@ -114,6 +114,9 @@ fn every_preset_loads_and_validates() {
                 super::training::TrainingConfig::from_run_config(&cfg)
                     .unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
             }
+            "vdb" => {
+                super::vdb::VdbConfig::from_run_config(&cfg).unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
+            }
             other => panic!("preset {}: no validation test for workload {other}", preset.name),
         }
     }

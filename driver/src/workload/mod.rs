@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod kvcache;
 pub mod raw;
 pub mod training;
+pub mod vdb;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -28,6 +29,7 @@ pub const WORKLOADS: &[(&str, &str)] = &[
     ("raw", "fio-like calibration: seq/rand read/write at a block size and queue depth"),
     ("checkpoint", "MLPerf Storage LLM checkpointing: llama3 shards saved and loaded by every rank"),
     ("training", "MLPerf Storage training reads (DLIO): accelerators, batches, compute waits, AU"),
+    ("vdb", "MLPerf Storage vector database: DiskANN-layout graph index, beam search reads, QPS and recall"),
 ];
 
 /// What a workload gets to run.

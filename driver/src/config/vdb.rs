@@ -1,0 +1,247 @@
+//! Keys of the `vdb` workload (vector database, MLPerf Storage VDB at the
+//! storage level): the synthetic data set, the graph index's build
+//! parameters, and the beam search's parameters. Names follow the spec's
+//! proposed knobs (`max_degree`, `build_list`, `alpha`, `beam_width`,
+//! `search_list`, `k`, …). Knobs the spec names but this build does not
+//! implement yet are accepted only at their one working value and refused
+//! otherwise with "not available yet: …".
+
+use serde::{Deserialize, Serialize};
+
+use super::errors::{check_int_range, key_error};
+use super::{RunConfig, workload_config};
+use crate::error::Error;
+
+/// Most vectors one run builds in memory (the build is in RAM, single-threaded).
+pub const MAX_VECTORS: u64 = 2_000_000;
+/// Largest vector dimension.
+pub const MAX_DIM: u64 = 4096;
+/// Largest graph degree R.
+pub const MAX_DEGREE: u64 = 256;
+/// Largest search list (build or query).
+pub const MAX_LIST: u64 = 4096;
+/// Largest beam width W.
+pub const MAX_BEAM: u64 = 64;
+/// Largest k.
+pub const MAX_K: u64 = 1000;
+/// Most queries in flight on the one engine worker.
+pub const MAX_IN_FLIGHT: u64 = 256;
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VdbConfig {
+    /// Vectors in the data set.
+    pub num_vectors: u64,
+    /// Dimension of each vector (f32).
+    pub dim: u64,
+    /// Base-vector distribution: `uniform` (U[0,1) then L2-normalised, as
+    /// the reference's `load_vdb`).
+    #[serde(default = "default_distribution")]
+    pub distribution: String,
+    /// `cosine` (vectors normalised, searched with L2, as DiskANN/Milvus do)
+    /// or `l2`.
+    #[serde(default = "default_metric")]
+    pub metric: String,
+    /// `planted` (noisy copies of base vectors: a meaningful nearest
+    /// neighbour) or `independent` (uniform, like the reference).
+    #[serde(default = "default_query_mode")]
+    pub query_mode: String,
+    /// Norm of the Gaussian noise added to a planted query before it is
+    /// normalised again.
+    #[serde(default = "default_query_noise")]
+    pub query_noise: f64,
+    /// Distinct query vectors (each searched once per pass).
+    #[serde(default = "default_num_queries")]
+    pub num_query_vectors: u64,
+    /// Passes over the query set in the measured window.
+    #[serde(default = "one")]
+    pub query_passes: u64,
+    /// Index type: `diskann` (graph + full vectors in 4 KiB sectors).
+    #[serde(default = "default_index")]
+    pub index: String,
+    /// Graph degree R.
+    #[serde(default = "default_max_degree")]
+    pub max_degree: u64,
+    /// Candidate list size while building (L_b).
+    #[serde(default = "default_build_list")]
+    pub build_list: u64,
+    /// Robust-prune parameter α (≥ 1).
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Compressed vectors kept in RAM to steer the search: `sq8` (one byte
+    /// per dimension, per-dimension min/max scalar quantiser).
+    #[serde(default = "default_quantizer")]
+    pub quantizer: String,
+    /// Reads issued together per hop (W).
+    #[serde(default = "default_beam_width")]
+    pub beam_width: u64,
+    /// Candidate list size while searching (L).
+    #[serde(default = "default_search_list")]
+    pub search_list: u64,
+    /// Neighbours returned per query (recall@k).
+    #[serde(default = "default_k")]
+    pub k: u64,
+    /// Queries in flight on the engine worker (each a state machine).
+    #[serde(default = "default_in_flight")]
+    pub queries_in_flight: u64,
+    /// Engine worker threads (only 1 so far).
+    #[serde(default = "one")]
+    pub workers: u64,
+    /// Segment indexes each query fans out to (only 1 so far).
+    #[serde(default = "one")]
+    pub segments: u64,
+    /// Nodes kept in a RAM cache (only 0 so far).
+    #[serde(default)]
+    pub cache_nodes: u64,
+}
+
+fn default_distribution() -> String {
+    "uniform".into()
+}
+fn default_metric() -> String {
+    "cosine".into()
+}
+fn default_query_mode() -> String {
+    "planted".into()
+}
+fn default_query_noise() -> f64 {
+    0.05
+}
+fn default_num_queries() -> u64 {
+    1000
+}
+fn one() -> u64 {
+    1
+}
+fn default_index() -> String {
+    "diskann".into()
+}
+fn default_max_degree() -> u64 {
+    64
+}
+fn default_build_list() -> u64 {
+    200
+}
+fn default_alpha() -> f64 {
+    1.2
+}
+fn default_quantizer() -> String {
+    "sq8".into()
+}
+fn default_beam_width() -> u64 {
+    4
+}
+fn default_search_list() -> u64 {
+    200
+}
+fn default_k() -> u64 {
+    10
+}
+fn default_in_flight() -> u64 {
+    8
+}
+
+/// Accepts one of `ok`; names in `later` get "not available yet".
+fn check_name(key: &str, value: &str, ok: &[&str], later: &[&str]) -> Result<(), Error> {
+    if ok.contains(&value) {
+        return Ok(());
+    }
+    if later.contains(&value) {
+        return Err(key_error(
+            key,
+            format!("not available yet: '{value}' (this build supports {}); see docs/workloads/vdb.md", ok.join(", ")),
+        ));
+    }
+    let mut all: Vec<&str> = ok.to_vec();
+    all.extend_from_slice(later);
+    Err(key_error(key, format!("expected one of {}, got '{value}'", all.join(", "))))
+}
+
+fn not_yet(key: &str, value: u64, only: u64, what: &str) -> Result<(), Error> {
+    if value == only {
+        return Ok(());
+    }
+    Err(key_error(key, format!("not available yet: {what} (only {key}: {only} is built; see docs/workloads/vdb.md)")))
+}
+
+impl VdbConfig {
+    pub fn from_run_config(cfg: &RunConfig) -> Result<VdbConfig, Error> {
+        let v: VdbConfig = workload_config(cfg)?;
+        v.validate()?;
+        Ok(v)
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        check_int_range("num_vectors", self.num_vectors, 2, MAX_VECTORS)?;
+        check_int_range("dim", self.dim, 1, MAX_DIM)?;
+        check_name("distribution", &self.distribution, &["uniform"], &["normal"])?;
+        check_name("metric", &self.metric, &["cosine", "l2"], &["ip"])?;
+        check_name("query_mode", &self.query_mode, &["planted", "independent"], &[])?;
+        if !(self.query_noise.is_finite() && self.query_noise >= 0.0 && self.query_noise <= 10.0) {
+            return Err(key_error("query_noise", format!("expected a number in [0, 10], got {}", self.query_noise)));
+        }
+        check_int_range("num_query_vectors", self.num_query_vectors, 1, 1_000_000)?;
+        check_int_range("query_passes", self.query_passes, 1, 1_000_000)?;
+        check_name("index", &self.index, &["diskann"], &["aisaq-perf", "aisaq-scale", "hnsw-ram"])?;
+        check_int_range("max_degree", self.max_degree, 2, MAX_DEGREE)?;
+        check_int_range("build_list", self.build_list, self.max_degree.min(MAX_LIST), MAX_LIST)
+            .map_err(|e| Error::usage(format!("{e} (build_list must be at least max_degree)")))?;
+        if !(self.alpha.is_finite() && (1.0..=4.0).contains(&self.alpha)) {
+            return Err(key_error("alpha", format!("expected a number in [1, 4], got {}", self.alpha)));
+        }
+        check_name("quantizer", &self.quantizer, &["sq8"], &["pq"])?;
+        check_int_range("beam_width", self.beam_width, 1, MAX_BEAM)?;
+        check_int_range("k", self.k, 1, MAX_K.min(self.num_vectors))?;
+        check_int_range("search_list", self.search_list, self.k, MAX_LIST)
+            .map_err(|e| Error::usage(format!("{e} (search_list must be at least k)")))?;
+        check_int_range("queries_in_flight", self.queries_in_flight, 1, MAX_IN_FLIGHT)?;
+        not_yet("workers", self.workers, 1, "more than one engine worker thread")?;
+        not_yet("segments", self.segments, 1, "segment fan-out (each query searching several indexes)")?;
+        not_yet("cache_nodes", self.cache_nodes, 0, "a node cache")?;
+        Ok(())
+    }
+
+    /// Bytes of one node record: vector, neighbour count, R neighbour ids.
+    pub fn node_len_bytes(&self) -> u64 {
+        self.dim * 4 + 4 + 4 * self.max_degree
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load;
+    use super::*;
+
+    fn with(set: &str) -> Result<VdbConfig, Error> {
+        let cfg = load("vdb/vdb-smoke", &[set.to_string()], None, None)?;
+        VdbConfig::from_run_config(&cfg)
+    }
+
+    fn message(set: &str) -> String {
+        match with(set) {
+            Err(Error::Usage(m)) => m,
+            other => panic!("{set}: expected a usage error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unbuilt_features_are_refused_as_not_available_yet() {
+        for set in
+            ["workers=2", "segments=4", "cache_nodes=100", "quantizer=pq", "index=hnsw-ram", "distribution=normal"]
+        {
+            let m = message(set);
+            let key = set.split('=').next().unwrap();
+            assert!(m.contains(&format!("`{key}`")) && m.contains("not available yet"), "{set}: {m}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        assert!(message("search_list=5").contains("`search_list`"));
+        assert!(message("metric=hamming").contains("expected one of cosine, l2, ip"));
+        assert!(message("alpha=0.5").contains("`alpha`"));
+        assert!(message("build_list=8").contains("at least max_degree"));
+        assert!(message("bogus=1").contains("bogus"));
+        assert!(with("beam_width=8").is_ok());
+    }
+}
