@@ -6,6 +6,7 @@
 //! docs/ARCHITECTURE.md.
 
 pub mod buf;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod datagen;

@@ -1,0 +1,204 @@
+//! `mlpdrive check`: compares what reached storage (the FUSE shim's op log)
+//! with what the driver meant to do (the KV cache journal, the results) and
+//! gives verdicts: dedup, compressibility, content, tier placement, deletes
+//! and byte totals. Format of the inputs and of the verdicts JSON:
+//! docs/check.md.
+//!
+//! The op log is streamed once; each verdict keeps only what it needs (the
+//! set of written block hashes, the known blocks of live files).
+
+pub mod content;
+pub mod dedup;
+pub mod files;
+pub mod input;
+pub mod journal;
+pub mod oplog;
+pub mod report;
+pub mod summary;
+pub mod tier;
+pub mod totals;
+pub mod verdict;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{EXIT_FAILED, EXIT_OK, Error};
+use report::{Inputs, Report};
+use verdict::Verdict;
+
+/// Verdict names, in report order (`--require` accepts these).
+pub const VERDICTS: [&str; 8] =
+    ["dedup", "compressibility", "content", "tier_placement", "tier_deletes", "results_bytes", "tier_bytes", "errors"];
+
+/// What to check, as the CLI resolved it.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    pub oplog: PathBuf,
+    pub journal: Option<PathBuf>,
+    pub results: Option<PathBuf>,
+    /// Where the verdicts JSON goes; default `<oplog>.verdicts.json`.
+    pub json: Option<PathBuf>,
+    /// Verdicts that must pass (not_checked fails them).
+    pub require: Vec<String>,
+    pub quiet: bool,
+}
+
+/// Default verdicts path: next to the op log, `<oplog>.verdicts.json`.
+pub fn default_json_path(oplog: &Path) -> PathBuf {
+    let mut name = oplog.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".verdicts.json");
+    oplog.with_file_name(name)
+}
+
+/// Runs the check; returns the exit code (0 pass, 1 a violation). Input
+/// that cannot be judged is an `Error::Usage` (exit 2) naming file, line and
+/// column.
+pub fn run(opts: &CheckOptions) -> Result<i32, Error> {
+    for r in &opts.require {
+        if !VERDICTS.contains(&r.as_str()) {
+            return Err(Error::usage(format!("--require {r}: no such verdict; one of {}", VERDICTS.join(", "))));
+        }
+    }
+    let json_path = opts.json.clone().unwrap_or_else(|| default_json_path(&opts.oplog));
+    let parent = json_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(Error::usage(format!(
+            "--json {}: directory {} does not exist",
+            json_path.display(),
+            parent.display()
+        )));
+    }
+    let results = match &opts.results {
+        Some(p) => Some(crate::results::load(p)?),
+        None => None,
+    };
+    let journal = match &opts.journal {
+        Some(p) => Some(journal::read(p)?),
+        None => None,
+    };
+    let mut reader = oplog::OpLogReader::open(&opts.oplog)?;
+    let mut files = files::Files::default();
+    let mut summary = summary::SummaryAcc::default();
+    let mut dedup = dedup::Dedup::default();
+    let mut content = content::Content::default();
+    let mut bytes = totals::OpLogBytes::default();
+    while let Some(row) = reader.next_row()? {
+        summary.observe(&row);
+        dedup.observe(&row);
+        content.observe(&row, &files);
+        bytes.observe(&row);
+        files.apply(&row);
+    }
+    let mut warnings = reader.warnings().to_vec();
+    let versions = files.finish();
+    let summary = summary.finish();
+    if summary.rows == 0 {
+        warnings.push("the op log has no operations: did the workload run through the mount?".into());
+    }
+
+    let mut verdicts: Vec<Verdict> = Vec::new();
+    verdicts.extend(dedup.verdicts());
+    verdicts.push(content.verdict());
+    match &journal {
+        Some(rows) => verdicts.extend(tier::verdicts(&tier::TierInput { journal: rows, versions: &versions })),
+        None => {
+            verdicts.push(Verdict::not_checked("tier_placement", "no --journal given"));
+            verdicts.push(Verdict::not_checked("tier_deletes", "no --journal given"));
+        }
+    }
+    match &results {
+        Some((r, _)) => verdicts.push(totals::results_bytes(r, &bytes, &versions)),
+        None => verdicts.push(Verdict::not_checked("results_bytes", "no --results given")),
+    }
+    match (&results, &journal) {
+        (Some((r, _)), Some(rows)) => verdicts.push(totals::tier_bytes(r, &tier::journal_bytes(rows))),
+        (None, _) => verdicts.push(Verdict::not_checked("tier_bytes", "no --results given")),
+        (_, None) => verdicts.push(Verdict::not_checked("tier_bytes", "no --journal given")),
+    }
+    verdicts.push(errors_verdict(&summary));
+
+    let inputs = Inputs {
+        oplog: opts.oplog.display().to_string(),
+        journal: opts.journal.as_ref().map(|p| p.display().to_string()),
+        results: results.as_ref().map(|(_, p)| p.display().to_string()),
+    };
+    let report = Report::new(inputs, opts.require.clone(), warnings, summary, verdicts);
+    crate::results::write_json_atomic(&json_path, &report)
+        .map_err(|e| Error::failed(format!("cannot write the verdicts to {}: {e}", json_path.display())))?;
+    if !opts.quiet {
+        print!("{}", report.render_text());
+    }
+    eprintln!("mlpdrive: verdicts written to {}", json_path.display());
+    Ok(if report.failures().is_empty() { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// `errors`: failed operations in the op log, other than the expected
+/// answers of existence probes (ENOENT from getattr/open, EEXIST from
+/// mkdir). They are not violations by themselves (a fault-injecting profile
+/// makes them on purpose), so with failures this verdict is not checked;
+/// `--require errors` makes a CI job insist on an error-free log.
+fn errors_verdict(summary: &summary::Summary) -> Verdict {
+    let mut failed = 0u64;
+    for (op, st) in &summary.ops {
+        failed += st.errors;
+        let probe_errno = match *op {
+            "getattr" | "open" => Some("ENOENT"),
+            "mkdir" => Some("EEXIST"),
+            _ => None,
+        };
+        if let Some(e) = probe_errno {
+            failed -= summary.probe_errors.get(&(op.to_string(), e.to_string())).copied().unwrap_or(0);
+        }
+    }
+    let mut v = Verdict::new("errors");
+    v.number("failed_ops", failed);
+    if failed == 0 {
+        v.decide(false, format!("no failed operations in {} ops (existence probes aside)", summary.rows));
+    } else {
+        let numbers = v.numbers;
+        v = Verdict::not_checked(
+            "errors",
+            format!("{failed} operations failed (see failed ops by errno); not judged unless --require errors"),
+        );
+        v.numbers = numbers;
+    }
+    v
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::oplog::{OpKind, OpRow};
+
+    /// A hand-written op-log row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn row(
+        line: u64,
+        op: &str,
+        path: &str,
+        path2: &str,
+        offset: u64,
+        length: u64,
+        result: &str,
+        hashes: &[u64],
+    ) -> OpRow {
+        OpRow {
+            line,
+            start_ns: line * 1000,
+            op: OpKind::ALL.into_iter().find(|k| k.as_str() == op).expect("known op"),
+            path: path.into(),
+            path2: path2.into(),
+            offset,
+            length,
+            latency_ns: 1000,
+            errno: (result != "ok").then(|| result.to_string()),
+            block_hashes: hashes.to_vec(),
+            zstd_in_bytes: 0,
+            zstd_out_bytes: 0,
+        }
+    }
+
+    pub fn with_zstd(mut r: OpRow, in_bytes: u64, out_bytes: u64) -> OpRow {
+        r.zstd_in_bytes = in_bytes;
+        r.zstd_out_bytes = out_bytes;
+        r
+    }
+}

@@ -1,0 +1,152 @@
+//! Byte totals: what the run's results.json says it moved against what the
+//! op log saw.
+//!
+//! - `results_bytes`: the storage target's read and write bytes (all phases
+//!   of the `series`, storage-tier or tier-less series only) against the op
+//!   log's successful reads and writes of data files. The op log must not
+//!   see fewer bytes than the results claim, nor more, apart from padding:
+//!   the file target writes an object's last chunk padded to the alignment
+//!   and the kernel ends reads at end of file, so each object end that is not
+//!   a multiple of 4 KiB may differ by less than 4 KiB.
+//! - `tier_bytes`: per-tier totals of the journal against per-tier series of
+//!   the results (series whose `tier` names a tier), when the results have
+//!   them.
+
+use super::files::{Version, is_housekeeping};
+use super::journal::Tier;
+use super::oplog::{BLOCK_BYTES, OpKind, OpRow};
+use super::tier::TierBytes;
+use super::verdict::{Offenders, Verdict};
+use crate::results::RunResult;
+
+/// The op log's data bytes and the padding slack they allow.
+#[derive(Default, Debug)]
+pub struct OpLogBytes {
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    /// Successful data reads ending off a 4 KiB boundary (end-of-file reads).
+    unaligned_read_ends: u64,
+}
+
+impl OpLogBytes {
+    pub fn observe(&mut self, row: &OpRow) {
+        if !row.ok() || is_housekeeping(&row.path) {
+            return;
+        }
+        match row.op {
+            OpKind::Read => {
+                self.read_bytes += row.length;
+                if !(row.offset + row.length).is_multiple_of(BLOCK_BYTES) {
+                    self.unaligned_read_ends += 1;
+                }
+            }
+            OpKind::Write => self.write_bytes += row.length,
+            _ => {}
+        }
+    }
+}
+
+/// Maps a results series' `tier` to a journal tier; `None` for tier-less
+/// series (`-`) and names it does not know.
+pub fn series_tier(name: &str) -> Option<Tier> {
+    match name.to_ascii_lowercase().as_str() {
+        "gpu" | "tier-0" | "tier0" => Some(Tier::Gpu),
+        "cpu" | "tier-1" | "tier1" => Some(Tier::Cpu),
+        "storage" | "nvme" | "tier-2" | "tier2" => Some(Tier::Storage),
+        _ => None,
+    }
+}
+
+pub fn results_bytes(results: &RunResult, oplog: &OpLogBytes, versions: &[Version]) -> Verdict {
+    let mut claimed_read = 0u64;
+    let mut claimed_write = 0u64;
+    for s in &results.series {
+        if s.tier != "-" && series_tier(&s.tier) != Some(Tier::Storage) {
+            continue;
+        }
+        match s.op.as_str() {
+            "read" => claimed_read += s.bytes,
+            "write" => claimed_write += s.bytes,
+            _ => {}
+        }
+    }
+    let unaligned_objects =
+        versions.iter().filter(|v| !is_housekeeping(&v.path) && !v.size_bytes.is_multiple_of(BLOCK_BYTES)).count()
+            as u64;
+    let write_slack = unaligned_objects * (BLOCK_BYTES - 1);
+    let read_slack = oplog.unaligned_read_ends * (BLOCK_BYTES - 1);
+    let mut v = Verdict::new("results_bytes");
+    v.number("results_read_bytes", claimed_read)
+        .number("oplog_read_bytes", oplog.read_bytes)
+        .number("read_slack_bytes", read_slack)
+        .number("results_write_bytes", claimed_write)
+        .number("oplog_write_bytes", oplog.write_bytes)
+        .number("write_slack_bytes", write_slack);
+    let mut bad = Offenders::default();
+    for (what, claimed, seen, slack) in
+        [("read", claimed_read, oplog.read_bytes, read_slack), ("write", claimed_write, oplog.write_bytes, write_slack)]
+    {
+        if claimed.abs_diff(seen) > slack {
+            bad.push(|| {
+                format!(
+                    "{what}: results.json counts {claimed} bytes, the op log saw {seen} bytes (allowed padding {slack} bytes)"
+                )
+            });
+        }
+    }
+    v.decide(
+        bad.total > 0,
+        if bad.total > 0 {
+            "results.json and the op log disagree on the bytes moved".to_string()
+        } else {
+            format!(
+                "results.json and the op log agree: {claimed_read} bytes read, {claimed_write} bytes written (within padding)"
+            )
+        },
+    );
+    bad.into_verdict(&mut v);
+    v
+}
+
+pub fn tier_bytes(results: &RunResult, journal: &TierBytes) -> Verdict {
+    let tiered: Vec<_> = results.series.iter().filter(|s| s.tier != "-").collect();
+    if tiered.is_empty() {
+        return Verdict::not_checked("tier_bytes", "results have no per-tier totals (every series has tier `-`)");
+    }
+    let mut claimed = TierBytes::new();
+    let mut bad = Offenders::default();
+    for s in tiered {
+        let Some(tier) = series_tier(&s.tier) else {
+            bad.push(|| format!("results series tier `{}` is not one of GPU, CPU, storage", s.tier));
+            continue;
+        };
+        let op = match s.op.as_str() {
+            "read" => "read",
+            "write" => "write",
+            _ => continue,
+        };
+        *claimed.entry((tier, op)).or_default() += s.bytes;
+    }
+    let mut v = Verdict::new("tier_bytes");
+    for tier in Tier::ALL {
+        for op in ["read", "write"] {
+            let c = claimed.get(&(tier, op)).copied().unwrap_or(0);
+            let j = journal.get(&(tier, op)).copied().unwrap_or(0);
+            let label = tier.as_str().to_ascii_lowercase().replace('-', "");
+            v.number(&format!("{label}_{op}_bytes_results"), c).number(&format!("{label}_{op}_bytes_journal"), j);
+            if c != j {
+                bad.push(|| format!("{} {op}: results.json {c} bytes, journal {j} bytes", tier.as_str()));
+            }
+        }
+    }
+    v.decide(
+        bad.total > 0,
+        if bad.total > 0 {
+            "per-tier byte totals of results.json and the journal disagree".to_string()
+        } else {
+            "per-tier byte totals of results.json and the journal agree".to_string()
+        },
+    );
+    bad.into_verdict(&mut v);
+    v
+}
