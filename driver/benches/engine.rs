@@ -51,6 +51,7 @@ fn control() -> Control {
         verify: false,
         continue_on_error: false,
         stall_timeout: Duration::from_secs(30),
+        clock: mlpdrive::clock::Clock::real(),
     }
 }
 

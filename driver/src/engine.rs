@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::buf::BufPool;
+use crate::clock::Clock;
 use crate::datagen::{self, Expect, VerifyOutcome};
 use crate::recorder::{LiveCounters, Recorder, SeriesKey};
 use crate::target::{Completion, Op, OpKind, Queue, TargetError};
@@ -50,13 +51,19 @@ pub enum Next {
     /// follow the object's writes). With nothing in flight this ends the
     /// worker, as `Done` would.
     Wait,
+    /// Nothing to issue before this time (think time, an arrival, a modelled
+    /// transfer). The engine keeps reaping completions meanwhile and asks
+    /// again at that time or after any completion, whichever comes first.
+    /// Idle time is not a stall.
+    WaitUntil(Instant),
     /// This worker has nothing more to issue.
     Done,
 }
 
 /// A workload's op generator for one worker.
 pub trait OpSource: Send {
-    /// The next op to issue.
+    /// The next op to issue. `now` is the run clock's time; sources read
+    /// time only from here, from completions, or from [`Control::clock`].
     fn next(&mut self, now: Instant) -> Next;
     /// Told about every completion of an op it issued.
     fn completed(&mut self, _req: &Request, _c: &Completion) {}
@@ -72,6 +79,8 @@ pub struct Control {
     pub continue_on_error: bool,
     /// An op in flight this long without any completion fails the run.
     pub stall_timeout: Duration,
+    /// The run's clock (deadlines, waits and stall detection use it).
+    pub clock: Clock,
 }
 
 /// Error tally: the count and the first one, with context.
@@ -111,6 +120,10 @@ pub struct WorkerReport {
 /// noticed promptly even when the device is slow.
 const REAP_SLICE: Duration = Duration::from_millis(100);
 
+/// Shortest reap wait while a source waits for a time: a zero wait would
+/// spin the core until that time arrives.
+const MIN_REAP_WAIT: Duration = Duration::from_micros(50);
+
 /// Runs one worker until its source is exhausted, the deadline passes, the
 /// stop flag is raised, or an error stops it. In-flight ops are always
 /// drained (never abandoned) unless the target stalls.
@@ -126,16 +139,25 @@ pub fn run_worker(
     let mut free_tags: Vec<u64> = (0..depth as u64).rev().collect();
     let mut done = Vec::with_capacity(depth);
     let mut exhausted = false;
-    let mut last_progress = Instant::now();
+    let mut last_progress = ctl.clock.now();
     loop {
-        let now = Instant::now();
+        let now = ctl.clock.now();
         let stopping = ctl.stop.load(Ordering::Relaxed) || ctl.deadline.is_some_and(|d| now >= d);
+        if queue.in_flight() == 0 {
+            // Nothing outstanding: time spent idle is not a stall.
+            last_progress = now;
+        }
         let mut waiting = false;
+        let mut wake_at = None;
         while !stopping && !exhausted && !free_tags.is_empty() {
             let req = match source.next(now) {
                 Next::Op(r) => r,
                 Next::Wait => {
                     waiting = true;
+                    break;
+                }
+                Next::WaitUntil(t) => {
+                    wake_at = Some(t);
                     break;
                 }
                 Next::Done => {
@@ -178,17 +200,29 @@ pub fn run_worker(
             if exhausted || stopping || waiting {
                 break;
             }
+            if let Some(t) = wake_at {
+                // Sleep in slices so the stop flag and deadline are noticed.
+                let mut until = t.min(now + REAP_SLICE);
+                if let Some(d) = ctl.deadline {
+                    until = until.min(d);
+                }
+                ctl.clock.sleep_until(until);
+            }
             continue;
         }
+        let reap_timeout = match wake_at {
+            Some(t) => t.saturating_duration_since(now).clamp(MIN_REAP_WAIT, REAP_SLICE),
+            None => REAP_SLICE,
+        };
         done.clear();
-        if let Err(e) = queue.reap(1, REAP_SLICE, &mut done) {
+        if let Err(e) = queue.reap(1, reap_timeout, &mut done) {
             report.errors.add(|| e.to_string());
             ctl.live.add_error();
             ctl.stop.store(true, Ordering::Relaxed);
             break;
         }
         if done.is_empty() {
-            let waited = last_progress.elapsed();
+            let waited = ctl.clock.now().saturating_duration_since(last_progress);
             if waited >= ctl.stall_timeout {
                 let e = TargetError::Stalled { secs: waited.as_secs_f64(), in_flight: queue.in_flight() };
                 report.errors.add(|| e.to_string());
@@ -200,7 +234,7 @@ pub fn run_worker(
             }
             continue;
         }
-        last_progress = Instant::now();
+        last_progress = ctl.clock.now();
         report.last_completion = Some(last_progress);
         for mut c in done.drain(..) {
             let req = reqs[c.tag as usize].take().expect("completion for an issued op");
@@ -326,6 +360,7 @@ mod tests {
             verify: false,
             continue_on_error,
             stall_timeout: stall,
+            clock: Clock::real(),
         }
     }
 
@@ -371,5 +406,95 @@ mod tests {
         run_worker(&mut Reads(50), &mut q, &mut pool, &ctl, &mut rep);
         assert_eq!(rep.errors.count, 50);
         assert_eq!(ctl.live.snapshot().errors, 50);
+    }
+
+    /// A queue that completes every op successfully at once.
+    struct InstantQueue {
+        depth: usize,
+        done: VecDeque<Completion>,
+    }
+
+    impl Queue for InstantQueue {
+        fn depth(&self) -> usize {
+            self.depth
+        }
+        fn in_flight(&self) -> usize {
+            self.done.len()
+        }
+        fn submit(&mut self, tag: u64, op: Op, buf: Option<AlignedBuf>) -> Result<(), QueueFull> {
+            let now = Instant::now();
+            let len = match op {
+                Op::Read { len, .. } | Op::Write { len, .. } => len,
+                Op::Commit { .. } => 0,
+            };
+            self.done.push_back(Completion {
+                tag,
+                op,
+                result: Ok(len),
+                buf,
+                data_start: 0,
+                submitted: now,
+                completed: now,
+            });
+            Ok(())
+        }
+        fn reap(&mut self, _min: usize, _timeout: Duration, out: &mut Vec<Completion>) -> Result<usize, TargetError> {
+            let n = self.done.len();
+            out.extend(self.done.drain(..));
+            Ok(n)
+        }
+        fn io_mode(&self) -> IoMode {
+            IoMode { direct: false, engine: "fake".into(), registered_buffers: false, note: None }
+        }
+    }
+
+    /// Issues one read, then waits until `gap` after its first call, then
+    /// issues a second read; records when each was issued.
+    struct Paced {
+        gap: Duration,
+        start: Option<Instant>,
+        issued: Vec<Instant>,
+    }
+
+    impl OpSource for Paced {
+        fn next(&mut self, now: Instant) -> Next {
+            let start = *self.start.get_or_insert(now);
+            let read = Request {
+                op: Op::Read { obj: ObjectHandle(0), offset: 0, len: 4096 },
+                data: Data::None,
+                key: SeriesKey { phase: "t", op: OpKind::Read, tier: "-" },
+                exact: false,
+            };
+            match self.issued.len() {
+                0 => {
+                    self.issued.push(now);
+                    Next::Op(read)
+                }
+                1 if now < start + self.gap => Next::WaitUntil(start + self.gap),
+                1 => {
+                    self.issued.push(now);
+                    Next::Op(read)
+                }
+                _ => Next::Done,
+            }
+        }
+    }
+
+    #[test]
+    fn wait_until_delays_the_next_op_and_idle_time_is_not_a_stall() {
+        let mut q = InstantQueue { depth: 4, done: VecDeque::new() };
+        let mut pool = BufPool::new(4, 4096, 4096);
+        // The idle gap is four times the stall timeout: a stall check that
+        // counted idle time would fail this run.
+        let ctl = control(Duration::from_millis(50), false);
+        let mut rep = WorkerReport::default();
+        let mut src = Paced { gap: Duration::from_millis(200), start: None, issued: Vec::new() };
+        run_worker(&mut src, &mut q, &mut pool, &ctl, &mut rep);
+        assert_eq!(rep.errors.count, 0, "{:?}", rep.errors.first);
+        assert_eq!(src.issued.len(), 2);
+        assert!(src.issued[1] >= src.issued[0] + Duration::from_millis(200), "{:?}", src.issued);
+        let reads = rep.recorder.get(&SeriesKey { phase: "t", op: OpKind::Read, tier: "-" }).expect("reads");
+        assert_eq!(reads.ops, 2);
+        assert_eq!(pool.available(), 4, "every buffer came back");
     }
 }

@@ -8,11 +8,13 @@
 pub mod buf;
 pub mod check;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod datagen;
 pub mod engine;
 pub mod error;
 pub mod io;
+pub mod kvtrace;
 pub mod progress;
 pub mod recorder;
 pub mod results;

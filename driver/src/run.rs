@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cli::RunArgs;
+use crate::clock::Clock;
 use crate::config::{self, RunConfig};
 use crate::error::{EXIT_FAILED, EXIT_OK, Error};
 use crate::progress::{Progress, Rates};
@@ -65,8 +66,14 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             let quiet = args.quiet;
             s.spawn(move || sample(&live, &phase, &done, &series, common, quiet, dir, skeleton))
         };
-        let env =
-            RunEnv { target: target.as_ref(), common: &cfg.common, live: live.clone(), stop: stop.clone(), phase };
+        let env = RunEnv {
+            target: target.as_ref(),
+            common: &cfg.common,
+            live: live.clone(),
+            stop: stop.clone(),
+            phase,
+            clock: Clock::real(),
+        };
         let out = match &plan {
             Plan::Raw(raw) => workload::raw::run(&env, raw),
         };

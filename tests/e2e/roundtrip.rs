@@ -58,6 +58,7 @@ fn control(verify: bool) -> Control {
         verify,
         continue_on_error: true,
         stall_timeout: Duration::from_secs(30),
+        clock: mlpdrive::clock::Clock::real(),
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use crate::clock::Clock;
 use crate::config::Common;
 use crate::datagen::VerifyOutcome;
 use crate::engine::{Control, ErrorTally, WorkerReport};
@@ -29,6 +30,9 @@ pub struct RunEnv<'a> {
     pub live: Arc<LiveCounters>,
     pub stop: Arc<AtomicBool>,
     pub phase: Arc<PhaseState>,
+    /// The run's clock: workloads read time only through it (or the engine's
+    /// `now`), never from the host directly.
+    pub clock: Clock,
 }
 
 /// The current phase, shared with the progress/sampler thread.
@@ -47,10 +51,11 @@ impl PhaseState {
         *self.name.lock().expect("phase poisoned")
     }
 
-    /// Marks the start of the measured window (once).
-    pub fn begin_measure(&self) -> Instant {
+    /// Marks the start of the measured window (once), at `now` on the run's
+    /// clock.
+    pub fn begin_measure(&self, now: Instant) -> Instant {
         self.set("measure");
-        *self.measure_start.get_or_init(Instant::now)
+        *self.measure_start.get_or_init(|| now)
     }
 
     pub fn measure_start(&self) -> Option<Instant> {
@@ -69,6 +74,7 @@ impl RunEnv<'_> {
             verify,
             continue_on_error: self.common.continue_on_error,
             stall_timeout: self.common.io.timeout,
+            clock: self.clock.clone(),
         }
     }
 }

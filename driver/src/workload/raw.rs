@@ -69,7 +69,7 @@ pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
     }
 
     // The measured window.
-    let start = env.phase.begin_measure();
+    let start = env.phase.begin_measure(env.clock.now());
     let deadline = env.common.duration.map(|d| start + d);
     let ctl = env.control(deadline, env.common.verify && env.target.info().caps.stores_data);
     let budget = cfg.bytes.map(|b| b.0.div_ceil(u64::from(cfg.jobs)));
