@@ -11,7 +11,6 @@ pub mod content;
 pub mod dedup;
 pub mod files;
 pub mod input;
-pub mod journal;
 pub mod oplog;
 pub mod report;
 pub mod summary;
@@ -72,7 +71,7 @@ pub fn run(opts: &CheckOptions) -> Result<i32, Error> {
         None => None,
     };
     let journal = match &opts.journal {
-        Some(p) => Some(journal::read(p)?),
+        Some(p) => Some(read_journal(p)?),
         None => None,
     };
     let mut reader = oplog::OpLogReader::open(&opts.oplog)?;
@@ -129,6 +128,13 @@ pub fn run(opts: &CheckOptions) -> Result<i32, Error> {
     }
     eprintln!("mlpdrive: verdicts written to {}", json_path.display());
     Ok(if report.failures().is_empty() { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// Reads the whole KV journal (the workload's trace), each row with its
+/// line; a bad row is a usage error naming the line and column.
+fn read_journal(path: &Path) -> Result<Vec<tier::JournalRow>, Error> {
+    let bad = |e: crate::kvtrace::TraceError| Error::usage(format!("--journal: {e}"));
+    crate::kvtrace::TraceReader::open(path).map_err(bad)?.collect::<Result<Vec<_>, _>>().map_err(bad)
 }
 
 /// `errors`: failed operations in the op log, other than the expected

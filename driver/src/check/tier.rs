@@ -17,8 +17,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::files::{Version, VersionEnd};
-use super::journal::{JournalRow, Operation, Tier};
 use super::verdict::{Offenders, Verdict};
+use crate::kvtrace::{TraceOp as Operation, TraceRow, TraceTier as Tier};
 
 /// The journal's figures for one key.
 #[derive(Default, Debug)]
@@ -39,6 +39,9 @@ struct KeyJournal {
 /// Per (tier, operation) byte totals of the journal.
 pub type TierBytes = BTreeMap<(Tier, &'static str), u64>;
 
+/// A journal row with its 1-based line in the trace file.
+pub type JournalRow = (u64, TraceRow);
+
 pub struct TierInput<'a> {
     pub journal: &'a [JournalRow],
     pub versions: &'a [Version],
@@ -53,7 +56,7 @@ pub fn key_of(path: &str) -> Option<&str> {
 /// Journal byte totals per (tier, "read" | "write").
 pub fn journal_bytes(journal: &[JournalRow]) -> TierBytes {
     let mut t = TierBytes::new();
-    for r in journal {
+    for (_, r) in journal {
         let op = match r.op {
             Operation::Write => "write",
             Operation::Read => "read",
@@ -67,10 +70,11 @@ pub fn journal_bytes(journal: &[JournalRow]) -> TierBytes {
 pub fn verdicts(input: &TierInput<'_>) -> [Verdict; 2] {
     let mut keys: BTreeMap<&str, KeyJournal> = BTreeMap::new();
     let mut delete_rows = 0u64;
-    for r in input.journal {
+    for (line, r) in input.journal {
+        let line = *line;
         let k = keys.entry(r.key.as_str()).or_default();
         if k.first_line == 0 {
-            k.first_line = r.line;
+            k.first_line = line;
         }
         if r.tier != Tier::Storage {
             k.upper_tier_rows += 1;
@@ -80,10 +84,10 @@ pub fn verdicts(input: &TierInput<'_>) -> [Verdict; 2] {
             continue;
         }
         match r.op {
-            Operation::Write => k.writes.push((r.line, r.size_bytes)),
+            Operation::Write => k.writes.push((line, r.size_bytes)),
             Operation::Read => {
                 if k.reads == 0 {
-                    k.first_read_line = r.line;
+                    k.first_read_line = line;
                 }
                 k.reads += 1;
                 k.read_bytes += r.size_bytes;
@@ -324,9 +328,11 @@ mod tests {
     use crate::check::files::Files;
     use crate::check::testutil::row;
     use crate::check::verdict::Status;
+    use crate::kvtrace::TracePhase;
 
     fn j(line: u64, op: Operation, size: u64, tier: Tier, key: &str) -> JournalRow {
-        JournalRow { line, timestamp_s: line as f64, op, size_bytes: size, tier, key: key.into() }
+        let phase = if op == Operation::Delete { TracePhase::Evict } else { TracePhase::Prefill };
+        (line, TraceRow { timestamp_s: line as f64, op, size_bytes: size, tier, key: key.into(), phase })
     }
 
     fn versions(rows: &[crate::check::oplog::OpRow]) -> Vec<Version> {
