@@ -4,6 +4,7 @@
 //! linked once.
 
 mod bad_input;
+mod check;
 mod cli;
 mod common;
 mod emu_target;

@@ -10,7 +10,7 @@
 //!   a multiple of 4 KiB may differ by less than 4 KiB.
 //! - `tier_bytes`: per-tier totals of the journal against per-tier series of
 //!   the results (series whose `tier` names a tier), when the results have
-//!   them.
+//!   them (a series for the GPU or CPU tier; raw's series are all `storage`).
 
 use super::files::{Version, is_housekeeping};
 use super::oplog::{BLOCK_BYTES, OpKind, OpRow};
@@ -110,8 +110,13 @@ pub fn results_bytes(results: &RunResult, oplog: &OpLogBytes, versions: &[Versio
 
 pub fn tier_bytes(results: &RunResult, journal: &TierBytes) -> Verdict {
     let tiered: Vec<_> = results.series.iter().filter(|s| s.tier != "-").collect();
-    if tiered.is_empty() {
-        return Verdict::not_checked("tier_bytes", "results have no per-tier totals (every series has tier `-`)");
+    // Workloads without a tier split label their series `-` or `storage`
+    // (raw); per-tier totals exist only when an upper tier appears.
+    if !tiered.iter().any(|s| !matches!(series_tier(&s.tier), Some(Tier::Storage))) {
+        return Verdict::not_checked(
+            "tier_bytes",
+            "results have no per-tier totals (no series for the GPU or CPU tier)",
+        );
     }
     let mut claimed = TierBytes::new();
     let mut bad = Offenders::default();
