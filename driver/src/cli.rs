@@ -80,9 +80,9 @@ pub struct CheckArgs {
     /// The KV cache workload's trace (CSV, or zstd-compressed .zst).
     #[arg(long, value_name = "TRACE.csv")]
     pub journal: Option<PathBuf>,
-    /// The run's results.json (or its run directory).
+    /// The run's results.json (or its run directory); repeat for several runs through one mount.
     #[arg(long, value_name = "FILE")]
-    pub results: Option<PathBuf>,
+    pub results: Vec<PathBuf>,
     /// Write the verdicts JSON here [default: <oplog>.verdicts.json].
     #[arg(long, value_name = "OUT.json")]
     pub json: Option<PathBuf>,

@@ -33,7 +33,9 @@ pub const VERDICTS: [&str; 8] =
 pub struct CheckOptions {
     pub oplog: PathBuf,
     pub journal: Option<PathBuf>,
-    pub results: Option<PathBuf>,
+    /// results.json files (or run directories) of the runs the op log
+    /// covers; their byte totals add up.
+    pub results: Vec<PathBuf>,
     /// Where the verdicts JSON goes; default `<oplog>.verdicts.json`.
     pub json: Option<PathBuf>,
     /// Verdicts that must pass (not_checked fails them).
@@ -66,10 +68,13 @@ pub fn run(opts: &CheckOptions) -> Result<i32, Error> {
             parent.display()
         )));
     }
-    let results = match &opts.results {
-        Some(p) => Some(crate::results::load(p)?),
-        None => None,
-    };
+    let mut results = Vec::new();
+    let mut results_paths = Vec::new();
+    for p in &opts.results {
+        let (r, path) = crate::results::load(p)?;
+        results.push(r);
+        results_paths.push(path.display().to_string());
+    }
     let journal = match &opts.journal {
         Some(p) => Some(read_journal(p)?),
         None => None,
@@ -104,21 +109,22 @@ pub fn run(opts: &CheckOptions) -> Result<i32, Error> {
             verdicts.push(Verdict::not_checked("tier_deletes", "no --journal given"));
         }
     }
-    match &results {
-        Some((r, _)) => verdicts.push(totals::results_bytes(r, &bytes, &versions)),
-        None => verdicts.push(Verdict::not_checked("results_bytes", "no --results given")),
+    if results.is_empty() {
+        verdicts.push(Verdict::not_checked("results_bytes", "no --results given"));
+    } else {
+        verdicts.push(totals::results_bytes(&results, &bytes, &versions));
     }
-    match (&results, &journal) {
-        (Some((r, _)), Some(rows)) => verdicts.push(totals::tier_bytes(r, &tier::journal_bytes(rows))),
-        (None, _) => verdicts.push(Verdict::not_checked("tier_bytes", "no --results given")),
-        (_, None) => verdicts.push(Verdict::not_checked("tier_bytes", "no --journal given")),
+    match &journal {
+        _ if results.is_empty() => verdicts.push(Verdict::not_checked("tier_bytes", "no --results given")),
+        Some(rows) => verdicts.push(totals::tier_bytes(&results, &tier::journal_bytes(rows))),
+        None => verdicts.push(Verdict::not_checked("tier_bytes", "no --journal given")),
     }
     verdicts.push(errors_verdict(&summary));
 
     let inputs = Inputs {
         oplog: opts.oplog.display().to_string(),
         journal: opts.journal.as_ref().map(|p| p.display().to_string()),
-        results: results.as_ref().map(|(_, p)| p.display().to_string()),
+        results: results_paths,
     };
     let report = Report::new(inputs, opts.require.clone(), warnings, summary, verdicts);
     crate::results::write_json_atomic(&json_path, &report)

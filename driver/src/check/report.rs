@@ -15,7 +15,8 @@ pub const CHECK_VERSION: u32 = 1;
 pub struct Inputs {
     pub oplog: String,
     pub journal: Option<String>,
-    pub results: Option<String>,
+    /// The results.json files read (empty without --results).
+    pub results: Vec<String>,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -77,7 +78,7 @@ impl Report {
         if let Some(j) = &self.inputs.journal {
             let _ = writeln!(s, "journal: {j}");
         }
-        if let Some(r) = &self.inputs.results {
+        for r in &self.inputs.results {
             let _ = writeln!(s, "results: {r}");
         }
         if !self.summary.ops.is_empty() {

@@ -57,10 +57,11 @@ pub fn series_tier(name: &str) -> Option<Tier> {
     }
 }
 
-pub fn results_bytes(results: &RunResult, oplog: &OpLogBytes, versions: &[Version]) -> Verdict {
+/// `results` may be several runs through the same mount: their bytes add up.
+pub fn results_bytes(results: &[RunResult], oplog: &OpLogBytes, versions: &[Version]) -> Verdict {
     let mut claimed_read = 0u64;
     let mut claimed_write = 0u64;
-    for s in &results.series {
+    for s in results.iter().flat_map(|r| &r.series) {
         if s.tier != "-" && series_tier(&s.tier) != Some(Tier::Storage) {
             continue;
         }
@@ -108,8 +109,8 @@ pub fn results_bytes(results: &RunResult, oplog: &OpLogBytes, versions: &[Versio
     v
 }
 
-pub fn tier_bytes(results: &RunResult, journal: &TierBytes) -> Verdict {
-    let tiered: Vec<_> = results.series.iter().filter(|s| s.tier != "-").collect();
+pub fn tier_bytes(results: &[RunResult], journal: &TierBytes) -> Verdict {
+    let tiered: Vec<_> = results.iter().flat_map(|r| &r.series).filter(|s| s.tier != "-").collect();
     // Workloads without a tier split label their series `-` or `storage`
     // (raw); per-tier totals exist only when an upper tier appears.
     if !tiered.iter().any(|s| !matches!(series_tier(&s.tier), Some(Tier::Storage))) {
@@ -154,4 +155,91 @@ pub fn tier_bytes(results: &RunResult, journal: &TierBytes) -> Verdict {
     );
     bad.into_verdict(&mut v);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::files::Files;
+    use crate::check::testutil::row;
+    use crate::check::verdict::Status;
+    use crate::results::SeriesRecord;
+    use crate::results::testutil::sample_result;
+
+    fn result(series: &[(&str, &str, &str, u64)]) -> RunResult {
+        let mut r = sample_result();
+        let lat = r.series[0].latency_us.clone();
+        r.series = series
+            .iter()
+            .map(|&(phase, op, tier, bytes)| SeriesRecord {
+                phase: phase.into(),
+                op: op.into(),
+                tier: tier.into(),
+                ops: 1,
+                bytes,
+                latency_us: lat.clone(),
+            })
+            .collect();
+        r
+    }
+
+    fn replay(rows: &[OpRow]) -> (OpLogBytes, Vec<Version>) {
+        let mut b = OpLogBytes::default();
+        let mut f = Files::default();
+        for r in rows {
+            b.observe(r);
+            f.apply(r);
+        }
+        (b, f.finish())
+    }
+
+    #[test]
+    fn results_bytes_add_up_over_runs_and_allow_tail_padding() {
+        let (b, v) = replay(&[
+            row(2, "write", "mlpdrive/.direct-probe", "", 0, 4096, "ok", &[]),
+            row(3, "write", "mlpdrive/a.npy", "", 0, 12288, "ok", &[]),
+            row(4, "truncate", "mlpdrive/a.npy", "", 10_000, 0, "ok", &[]),
+            row(5, "read", "mlpdrive/a.npy", "", 0, 10_000, "ok", &[]),
+            row(6, "read", "mlpdrive/a.npy", "", 0, 4096, "EIO", &[]),
+        ]);
+        let runs = [
+            result(&[("measure", "write", "storage", 10_000), ("commit", "commit", "storage", 0)]),
+            result(&[("measure", "read", "-", 12_288), ("measure", "read", "GPU", 99)]),
+        ];
+        let verdict = results_bytes(&runs, &b, &v);
+        assert_eq!(verdict.status, Status::Pass, "{verdict:#?}");
+        assert_eq!(verdict.numbers["oplog_write_bytes"], 12_288);
+        assert_eq!(verdict.numbers["write_slack_bytes"], 4095);
+        // Twice the reads in the results: storage never saw half of them.
+        let runs = [result(&[("measure", "write", "storage", 12_288), ("measure", "read", "storage", 20_000)])];
+        let verdict = results_bytes(&runs, &b, &v);
+        assert_eq!(verdict.status, Status::Fail, "{verdict:#?}");
+        assert_eq!(verdict.offending_total, 1);
+        assert!(verdict.offending[0].starts_with("read: results.json counts 20000 bytes"), "{verdict:#?}");
+    }
+
+    #[test]
+    fn tier_bytes_compare_when_results_split_tiers() {
+        use crate::kvtrace::{TraceOp, TracePhase, TraceRow};
+        let j = |op, tier, size_bytes| {
+            (1, TraceRow { timestamp_s: 0.0, op, size_bytes, tier, key: "k".into(), phase: TracePhase::Prefill })
+        };
+        let journal = crate::check::tier::journal_bytes(&[
+            j(TraceOp::Write, Tier::Gpu, 100),
+            j(TraceOp::Write, Tier::Storage, 100),
+            j(TraceOp::Read, Tier::Storage, 100),
+        ]);
+        let raw = [result(&[("measure", "read", "storage", 100)])];
+        assert_eq!(tier_bytes(&raw, &journal).status, Status::NotChecked);
+        let kv = [result(&[
+            ("measure", "write", "GPU", 100),
+            ("measure", "write", "storage", 100),
+            ("measure", "read", "storage", 100),
+        ])];
+        assert_eq!(tier_bytes(&kv, &journal).status, Status::Pass);
+        let kv = [result(&[("measure", "write", "GPU", 100), ("measure", "write", "storage", 100)])];
+        let v = tier_bytes(&kv, &journal);
+        assert_eq!(v.status, Status::Fail);
+        assert_eq!(v.offending, vec!["Tier-2 read: results.json 0 bytes, journal 100 bytes".to_string()]);
+    }
 }
