@@ -214,3 +214,33 @@ pub(crate) mod testutil {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::testutil::row;
+    use super::verdict::Status;
+    use super::*;
+
+    #[test]
+    fn existence_probes_are_not_failures() {
+        let mut s = summary::SummaryAcc::default();
+        s.observe(&row(2, "getattr", "mlpdrive", "", 0, 0, "ENOENT", &[]));
+        s.observe(&row(3, "open", "mlpdrive/a", "", 0, 0, "ENOENT", &[]));
+        s.observe(&row(4, "mkdir", "mlpdrive", "", 0, 0, "EEXIST", &[]));
+        let v = errors_verdict(&s.finish());
+        assert_eq!(v.status, Status::Pass, "{v:?}");
+        s = summary::SummaryAcc::default();
+        s.observe(&row(2, "getattr", "mlpdrive", "", 0, 0, "ENOENT", &[]));
+        s.observe(&row(3, "write", "mlpdrive/a", "", 0, 4096, "EIO", &[]));
+        s.observe(&row(4, "open", "mlpdrive/a", "", 0, 0, "EACCES", &[]));
+        let v = errors_verdict(&s.finish());
+        assert_eq!(v.status, Status::NotChecked, "{v:?}");
+        assert_eq!(v.numbers["failed_ops"], 2);
+    }
+
+    #[test]
+    fn default_verdicts_path_sits_next_to_the_op_log() {
+        assert_eq!(default_json_path(Path::new("/x/op.csv")), Path::new("/x/op.csv.verdicts.json"));
+        assert_eq!(default_json_path(Path::new("op.csv")), Path::new("op.csv.verdicts.json"));
+    }
+}
