@@ -8,9 +8,8 @@
 //!   the file target writes an object's last chunk padded to the alignment
 //!   and the kernel ends reads at end of file, so each object end that is not
 //!   a multiple of 4 KiB may differ by less than 4 KiB.
-//! - `tier_bytes`: per-tier totals of the journal against per-tier series of
-//!   the results (series whose `tier` names a tier), when the results have
-//!   them (a series for the GPU or CPU tier; raw's series are all `storage`).
+//! - `tier_bytes`: per-tier totals of the journal against the per-tier
+//!   totals of a kvcache result (`summary.extras.tiers`), when it has them.
 
 use super::files::{Version, is_housekeeping};
 use super::oplog::{BLOCK_BYTES, OpKind, OpRow};
@@ -109,30 +108,41 @@ pub fn results_bytes(results: &[RunResult], oplog: &OpLogBytes, versions: &[Vers
     v
 }
 
+/// Per-tier totals of a kvcache result: `summary.extras.tiers.<tier>`, where
+/// `write_bytes`/`read_bytes` are allocation writes and request reads and
+/// `demoted_in_bytes`/`demoted_out_bytes` the demotions into and out of the
+/// tier. The journal logs a demotion as a Read on the source tier and a
+/// Write on the destination, so its totals are the sums.
+fn result_tier_bytes(r: &RunResult) -> Option<TierBytes> {
+    let tiers = r.summary.get("extras")?.get("tiers")?.as_object()?;
+    let mut t = TierBytes::new();
+    for (name, tier) in [("gpu", Tier::Gpu), ("cpu", Tier::Cpu), ("storage", Tier::Storage)] {
+        let Some(v) = tiers.get(name) else { continue };
+        let field = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        *t.entry((tier, "write")).or_default() += field("write_bytes") + field("demoted_in_bytes");
+        *t.entry((tier, "read")).or_default() += field("read_bytes") + field("demoted_out_bytes");
+    }
+    Some(t)
+}
+
 pub fn tier_bytes(results: &[RunResult], journal: &TierBytes) -> Verdict {
-    let tiered: Vec<_> = results.iter().flat_map(|r| &r.series).filter(|s| s.tier != "-").collect();
-    // Workloads without a tier split label their series `-` or `storage`
-    // (raw); per-tier totals exist only when an upper tier appears.
-    if !tiered.iter().any(|s| !matches!(series_tier(&s.tier), Some(Tier::Storage))) {
+    let mut claimed = TierBytes::new();
+    let mut with_tiers = 0usize;
+    for r in results {
+        if let Some(t) = result_tier_bytes(r) {
+            with_tiers += 1;
+            for (k, v) in t {
+                *claimed.entry(k).or_default() += v;
+            }
+        }
+    }
+    if with_tiers == 0 {
         return Verdict::not_checked(
             "tier_bytes",
-            "results have no per-tier totals (no series for the GPU or CPU tier)",
+            "results have no per-tier totals (no summary.extras.tiers: not a kvcache run)",
         );
     }
-    let mut claimed = TierBytes::new();
     let mut bad = Offenders::default();
-    for s in tiered {
-        let Some(tier) = series_tier(&s.tier) else {
-            bad.push(|| format!("results series tier `{}` is not one of GPU, CPU, storage", s.tier));
-            continue;
-        };
-        let op = match s.op.as_str() {
-            "read" => "read",
-            "write" => "write",
-            _ => continue,
-        };
-        *claimed.entry((tier, op)).or_default() += s.bytes;
-    }
     let mut v = Verdict::new("tier_bytes");
     for tier in [Tier::Gpu, Tier::Cpu, Tier::Storage] {
         for op in ["read", "write"] {
@@ -224,21 +234,30 @@ mod tests {
         let j = |op, tier, size_bytes| {
             (1, TraceRow { timestamp_s: 0.0, op, size_bytes, tier, key: "k".into(), phase: TracePhase::Prefill })
         };
+        // GPU write 100, demoted to storage (GPU read 100, storage write
+        // 100), then read from storage.
         let journal = crate::check::tier::journal_bytes(&[
             j(TraceOp::Write, Tier::Gpu, 100),
+            j(TraceOp::Read, Tier::Gpu, 100),
             j(TraceOp::Write, Tier::Storage, 100),
             j(TraceOp::Read, Tier::Storage, 100),
         ]);
         let raw = [result(&[("measure", "read", "storage", 100)])];
-        assert_eq!(tier_bytes(&raw, &journal).status, Status::NotChecked);
-        let kv = [result(&[
-            ("measure", "write", "GPU", 100),
-            ("measure", "write", "storage", 100),
-            ("measure", "read", "storage", 100),
-        ])];
-        assert_eq!(tier_bytes(&kv, &journal).status, Status::Pass);
-        let kv = [result(&[("measure", "write", "GPU", 100), ("measure", "write", "storage", 100)])];
-        let v = tier_bytes(&kv, &journal);
+        let v = tier_bytes(&raw, &journal);
+        assert_eq!(v.status, Status::NotChecked);
+        assert!(v.reason.starts_with("results have no per-tier totals"), "{v:?}");
+        let kv = |storage_read: u64| {
+            let mut r = result(&[]);
+            r.summary = serde_json::json!({"extras": {"tiers": {
+                "gpu": {"write_bytes": 100, "read_bytes": 0, "demoted_in_bytes": 0, "demoted_out_bytes": 100},
+                "cpu": {"write_bytes": 0, "read_bytes": 0, "demoted_in_bytes": 0, "demoted_out_bytes": 0},
+                "storage": {"write_bytes": 0, "read_bytes": storage_read, "demoted_in_bytes": 100, "demoted_out_bytes": 0},
+            }}});
+            [r]
+        };
+        let v = tier_bytes(&kv(100), &journal);
+        assert_eq!(v.status, Status::Pass, "{v:#?}");
+        let v = tier_bytes(&kv(0), &journal);
         assert_eq!(v.status, Status::Fail);
         assert_eq!(v.offending, vec!["Tier-2 read: results.json 0 bytes, journal 100 bytes".to_string()]);
     }
