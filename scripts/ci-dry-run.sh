@@ -93,7 +93,7 @@ run_status=0
 if [ -n "$kv_preset" ]; then
     say "running $kv_preset through the shim (journal $journal)"
     "$bin" run "$kv_preset" "${common[@]}" --set "trace.path=$journal" --set trace.deletes=true || run_status=$?
-    check_args+=(--journal "$journal" --require tier_placement)
+    check_args+=(--journal "$journal" --require tier_placement --require tier_deletes --require tier_bytes)
 else
     say "this mlpdrive has no kvcache workload yet: running raw write, then raw read with verification"
     raw=(--set block_size=128KiB --set size=16MiB --set bytes=16MiB --set queue_depth=8 --duration 60s)

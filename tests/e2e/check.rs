@@ -116,6 +116,25 @@ fn a_clean_log_and_journal_pass() {
 }
 
 #[test]
+fn rows_are_replayed_in_start_order_not_file_order() {
+    // The shim logs an op after replying, so a slow write's row can follow
+    // the row of a truncate the client issued after the write returned.
+    let d = scratch();
+    let path = "mlpdrive/k3.npy";
+    let mut log = OPLOG_HEADER.to_string();
+    log += &op(20, "create", path, 0, 0, &[]);
+    log += &op(21, "write", path, 0, 8192, &[0x2000, 0x2001]);
+    log += &op(30, "truncate", path, 10_000, 0, &[]);
+    log += &op(22, "write", path, 8192, 4096, &[0x2002]);
+    log += &op(40, "read", path, 0, 10_000, &[0x2000, 0x2001]);
+    let mut journal = JOURNAL_HEADER.to_string();
+    journal += &journal_row(1, "Write", 10_000, "Tier-2", "k3", "Prefill");
+    let (r, v) = run_check(d.path(), &log, Some(("trace.csv", &journal)), &[]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert_eq!(verdict(&v, "tier_placement")["numbers"]["tier2_writes_matched"], 1);
+}
+
+#[test]
 fn a_planted_duplicate_block_fails_dedup() {
     let d = scratch();
     let mut log = clean_oplog();

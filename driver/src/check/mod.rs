@@ -4,8 +4,9 @@
 //! and byte totals. Format of the inputs and of the verdicts JSON:
 //! docs/check.md.
 //!
-//! The op log is streamed once; each verdict keeps only what it needs (the
-//! set of written block hashes, the known blocks of live files).
+//! The op log is read whole and replayed in start order (see [`run`]); each
+//! verdict keeps only what it needs (the set of written block hashes, the
+//! known blocks of live files).
 
 pub mod content;
 pub mod dedup;
@@ -80,12 +81,21 @@ pub fn run(opts: &CheckOptions) -> Result<i32, Error> {
         None => None,
     };
     let mut reader = oplog::OpLogReader::open(&opts.oplog)?;
+    let mut rows = Vec::new();
+    while let Some(row) = reader.next_row()? {
+        rows.push(row);
+    }
+    // The shim logs an op once it has replied (and hashed its data), so a
+    // slow op's row can land after rows of ops that started later, even of
+    // ops that depended on it. An op that waited for another's reply started
+    // after it, so start order is causal order; ties keep file order.
+    rows.sort_by_key(|r| (r.start_ns, r.line));
     let mut files = files::Files::default();
     let mut summary = summary::SummaryAcc::default();
     let mut dedup = dedup::Dedup::default();
     let mut content = content::Content::default();
     let mut bytes = totals::OpLogBytes::default();
-    while let Some(row) = reader.next_row()? {
+    for row in rows {
         summary.observe(&row);
         dedup.observe(&row);
         content.observe(&row, &files);
@@ -103,7 +113,12 @@ pub fn run(opts: &CheckOptions) -> Result<i32, Error> {
     verdicts.extend(dedup.verdicts());
     verdicts.push(content.verdict());
     match &journal {
-        Some(rows) => verdicts.extend(tier::verdicts(&tier::TierInput { journal: rows, versions: &versions })),
+        Some(rows) => {
+            // A run with trace.deletes=true journals every delete, so even a
+            // journal without Delete rows says no file may be deleted.
+            let deletes_recorded = results.iter().any(|r| r.config.pointer("/trace/deletes") == Some(&true.into()));
+            verdicts.extend(tier::verdicts(&tier::TierInput { journal: rows, versions: &versions, deletes_recorded }))
+        }
         None => {
             verdicts.push(Verdict::not_checked("tier_placement", "no --journal given"));
             verdicts.push(Verdict::not_checked("tier_deletes", "no --journal given"));

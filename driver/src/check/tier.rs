@@ -45,6 +45,9 @@ pub type JournalRow = (u64, TraceRow);
 pub struct TierInput<'a> {
     pub journal: &'a [JournalRow],
     pub versions: &'a [Version],
+    /// The run journaled its deletes (`trace.deletes=true` in its results'
+    /// config), so no Delete rows means no deletes.
+    pub deletes_recorded: bool,
 }
 
 /// The key an op-log path stores, if it is a KV object (`…/K.npy`).
@@ -104,7 +107,7 @@ pub fn verdicts(input: &TierInput<'_>) -> [Verdict; 2] {
             stored.entry(k).or_default().push(v);
         }
     }
-    [placement(&keys, &stored, input.journal), deletes(&keys, &stored, delete_rows)]
+    [placement(&keys, &stored, input.journal), deletes(&keys, &stored, delete_rows, input.deletes_recorded)]
 }
 
 fn placement(
@@ -255,15 +258,21 @@ fn end_line(v: &Version) -> String {
     if v.end == VersionEnd::Live { "end".into() } else { v.end_line.to_string() }
 }
 
-fn deletes(keys: &BTreeMap<&str, KeyJournal>, stored: &BTreeMap<&str, Vec<&Version>>, delete_rows: u64) -> Verdict {
+fn deletes(
+    keys: &BTreeMap<&str, KeyJournal>,
+    stored: &BTreeMap<&str, Vec<&Version>>,
+    delete_rows: u64,
+    deletes_recorded: bool,
+) -> Verdict {
     let unlinks = |k: &str| -> Vec<&Version> {
         stored.get(k).map_or_else(Vec::new, |vs| vs.iter().copied().filter(|v| v.end == VersionEnd::Unlinked).collect())
     };
     let total_unlinks: usize = stored.keys().map(|k| unlinks(k).len()).sum();
-    if delete_rows == 0 {
+    if delete_rows == 0 && !deletes_recorded {
         let mut v = Verdict::not_checked(
             "tier_deletes",
-            "the journal has no Delete rows (run the KV workload with trace.deletes=true to record them)",
+            "the journal has no Delete rows and no --results says trace.deletes=true \
+             (run the KV workload with trace.deletes=true to record them)",
         );
         v.number("journal_deletes", 0).number("storage_unlinks", total_unlinks as u64);
         return v;
@@ -366,7 +375,7 @@ mod tests {
             j(6, Operation::Write, 500, Tier::Cpu, "k2"),
         ];
         let v = versions(&ops);
-        let [placement, deletes] = verdicts(&TierInput { journal: &journal, versions: &v });
+        let [placement, deletes] = verdicts(&TierInput { journal: &journal, versions: &v, deletes_recorded: false });
         assert_eq!(placement.status, Status::Pass, "{placement:?}");
         assert_eq!(placement.numbers["tier2_writes_matched"], 1);
         assert_eq!(deletes.status, Status::NotChecked);
@@ -388,7 +397,7 @@ mod tests {
             j(5, Operation::Write, 4096, Tier::Storage, "k3"),
         ];
         let v = versions(&ops);
-        let [placement, _] = verdicts(&TierInput { journal: &journal, versions: &v });
+        let [placement, _] = verdicts(&TierInput { journal: &journal, versions: &v, deletes_recorded: false });
         assert_eq!(placement.status, Status::Fail);
         for (kind, n) in [
             ("write_size_mismatch", 1),
@@ -419,11 +428,24 @@ mod tests {
         ];
         let mut v = versions(&ops);
         v.extend(versions(&store(20, "k3", 4096)));
-        let [placement, deletes] = verdicts(&TierInput { journal: &journal, versions: &v });
+        let [placement, deletes] = verdicts(&TierInput { journal: &journal, versions: &v, deletes_recorded: false });
         assert_eq!(placement.status, Status::Pass, "{placement:#?}");
         assert_eq!(deletes.status, Status::Fail);
         assert_eq!(deletes.numbers["unlink_without_delete"], 1);
         assert_eq!(deletes.numbers["delete_missing"], 1);
         assert!(deletes.offending[0].contains("line 9: mlpdrive/k2.npy unlinked"), "{deletes:#?}");
+    }
+
+    #[test]
+    fn with_deletes_recorded_any_unlink_needs_a_delete_row() {
+        let mut ops = store(2, "k1", 4096);
+        ops.push(row(5, "unlink", "mlpdrive/k1.npy", "", 0, 0, "ok", &[]));
+        let journal = [j(2, Operation::Write, 4096, Tier::Storage, "k1")];
+        let v = versions(&ops);
+        let [_, deletes] = verdicts(&TierInput { journal: &journal, versions: &v, deletes_recorded: false });
+        assert_eq!(deletes.status, Status::NotChecked);
+        let [_, deletes] = verdicts(&TierInput { journal: &journal, versions: &v, deletes_recorded: true });
+        assert_eq!(deletes.status, Status::Fail, "{deletes:#?}");
+        assert_eq!(deletes.numbers["unlink_without_delete"], 1);
     }
 }
