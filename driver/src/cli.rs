@@ -31,13 +31,58 @@ pub enum Command {
     /// Check a FUSE shim op log (and a KV journal, a results.json) for
     /// duplicate or compressible data, corrupt reads and tier violations.
     Check(CheckArgs),
+    /// Replay a KV cache I/O trace (kv-cache.py's --io-trace-log CSV, or mlpdrive's) against a target.
+    Replay(ReplayArgs),
+    /// The device emulator outside the driver (`emu serve`: an NBD export).
+    #[command(subcommand)]
+    Emu(EmuCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EmuCommand {
+    /// Serve an emulated device over NBD (docs/nbd.md); runs until Ctrl-C.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on, e.g. 127.0.0.1:10809 (port 0 picks a free port; the real one is printed).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub nbd: String,
+    /// Export size, e.g. 1GiB (required with --backing mem; defaults to the file's size with a FILE).
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// Device profile: a built-in name (see `mlpdrive devices`) or a profile YAML path.
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: String,
+    /// Where the bytes live: `mem` (sparse, in memory) or a file path (created with --size if missing).
+    #[arg(long, value_name = "mem|FILE", default_value = "mem")]
+    pub backing: String,
+    /// Seed of the device model's random choices (latency draws, faults).
+    #[arg(long, default_value_t = crate::config::DEFAULT_SEED)]
+    pub seed: u64,
+    /// Name of the export clients ask for (the empty default name is accepted too).
+    #[arg(long, value_name = "NAME", default_value = "mlpdrive")]
+    pub export_name: String,
+    /// Refuse writes, trims and write-zeroes (EPERM).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Allow a block device as --backing (clients overwrite its contents).
+    #[arg(long)]
+    pub allow_raw_device: bool,
+    /// Threads that complete requests when the model says they are due.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub completion_threads: usize,
+    /// No per-connection messages on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Preset name (see `mlpdrive workloads`) or path to a YAML config.
     pub workload: String,
-    /// Where I/O goes: file://DIR, dev:///dev/X, null://  [default: file://./mlpdrive-data]
+    /// Where I/O goes: file://DIR, dev:///dev/X, null://, emu://PROFILE, nbd://HOST:PORT/EXPORT  [default: file://./mlpdrive-data]
     #[arg(long, short = 't', value_name = "URI")]
     pub target: Option<String>,
     /// Override a config key, e.g. --set queue_depth=64 --set io.direct=false (repeatable).
@@ -49,6 +94,58 @@ pub struct RunArgs {
     /// Length of the measured phase, e.g. 30s, 5m (same as --set duration=D).
     #[arg(long, value_name = "D")]
     pub duration: Option<String>,
+    /// Also write results.json to this exact path.
+    #[arg(long, short = 'o', value_name = "FILE.json")]
+    pub output: Option<PathBuf>,
+    /// Results root; each run writes <DIR>/<run-id>/.
+    #[arg(long, value_name = "DIR", default_value = "./mlpdrive-results")]
+    pub results: PathBuf,
+    /// No progress output on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Allow dev:// targets and nbd:// exports not served by mlpdrive (their data is overwritten).
+    #[arg(long)]
+    pub allow_raw_device: bool,
+    /// Allow targets under system directories or mounted devices.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("deletes").required(true).args(["capacity", "no_delete"])))]
+pub struct ReplayArgs {
+    /// The trace: FILE.csv or FILE.csv.zst (columns Timestamp,Operation,Object_Size_Bytes,Tier,Key,Phase).
+    pub trace: PathBuf,
+    /// Where I/O goes: file://DIR, dev:///dev/X, emu://PROFILE, null://
+    #[arg(long, short = 't', value_name = "URI")]
+    pub target: String,
+    /// Keep live bytes under SIZE (e.g. 100GiB): before a write that would exceed it, delete least-recently-used keys.
+    #[arg(long, value_name = "SIZE")]
+    pub capacity: Option<String>,
+    /// Never delete (the target must hold every key the trace writes).
+    #[arg(long)]
+    pub no_delete: bool,
+    /// Ops (chunks of objects) in flight.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub queue_depth: u32,
+    /// Pace by trace time: a row at t is issued at (t - t0) / X after the start [default: as fast as possible].
+    #[arg(long, value_name = "X")]
+    pub speedup: Option<f64>,
+    /// Which trace tiers to replay: storage (Tier-2 rows only) or all (every row onto the target).
+    #[arg(long, value_name = "TIERS", default_value = "storage", value_parser = ["storage", "all"])]
+    pub tiers: String,
+    /// Skip malformed rows (counted, the first few quoted) instead of stopping with an error.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Keep going after an I/O error (every error is counted; the exit code is still 1).
+    #[arg(long)]
+    pub continue_on_error: bool,
+    /// Buffered I/O instead of O_DIRECT (for filesystems that refuse O_DIRECT, e.g. tmpfs).
+    #[arg(long)]
+    pub buffered: bool,
+    /// Seed of the written data [default: 1].
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Also write results.json to this exact path.
     #[arg(long, short = 'o', value_name = "FILE.json")]
     pub output: Option<PathBuf>,
@@ -124,6 +221,8 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             print!("{}", devices_text()?);
             Ok(EXIT_OK)
         }
+        Command::Emu(EmuCommand::Serve(args)) => crate::serve::serve(&args),
+        Command::Replay(args) => crate::replay::replay(&args),
         Command::Report(args) => {
             let (result, path) = crate::results::load(&args.path)?;
             eprintln!("mlpdrive: {}", path.display());

@@ -127,12 +127,13 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
     }
 }
 
-fn open_target(spec: &TargetSpec, opts: OpenOptions, seed: u64) -> Result<Box<dyn Target>, Error> {
+pub(crate) fn open_target(spec: &TargetSpec, opts: OpenOptions, seed: u64) -> Result<Box<dyn Target>, Error> {
     Ok(match &spec.uri {
         TargetUri::File { dir } => Box::new(crate::target::file::FileTarget::open(dir, &spec.display, opts)?),
         TargetUri::Dev { path } => Box::new(crate::target::dev::DevTarget::open(path, &spec.display, opts)?),
         TargetUri::Null => Box::new(crate::target::null::NullTarget::new()),
         TargetUri::Emu(emu) => Box::new(crate::target::emu::EmuTarget::open(emu, &spec.display, seed)?),
+        TargetUri::Nbd(nbd) => Box::new(crate::target::nbd::NbdTarget::open(nbd, &spec.display)?),
     })
 }
 
@@ -140,7 +141,7 @@ fn describe(cfg: &RunConfig) -> String {
     format!("{} ({})", cfg.common.workload, cfg.source)
 }
 
-fn where_it_writes(spec: &TargetSpec, target: &dyn Target) -> String {
+pub(crate) fn where_it_writes(spec: &TargetSpec, target: &dyn Target) -> String {
     match &spec.uri {
         TargetUri::File { dir } => {
             format!("writing under {}", dir.join(crate::target::workdir::WORKDIR_NAME).display())
@@ -151,7 +152,7 @@ fn where_it_writes(spec: &TargetSpec, target: &dyn Target) -> String {
 
 /// `--output FILE`: its directory must exist (we don't create directories
 /// the user did not name).
-fn check_output_path(p: Option<&Path>) -> Result<(), Error> {
+pub(crate) fn check_output_path(p: Option<&Path>) -> Result<(), Error> {
     let Some(p) = p else { return Ok(()) };
     require_parent_dir("--output", p)?;
     if p.is_dir() {
@@ -165,7 +166,7 @@ fn check_output_path(p: Option<&Path>) -> Result<(), Error> {
 
 /// `--results DIR`: may not exist yet, but its parent must, and it must not
 /// be a file.
-fn check_results_root(p: &Path) -> Result<(), Error> {
+pub(crate) fn check_results_root(p: &Path) -> Result<(), Error> {
     if p.exists() {
         if !p.is_dir() {
             return Err(Error::usage(format!("--results {}: exists and is not a directory", p.display())));
@@ -187,11 +188,11 @@ fn require_parent_dir(flag: &str, p: &Path) -> Result<(), Error> {
     Err(Error::usage(format!("{flag} {}: directory {} does not exist; create it first", p.display(), parent.display())))
 }
 
-fn config_yaml(cfg: &RunConfig) -> String {
+pub(crate) fn config_yaml(cfg: &RunConfig) -> String {
     cfg.effective_yaml().unwrap_or_default()
 }
 
-fn skeleton(
+pub(crate) fn skeleton(
     cfg: &RunConfig,
     spec: &TargetSpec,
     target: &dyn Target,
@@ -239,7 +240,7 @@ fn skeleton(
     }
 }
 
-fn fill_from_output(r: &mut RunResult, out: WorkloadOutput, interrupted: bool) {
+pub(crate) fn fill_from_output(r: &mut RunResult, out: WorkloadOutput, interrupted: bool) {
     r.duration_s = out.window_s;
     r.io_mode = out.io_mode;
     r.summary = out.summary;
@@ -254,7 +255,7 @@ fn fill_from_output(r: &mut RunResult, out: WorkloadOutput, interrupted: bool) {
     if let Some(n) = &r.io_mode.note {
         r.notes.push(n.clone());
     }
-    if !r.io_mode.direct && !matches!(r.io_mode.engine.as_str(), "null" | "emu") {
+    if !r.io_mode.direct && !matches!(r.io_mode.engine.as_str(), "null" | "emu" | "nbd") {
         r.notes.push("O_DIRECT was NOT used (io.direct=false): reads and writes went through the page cache".into());
     }
     if r.target.kind == "null" && r.verify.enabled {
@@ -280,7 +281,7 @@ fn hostname() -> String {
 /// The sampler: once a second, one time-series point and a progress
 /// update; every `progress_interval`, a partial results.json.
 #[allow(clippy::too_many_arguments)]
-fn sample(
+pub(crate) fn sample(
     live: &LiveCounters,
     phase: &PhaseState,
     done: &AtomicBool,

@@ -10,6 +10,8 @@
 //! ([`Prng`]); time comes from a [`Clock`] owned by the caller, real or
 //! virtual. docs/devices.md describes the model and every built-in profile.
 //!
+//! [`nbd`] serves a device over the NBD protocol (`mlpdrive emu serve`).
+//!
 //! Dependencies point one way: the driver and the shim use this crate; it
 //! uses neither.
 
@@ -19,6 +21,7 @@ mod clock;
 mod dist;
 mod fault;
 mod model;
+pub mod nbd;
 mod prng;
 mod profile;
 mod units;

@@ -10,6 +10,10 @@ const CHECKED: &[(&str, &str)] = &[
     ("model.rs", include_str!("model.rs")),
     ("profile.rs", include_str!("profile.rs")),
     ("units.rs", include_str!("units.rs")),
+    ("nbd/mod.rs", include_str!("nbd/mod.rs")),
+    ("nbd/protocol.rs", include_str!("nbd/protocol.rs")),
+    ("nbd/export.rs", include_str!("nbd/export.rs")),
+    ("nbd/server.rs", include_str!("nbd/server.rs")),
 ];
 
 #[test]

@@ -232,7 +232,19 @@ fn unwritable_target_directory() {
     if unsafe { libc::getuid() } == 0 {
         cmd.uid(65534).gid(65534);
     }
-    let r = Run::from(cmd.output().unwrap());
+    // exec of a just-copied binary fails with ETXTBSY while a child forked by
+    // a parallel test still holds the copy's write descriptor: retry briefly.
+    let mut tries = 0;
+    let out = loop {
+        match cmd.output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other.unwrap(),
+        }
+    };
+    let r = Run::from(out);
     assert_eq!(r.code, 2, "{}", r.show());
     assert!(r.stderr.contains("locked"), "{}", r.show());
     assert!(tree(&locked).is_empty(), "created files in a read-only dir: {:?}", tree(&locked));

@@ -8,5 +8,7 @@ mod check;
 mod cli;
 mod common;
 mod emu_target;
+mod nbd;
 mod raw_runs;
+mod replay;
 mod roundtrip;

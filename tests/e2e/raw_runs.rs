@@ -250,13 +250,13 @@ fn several_jobs_each_drive_their_own_file() {
     assert!(!j["timeseries"].as_array().unwrap().is_empty(), "{j}");
 }
 
-/// A loop device over a scratch file, detached on drop.
-struct Loop {
-    dev: String,
+/// A loop device over a scratch file, detached on drop (also used by nbd.rs).
+pub(crate) struct Loop {
+    pub(crate) dev: String,
 }
 
 impl Loop {
-    fn attach(img: &Path) -> Result<Loop, String> {
+    pub(crate) fn attach(img: &Path) -> Result<Loop, String> {
         let out = std::process::Command::new("losetup")
             .args(["-f", "--show"])
             .arg(img)

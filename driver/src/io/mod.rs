@@ -53,6 +53,19 @@ pub(crate) struct Span {
 
 /// Computes the aligned span of a data op, or an error completion reason.
 pub(crate) fn plan_span(op: &Op, r: &Resolved, align: u64, buf_capacity: usize) -> Result<Span, TargetError> {
+    plan_extent_span(op, r.base, r.limit, &r.name, align, buf_capacity)
+}
+
+/// [`plan_span`] for an object at byte `base` of its space with `limit`
+/// bytes reserved (if bounded); `fd_offset` is then the offset in the space.
+pub(crate) fn plan_extent_span(
+    op: &Op,
+    base: u64,
+    limit: Option<u64>,
+    name: &str,
+    align: u64,
+    buf_capacity: usize,
+) -> Result<Span, TargetError> {
     let (offset, len, what) = match *op {
         Op::Read { offset, len, .. } => (offset, len, "read"),
         Op::Write { offset, len, .. } => (offset, len, "write"),
@@ -63,8 +76,7 @@ pub(crate) fn plan_span(op: &Op, r: &Resolved, align: u64, buf_capacity: usize) 
     let span_len = (end - start) as usize;
     if matches!(op, Op::Write { .. }) && start != offset {
         return Err(TargetError::namespace(format!(
-            "write to {} at offset {offset} is not aligned to {align} bytes",
-            r.name
+            "write to {name} at offset {offset} is not aligned to {align} bytes"
         )));
     }
     if span_len > buf_capacity {
@@ -72,12 +84,12 @@ pub(crate) fn plan_span(op: &Op, r: &Resolved, align: u64, buf_capacity: usize) 
             "{what} of {len} bytes at {offset} needs a {span_len}-byte aligned buffer; got {buf_capacity}"
         )));
     }
-    if let Some(limit) = r.limit
+    if let Some(limit) = limit
         && end > limit
     {
-        return Err(TargetError::io(what, r.name.to_string(), offset, libc::EFBIG));
+        return Err(TargetError::io(what, name.to_string(), offset, libc::EFBIG));
     }
-    Ok(Span { fd_offset: r.base + start, len: span_len, data_start: (offset - start) as usize, requested: len })
+    Ok(Span { fd_offset: base + start, len: span_len, data_start: (offset - start) as usize, requested: len })
 }
 
 /// Bytes of the caller's request that a transfer of `n` span bytes covered.

@@ -83,6 +83,7 @@ fn io_mode_text(r: &RunResult) -> String {
     let storage = match (m.engine.as_str(), m.direct) {
         ("null", _) => "no storage",
         ("emu", _) => "in memory",
+        ("nbd", _) => "over NBD (TCP)",
         (_, true) => "O_DIRECT",
         (_, false) => "buffered (page cache)",
     };
@@ -107,6 +108,13 @@ fn io_mode_warnings(r: &RunResult) -> Vec<String> {
     if m.engine == "emu" {
         return vec![
             "EMULATED DEVICE: bytes were kept in memory and timing came from the device profile, not real storage"
+                .into(),
+        ];
+    }
+    if m.engine == "nbd" {
+        return vec![
+            "NBD TARGET: I/O went over TCP to an NBD server; caching and durability are the server's (O_DIRECT does \
+             not apply)"
                 .into(),
         ];
     }

@@ -21,7 +21,9 @@
 
 pub mod dev;
 pub mod emu;
+pub mod extents;
 pub mod file;
+pub mod nbd;
 pub mod null;
 pub mod table;
 pub mod uri;

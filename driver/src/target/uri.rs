@@ -1,4 +1,5 @@
-//! Target URIs (`file://DIR`, `dev:///dev/X`, `null://`) and the safety rules
+//! Target URIs (`file://DIR`, `dev:///dev/X`, `null://`, `emu://PROFILE`,
+//! `nbd://HOST:PORT[/EXPORT]`) and the safety rules
 //! checked before anything is created.
 //!
 //! A target always needs a scheme: the scheme says what mlpdrive may do to the
@@ -28,10 +29,14 @@ pub const DEFAULT_TARGET: &str = "file://./mlpdrive-data";
 /// Shown whenever a URI is not understood.
 const SUPPORTED: &str = "supported targets: file://DIR (a directory, e.g. file://./mlpdrive-data or \
      file:///mnt/nvme), dev:///dev/X (a raw block device, needs --allow-raw-device), null:// (stores \
-     nothing; measures mlpdrive itself), emu://PROFILE (an emulated device in memory, e.g. emu://nvme-gen4)";
+     nothing; measures mlpdrive itself), emu://PROFILE (an emulated device in memory, e.g. emu://nvme-gen4), \
+     nbd://HOST:PORT[/EXPORT] (an NBD export, e.g. one served by `mlpdrive emu serve`)";
 
 /// Schemes that later versions will support; named so the error can say so.
-const PLANNED_SCHEMES: &[&str] = &["s3", "nbd"];
+const PLANNED_SCHEMES: &[&str] = &["s3"];
+
+/// The NBD protocol's registered port, used when `nbd://HOST` has none.
+pub const NBD_DEFAULT_PORT: u16 = 10809;
 
 /// Refused for `file://`, with everything below them, unless `--force`.
 /// `/dev` has one exception: a tmpfs mounted below it, such as `/dev/shm`.
@@ -54,6 +59,22 @@ pub enum TargetUri {
     Null,
     /// An emulated device in memory, timed by a named device profile.
     Emu(EmuSpec),
+    /// An export of an NBD server.
+    Nbd(NbdSpec),
+}
+
+/// `nbd://HOST[:PORT][/EXPORT]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NbdSpec {
+    /// Host name or address (IPv6 without the brackets).
+    pub host: String,
+    /// TCP port (10809 when absent).
+    pub port: u16,
+    /// Export name; empty asks for the server's default export.
+    pub export: String,
+    /// `--allow-raw-device` was given: an export that is not an mlpdrive
+    /// emu export may be overwritten. Set by [`check`], not by the URI.
+    pub allow_overwrite: bool,
 }
 
 /// `emu://PROFILE[?seed=N&size=S&clock=real&store=mem]`.
@@ -114,6 +135,7 @@ pub fn parse(s: &str) -> Result<TargetUri, Error> {
         "null" if rest.is_empty() => Ok(TargetUri::Null),
         "null" => Err(Error::usage(format!("target `{s}`: null:// takes no path; write null://"))),
         "emu" => parse_emu(s, rest),
+        "nbd" => parse_nbd(s, rest),
         planned if PLANNED_SCHEMES.contains(&planned) => Err(Error::usage(format!(
             "target `{s}`: {planned}:// targets are planned but not available in this version of mlpdrive; {SUPPORTED}"
         ))),
@@ -198,6 +220,40 @@ fn parse_emu(s: &str, rest: &str) -> Result<TargetUri, Error> {
     Ok(TargetUri::Emu(spec))
 }
 
+fn parse_nbd(s: &str, rest: &str) -> Result<TargetUri, Error> {
+    let form = "write nbd://HOST:PORT/EXPORT, e.g. nbd://127.0.0.1:10809/mlpdrive (the port defaults to 10809, the \
+                export to the server's default)";
+    if rest.contains('?') || rest.contains('#') {
+        return Err(Error::usage(format!("target `{s}`: nbd:// takes no parameters; {form}")));
+    }
+    let (authority, export) = rest.split_once('/').unwrap_or((rest, ""));
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let Some((host, after)) = v6.split_once(']') else {
+            return Err(Error::usage(format!("target `{s}`: unclosed `[` in the IPv6 address; {form}")));
+        };
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(Error::usage(format!("target `{s}`: nbd:// needs a host; {form}")));
+    }
+    let port = match port {
+        None => NBD_DEFAULT_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(Error::usage(format!("target `{s}`: port `{p}` is not a number from 1 to 65535; {form}"))),
+        },
+    };
+    if export.len() > 4096 {
+        return Err(Error::usage(format!("target `{s}`: the export name is longer than 4096 bytes")));
+    }
+    Ok(TargetUri::Nbd(NbdSpec { host: host.to_string(), port, export: export.to_string(), allow_overwrite: false }))
+}
+
 fn parse_dev(s: &str, path: &str) -> Result<TargetUri, Error> {
     if !path.starts_with('/') {
         return Err(Error::usage(format!(
@@ -238,6 +294,14 @@ pub fn check(uri: &TargetUri, flags: &SafetyFlags) -> Result<TargetSpec, Error> 
                 display = format!("{display}?{}", params.join("&"));
             }
             Ok(TargetSpec { uri: uri.clone(), display, dir_exists: false })
+        }
+        TargetUri::Nbd(spec) => {
+            // Whether the export may be overwritten is known only once the
+            // server describes it; the target decides at open time.
+            let host = if spec.host.contains(':') { format!("[{}]", spec.host) } else { spec.host.clone() };
+            let display = format!("nbd://{host}:{}/{}", spec.port, spec.export);
+            let spec = NbdSpec { allow_overwrite: flags.allow_raw_device, ..spec.clone() };
+            Ok(TargetSpec { uri: TargetUri::Nbd(spec), display, dir_exists: false })
         }
     }
 }
@@ -516,14 +580,31 @@ mod tests {
 
     #[test]
     fn unknown_and_planned_schemes_are_explained() {
-        for planned in ["s3://bucket/prefix", "nbd://host:10809"] {
-            let m = usage_msg(parse(planned));
-            assert!(m.contains("planned but not available"), "{m}");
-            assert!(m.contains("file://DIR") && m.contains("null://"), "{m}");
-        }
+        let m = usage_msg(parse("s3://bucket/prefix"));
+        assert!(m.contains("planned but not available"), "{m}");
+        assert!(m.contains("file://DIR") && m.contains("null://") && m.contains("nbd://HOST:PORT"), "{m}");
         let m = usage_msg(parse("http://example.com/x"));
         assert!(m.contains("unknown scheme `http://`"), "{m}");
         assert!(m.contains("file://DIR") && m.contains("dev:///dev/X") && m.contains("null://"), "{m}");
+    }
+
+    #[test]
+    fn nbd_uris_parse_with_default_port_and_export() {
+        let nbd = |host: &str, port, export: &str| {
+            TargetUri::Nbd(NbdSpec { host: host.into(), port, export: export.into(), allow_overwrite: false })
+        };
+        assert_eq!(parse("nbd://127.0.0.1:10810/exp").unwrap(), nbd("127.0.0.1", 10810, "exp"));
+        assert_eq!(parse("nbd://host").unwrap(), nbd("host", NBD_DEFAULT_PORT, ""));
+        assert_eq!(parse("nbd://host:99/").unwrap(), nbd("host", 99, ""));
+        assert_eq!(parse("nbd://[::1]:5/a/b").unwrap(), nbd("::1", 5, "a/b"));
+        assert!(usage_msg(parse("nbd://:10809")).contains("needs a host"));
+        assert!(usage_msg(parse("nbd://h:0")).contains("from 1 to 65535"));
+        assert!(usage_msg(parse("nbd://h:x")).contains("from 1 to 65535"));
+        assert!(usage_msg(parse("nbd://[::1")).contains("unclosed"));
+        assert!(usage_msg(parse("nbd://h/e?x=1")).contains("no parameters"));
+        let spec = check(&parse("nbd://[::1]:5/e").unwrap(), &RAW).unwrap();
+        assert_eq!(spec.display, "nbd://[::1]:5/e");
+        assert!(matches!(spec.uri, TargetUri::Nbd(NbdSpec { allow_overwrite: true, .. })));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! of results.json it owns) plus the recorder, verification and error
 //! tallies the run-level results are built from.
 
+pub mod kvcache;
 pub mod raw;
 
 use std::sync::atomic::AtomicBool;
