@@ -31,6 +31,8 @@ pub enum Command {
     /// Check a FUSE shim op log (and a KV journal, a results.json) for
     /// duplicate or compressible data, corrupt reads and tier violations.
     Check(CheckArgs),
+    /// Print the bytes and files a checkpoint preset writes, in total and per rank.
+    Datasize(DatasizeArgs),
     /// Replay a KV cache I/O trace (kv-cache.py's --io-trace-log CSV, or mlpdrive's) against a target.
     Replay(ReplayArgs),
     /// The device emulator outside the driver (`emu serve`: an NBD export).
@@ -76,6 +78,21 @@ pub struct ServeArgs {
     /// No per-connection messages on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DatasizeArgs {
+    /// Preset name (like checkpoint/llama3-70b) or path to a YAML config.
+    pub workload: String,
+    /// Ranks to size for [default: the config's `ranks`].
+    #[arg(long, value_name = "R")]
+    pub ranks: Option<u32>,
+    /// Subset mode: the ranks (default 8) act as ranks 0.. of the config's full job.
+    #[arg(long)]
+    pub subset: bool,
+    /// Override a config key (repeatable), as for `run`.
+    #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -237,6 +254,10 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             require: args.require,
             quiet: args.quiet,
         }),
+        Command::Datasize(args) => {
+            print!("{}", crate::workload::checkpoint::datasize(&args.workload, &args.set, args.ranks, args.subset)?);
+            Ok(EXIT_OK)
+        }
     }
 }
 

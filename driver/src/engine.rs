@@ -210,8 +210,11 @@ pub fn run_worker(
             }
             continue;
         }
+        // A virtual clock does not spin while it waits, so it can wake at
+        // exactly the time asked for.
+        let min_wait = if ctl.clock.is_virtual() { Duration::from_nanos(1) } else { MIN_REAP_WAIT };
         let reap_timeout = match wake_at {
-            Some(t) => t.saturating_duration_since(now).clamp(MIN_REAP_WAIT, REAP_SLICE),
+            Some(t) => t.saturating_duration_since(now).clamp(min_wait, REAP_SLICE),
             None => REAP_SLICE,
         };
         done.clear();
@@ -496,5 +499,22 @@ mod tests {
         let reads = rep.recorder.get(&SeriesKey { phase: "t", op: OpKind::Read, tier: "-" }).expect("reads");
         assert_eq!(reads.ops, 2);
         assert_eq!(pool.available(), 4, "every buffer came back");
+    }
+
+    #[test]
+    fn on_a_virtual_clock_a_wait_is_a_jump_to_exactly_the_time_asked() {
+        let mut q = InstantQueue { depth: 4, done: VecDeque::new() };
+        let mut pool = BufPool::new(4, 4096, 4096);
+        let mut ctl = control(Duration::from_millis(50), false);
+        ctl.clock = Clock::new_virtual();
+        let t0 = ctl.clock.now();
+        let mut rep = WorkerReport::default();
+        // An hour of think time: on the real clock this test would take an hour.
+        let gap = Duration::from_secs(3600);
+        let mut src = Paced { gap, start: None, issued: Vec::new() };
+        run_worker(&mut src, &mut q, &mut pool, &ctl, &mut rep);
+        assert_eq!(rep.errors.count, 0, "{:?}", rep.errors.first);
+        assert_eq!(src.issued, [t0, t0 + gap], "issued at virtual 0 and exactly at the wake time");
+        assert_eq!(ctl.clock.now(), t0 + gap);
     }
 }

@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::config::{self, RunConfig};
 use crate::error::{EXIT_FAILED, EXIT_OK, Error};
 use crate::progress::{Progress, Rates};
-use crate::recorder::{LiveCounters, TimeSeries};
+use crate::recorder::{CounterSnapshot, LiveCounters, TimeSeries};
 use crate::results::{self, ErrorRecord, ResultsDir, RunResult, RunStatus, TargetRecord, VerifyRecord};
 use crate::rusage;
 use crate::target::uri::{self, SafetyFlags, TargetSpec, TargetUri};
@@ -25,6 +25,7 @@ use crate::workload::{self, PhaseState, RunEnv, WorkloadOutput};
 /// A workload's config, validated.
 enum Plan {
     Raw(config::raw::RawConfig),
+    Checkpoint(config::checkpoint::CheckpointConfig),
 }
 
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
@@ -34,6 +35,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     let target_str = args.target.as_deref().unwrap_or(uri::DEFAULT_TARGET);
     let parsed = uri::parse(target_str)?;
     let spec = uri::check(&parsed, &SafetyFlags { allow_raw_device: args.allow_raw_device, force: args.force })?;
+    check_virtual_clock(&spec, &plan)?;
     check_output_path(args.output.as_deref())?;
     check_results_root(&args.results)?;
 
@@ -41,6 +43,8 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     let opts =
         OpenOptions { direct: cfg.common.io.direct, use_uring: cfg.common.io.engine == config::EngineKind::IoUring };
     let target = open_target(&spec, opts, cfg.common.seed)?;
+    // A simulated device brings its own (virtual) clock; otherwise the host's.
+    let clock = target.clock().unwrap_or_else(Clock::real);
     if !args.quiet {
         eprintln!("mlpdrive: {} → {}", describe(&cfg), where_it_writes(&spec, target.as_ref()));
     }
@@ -58,13 +62,17 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     let skeleton = skeleton(&cfg, &spec, target.as_ref(), &run_id, started_at);
     let sampler_done = Arc::new(AtomicBool::new(false));
     let series = Arc::new(Mutex::new(TimeSeries::new()));
+    if clock.is_virtual() {
+        sample_in_virtual_time(&clock, &phase, &live, &series);
+    }
     let outcome = std::thread::scope(|s| {
         let sampler = {
             let (live, phase, done, series) = (live.clone(), phase.clone(), sampler_done.clone(), series.clone());
             let common = &cfg.common;
             let (dir, skeleton) = (&dir, &skeleton);
             let quiet = args.quiet;
-            s.spawn(move || sample(&live, &phase, &done, &series, common, quiet, dir, skeleton))
+            let clock = clock.clone();
+            s.spawn(move || sample(&live, &phase, &done, &series, common, quiet, dir, skeleton, &clock))
         };
         let env = RunEnv {
             target: target.as_ref(),
@@ -72,10 +80,11 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             live: live.clone(),
             stop: stop.clone(),
             phase,
-            clock: Clock::real(),
+            clock: clock.clone(),
         };
         let out = match &plan {
             Plan::Raw(raw) => workload::raw::run(&env, raw),
+            Plan::Checkpoint(ck) => workload::checkpoint::run(&env, ck),
         };
         sampler_done.store(true, Ordering::SeqCst);
         sampler.join().expect("sampler thread panicked");
@@ -120,11 +129,61 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
             cfg.record_workload(&raw)?;
             Ok(Plan::Raw(raw))
         }
+        "checkpoint" => {
+            let ck = config::checkpoint::CheckpointConfig::from_run_config(cfg)?;
+            cfg.record_workload(&ck)?;
+            Ok(Plan::Checkpoint(ck))
+        }
         other => Err(Error::usage(format!(
             "config key `workload`: unknown workload '{other}'; known: {}",
             config::KNOWN_WORKLOADS.join(", ")
         ))),
     }
+}
+
+/// A virtual clock gives a deterministic run only when one engine worker
+/// thread drives it (see clock.rs), so settings that ask for more are
+/// refused rather than silently serialised.
+fn check_virtual_clock(spec: &TargetSpec, plan: &Plan) -> Result<(), Error> {
+    let TargetUri::Emu(emu) = &spec.uri else { return Ok(()) };
+    if !emu.virtual_clock {
+        return Ok(());
+    }
+    match plan {
+        Plan::Raw(raw) if raw.jobs > 1 => Err(Error::usage(format!(
+            "config key `jobs`: {} is a deterministic simulation driven by one worker thread, and jobs={} asks for \
+             {} threads; set --set jobs=1 (raise queue_depth for more I/O in flight) or use clock=real",
+            spec.display, raw.jobs, raw.jobs
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Virtual clock: the 1 s time series is sampled at exact virtual-second
+/// boundaries, in the thread that moves time, so it is the same on every
+/// run. The baseline is taken when the measured window starts; a point for
+/// second k holds what completed before virtual time k.
+pub(crate) fn sample_in_virtual_time(
+    clock: &Clock,
+    phase: &Arc<PhaseState>,
+    live: &Arc<LiveCounters>,
+    series: &Arc<Mutex<TimeSeries>>,
+) {
+    {
+        let (live, series) = (live.clone(), series.clone());
+        phase.on_measure_start(move |_| {
+            *series.lock().expect("series poisoned") = TimeSeries::with_baseline(live.snapshot());
+        });
+    }
+    let (live, phase, series) = (live.clone(), phase.clone(), series.clone());
+    let mut next_s: u64 = 1;
+    clock.observe_advances(move |_, to| {
+        let Some(start) = phase.measure_start() else { return };
+        while start + Duration::from_secs(next_s) <= to {
+            series.lock().expect("series poisoned").sample(next_s as f64, live.snapshot());
+            next_s += 1;
+        }
+    });
 }
 
 pub(crate) fn open_target(spec: &TargetSpec, opts: OpenOptions, seed: u64) -> Result<Box<dyn Target>, Error> {
@@ -290,9 +349,16 @@ pub(crate) fn sample(
     quiet: bool,
     dir: &ResultsDir,
     skeleton: &RunResult,
+    clock: &Clock,
 ) {
+    // On a virtual clock the time series is sampled by the simulation itself
+    // (sample_in_virtual_time); this thread only shows progress, in
+    // simulated seconds, and keeps the real-time watchdog.
+    let virtual_time = clock.is_virtual();
     let mut progress = Progress::new(quiet, common.progress_interval, common.duration);
     let t0 = Instant::now();
+    let v0 = clock.now();
+    let mut last_v = v0;
     let mut last = live.snapshot();
     let mut last_t = t0;
     let mut last_flush = t0;
@@ -327,7 +393,7 @@ pub(crate) fn sample(
             eprintln!("mlpdrive: error: {msg}; partial results in {}", dir.path().display());
             std::process::exit(EXIT_FAILED);
         }
-        if !measuring && phase.measure_start().is_some() {
+        if !virtual_time && !measuring && phase.measure_start().is_some() {
             // The measured window began: the time series counts from here.
             measuring = true;
             last = live.snapshot();
@@ -338,14 +404,14 @@ pub(crate) fn sample(
             continue;
         }
         let snap = live.snapshot();
-        let rates = Rates::between(&last, &snap, (now - last_t).as_secs_f64());
-        let elapsed = match phase.measure_start() {
-            Some(ms) => {
-                let t = (now - ms).as_secs_f64();
-                series.lock().expect("series poisoned").sample(t, snap.clone());
-                t
-            }
-            None => (now - t0).as_secs_f64(),
+        let (rates, elapsed) = if virtual_time {
+            let v = clock.now();
+            let rates = Rates::between(&last, &snap, v.saturating_duration_since(last_v).as_secs_f64());
+            last_v = v;
+            (rates, v.saturating_duration_since(phase.measure_start().unwrap_or(v0)).as_secs_f64())
+        } else {
+            let rates = Rates::between(&last, &snap, (now - last_t).as_secs_f64());
+            (rates, real_elapsed(phase, series, &snap, now, t0))
         };
         progress.update(phase.name(), elapsed, &rates);
         if now - last_flush >= common.progress_interval {
@@ -359,4 +425,23 @@ pub(crate) fn sample(
         last_t = now;
     }
     progress.finish();
+}
+
+/// Real clock: seconds into the measured window (taking its time-series
+/// point), or since the sampler started before it.
+fn real_elapsed(
+    phase: &PhaseState,
+    series: &Mutex<TimeSeries>,
+    snap: &CounterSnapshot,
+    now: Instant,
+    t0: Instant,
+) -> f64 {
+    match phase.measure_start() {
+        Some(ms) => {
+            let t = (now - ms).as_secs_f64();
+            series.lock().expect("series poisoned").sample(t, snap.clone());
+            t
+        }
+        None => (now - t0).as_secs_f64(),
+    }
 }

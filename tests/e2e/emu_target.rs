@@ -91,8 +91,8 @@ fn bad_emu_uris_are_usage_errors() {
     for (t, needle) in [
         ("emu://no-such-profile", "ideal"),
         ("emu://", "nvme-gen4"),
-        ("emu://ci-fast?clock=virtual", "not available"),
-        ("emu://ci-fast?store=none", "not available"),
+        ("emu://ci-fast?clock=sometimes", "clock=real or clock=virtual"),
+        ("emu://ci-fast?store=disk", "store=mem or store=none"),
         ("emu://ci-fast?speed=11", "unknown emu:// parameter"),
         ("emu://ci-fast?seed=x", "seed"),
     ] {

@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod check;
+mod checkpoint;
 mod cli;
 mod common;
 mod emu_target;
@@ -12,3 +13,4 @@ mod nbd;
 mod raw_runs;
 mod replay;
 mod roundtrip;
+mod virtual_clock;

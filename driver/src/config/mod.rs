@@ -11,6 +11,7 @@
 //! Overrides are applied to the YAML tree before anything is deserialized,
 //! so a `--set` value is checked exactly like the same key in the file.
 
+pub mod checkpoint;
 mod common;
 pub mod errors;
 mod overrides;
@@ -36,7 +37,7 @@ use crate::units::Dur;
 use errors::Scope;
 
 /// Workloads this build can run (the `workload` key must name one).
-pub const KNOWN_WORKLOADS: &[&str] = &["raw"];
+pub const KNOWN_WORKLOADS: &[&str] = &["raw", "checkpoint"];
 
 /// A loaded run config: where it came from, the resolved common keys, the
 /// workload's keys (not yet deserialized), and the effective config.

@@ -25,7 +25,19 @@ macro_rules! preset_table {
 }
 
 /// Every built-in preset, one line per file under `configs/` (sorted by name).
-static PRESETS: &[(&str, &str)] = preset_table!["raw", "raw-smoke"];
+static PRESETS: &[(&str, &str)] = preset_table![
+    "checkpoint",
+    "checkpoint-smoke",
+    "checkpoint/llama3-1t",
+    "checkpoint/llama3-1t-subset",
+    "checkpoint/llama3-405b",
+    "checkpoint/llama3-405b-subset",
+    "checkpoint/llama3-70b",
+    "checkpoint/llama3-70b-subset",
+    "checkpoint/llama3-8b",
+    "raw",
+    "raw-smoke",
+];
 
 /// Config files larger than this are refused (configs are a few KiB; this
 /// keeps `mlpdrive run /dev/zero` from eating memory).
@@ -189,6 +201,7 @@ mod tests {
         let e = resolve("nope").unwrap_err().to_string();
         assert!(e.contains("unknown workload preset 'nope'"), "{e}");
         assert!(e.contains("raw, raw-smoke"), "{e}");
+        assert!(e.contains("checkpoint-smoke"), "{e}");
         let e = resolve("").unwrap_err().to_string();
         assert!(e.contains("available presets"), "{e}");
     }

@@ -102,6 +102,10 @@ fn every_preset_loads_and_validates() {
             "raw" => {
                 RawConfig::from_run_config(&cfg).unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
             }
+            "checkpoint" => {
+                super::checkpoint::CheckpointConfig::from_run_config(&cfg)
+                    .unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
+            }
             other => panic!("preset {}: no validation test for workload {other}", preset.name),
         }
     }
@@ -411,7 +415,13 @@ fn workload_key_is_required_and_known() {
     assert!(e.starts_with(&format!("{path}: missing config key `workload`")), "{e}");
     assert!(e.contains("known workloads: raw"), "{e}");
     let (_, e) = text_err("workload: kvcache\n");
-    assert_eq!(e, "config key `workload`: unknown workload 'kvcache'; known workloads: raw");
+    assert_eq!(
+        e,
+        format!(
+            "config key `workload`: unknown workload 'kvcache'; known workloads: {}",
+            super::KNOWN_WORKLOADS.join(", ")
+        )
+    );
     let e = raw_err(&["workload="]);
     assert!(e.contains("missing config key `workload`"), "{e}");
 }
@@ -431,7 +441,7 @@ fn source_errors_are_usage_errors() {
         assert!(matches!(e, Error::Usage(_)), "{source}: {e}");
     }
     let e = load("rw", &[], None, None).unwrap_err().to_string();
-    assert!(e.contains("available presets: raw, raw-smoke"), "{e}");
+    assert!(e.contains("available presets: ") && e.contains("raw, raw-smoke"), "{e}");
     let e = load("raw", &sets(&["queue_depth"]), None, None).unwrap_err().to_string();
     assert!(e.contains("--set KEY=VALUE"), "{e}");
 }

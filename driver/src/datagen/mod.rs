@@ -107,6 +107,28 @@ pub fn fill_block(dst: &mut [u8; BLOCK_BYTES], id: BlockId) {
     put_u64(dst, CHECKSUM_AT, checksum);
 }
 
+/// The identity of a whole generated block, read from its header: `Some`
+/// only if the block's checksum is valid and the magic is this format's. A
+/// block whose identity is known can be regenerated exactly with
+/// [`fill_block`], which is how a store that keeps no bytes (`emu://…?store=none`)
+/// serves reads.
+pub fn whole_block_id(bytes: &[u8; BLOCK_BYTES]) -> Option<BlockId> {
+    let header = Header::parse(bytes);
+    (header.magic == BLOCK_MAGIC && checksum::checksum(bytes) == get_u64(bytes, CHECKSUM_AT)).then_some(header.id)
+}
+
+/// The identity a block's header claims, from a buffer that starts at the
+/// block's first byte and holds at least [`HEADER_BYTES`]: `Some` if the magic
+/// is this format's (the checksum cannot be checked without the whole block;
+/// compare the bytes against [`fill_block`] of the id to confirm).
+pub fn header_block_id(bytes: &[u8]) -> Option<BlockId> {
+    if bytes.len() < HEADER_BYTES {
+        return None;
+    }
+    let header = Header::parse(bytes);
+    (header.magic == BLOCK_MAGIC).then_some(header.id)
+}
+
 /// Fills `dst` with the object's byte stream starting at byte `offset` of the
 /// object (any offset and length; the stream is the concatenation of blocks
 /// 0, 1, 2, ... of `(seed, object, gen)`). Whole aligned blocks are generated
@@ -398,6 +420,22 @@ mod tests {
     use xxhash_rust::xxh3::{xxh3_64_with_secret, xxh3_128};
 
     const SEED: u64 = 0x5eed;
+
+    #[test]
+    fn block_ids_are_read_back_from_generated_blocks_only() {
+        let id = BlockId { seed: SEED, object: object_key("a"), block: 9, generation: 4 };
+        let mut block = [0u8; BLOCK_BYTES];
+        fill_block(&mut block, id);
+        assert_eq!(whole_block_id(&block), Some(id));
+        assert_eq!(header_block_id(&block[..HEADER_BYTES]), Some(id));
+        assert_eq!(header_block_id(&block[..HEADER_BYTES - 1]), None, "too short to hold a header");
+        block[100] ^= 1;
+        assert_eq!(whole_block_id(&block), None, "a damaged payload fails the checksum");
+        assert_eq!(header_block_id(&block), Some(id), "the header alone still names the block");
+        assert_eq!(whole_block_id(&[0u8; BLOCK_BYTES]), None);
+        assert_eq!(header_block_id(&[7u8; 64]), None, "not our magic");
+    }
+
     const GEN: u64 = 7;
     const B: usize = BLOCK_BYTES;
     const B64: u64 = BLOCK_BYTES_U64;

@@ -118,9 +118,9 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Error> {
         );
     }
 
-    // The run's one clock (the host's; a target that simulates time would
-    // hand its own clock in here and to the sampler).
-    let clock = Clock::real();
+    // The run's one clock: the target's own when it simulates time
+    // (emu://…?clock=virtual), else the host's.
+    let clock = target.clock().unwrap_or_else(Clock::real);
 
     // 3. Run with the sampler alongside (progress, time series, partial
     //    results), as `mlpdrive run` does.
@@ -136,11 +136,15 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Error> {
     let skeleton = run::skeleton(&cfg, &spec, target.as_ref(), &run_id, started_at);
     let sampler_done = Arc::new(AtomicBool::new(false));
     let series = Arc::new(Mutex::new(TimeSeries::new()));
+    if clock.is_virtual() {
+        run::sample_in_virtual_time(&clock, &phase, &live, &series);
+    }
     let outcome = std::thread::scope(|s| {
         let sampler = {
             let (live, phase, done, series) = (live.clone(), phase.clone(), sampler_done.clone(), series.clone());
             let (common, dir, skeleton, quiet) = (&cfg.common, &dir, &skeleton, args.quiet);
-            s.spawn(move || run::sample(&live, &phase, &done, &series, common, quiet, dir, skeleton))
+            let clock = clock.clone();
+            s.spawn(move || run::sample(&live, &phase, &done, &series, common, quiet, dir, skeleton, &clock))
         };
         let env = RunEnv {
             target: target.as_ref(),

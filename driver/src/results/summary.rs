@@ -39,9 +39,14 @@ pub fn render_text(r: &RunResult) -> String {
     let mut out = String::new();
     header(&mut out, r);
     out.push('\n');
-    match raw_rows(r) {
-        Some(rows) => raw_table(&mut out, r, &rows),
-        None => generic_summary(&mut out, &r.summary),
+    let workload_text = match r.workload.as_str() {
+        "checkpoint" => crate::workload::checkpoint::text::render_summary(&r.summary),
+        _ => None,
+    };
+    match (raw_rows(r), workload_text) {
+        (Some(rows), _) => raw_table(&mut out, r, &rows),
+        (None, Some(text)) => out.push_str(&text),
+        (None, None) => generic_summary(&mut out, &r.summary),
     }
     out.push('\n');
     footer(&mut out, r);
@@ -106,10 +111,16 @@ fn io_mode_warnings(r: &RunResult) -> Vec<String> {
         return vec!["NULL ENGINE: no storage I/O was done; the figures are mlpdrive's own ceiling".into()];
     }
     if m.engine == "emu" {
-        return vec![
-            "EMULATED DEVICE: bytes were kept in memory and timing came from the device profile, not real storage"
-                .into(),
-        ];
+        let note = m.note.as_deref().unwrap_or_default();
+        let bytes = if note.contains("store=none") {
+            "no bytes were kept (reads regenerated)"
+        } else {
+            "bytes were kept in memory"
+        };
+        let clock = if note.contains("virtual clock") { " in simulated time (virtual clock)" } else { "" };
+        return vec![format!(
+            "EMULATED DEVICE: {bytes} and timing came from the device profile{clock}, not real storage"
+        )];
     }
     if m.engine == "nbd" {
         return vec![

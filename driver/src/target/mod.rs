@@ -210,6 +210,11 @@ pub trait Target: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, TargetError>;
     /// A new queue for one worker thread.
     fn queue(&self, depth: usize, pool: &mut crate::buf::BufPool) -> Result<Box<dyn Queue>, TargetError>;
+    /// The clock the run must use with this target, if the target brings its
+    /// own (a simulated device on a virtual clock); `None`: the host's.
+    fn clock(&self) -> Option<crate::clock::Clock> {
+        None
+    }
 }
 
 /// An I/O or namespace error, with enough context to act on.

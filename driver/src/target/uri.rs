@@ -77,7 +77,7 @@ pub struct NbdSpec {
     pub allow_overwrite: bool,
 }
 
-/// `emu://PROFILE[?seed=N&size=S&clock=real&store=mem]`.
+/// `emu://PROFILE[?seed=N&size=S&clock=real|virtual&store=mem|none]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmuSpec {
     /// A built-in profile name (configs/devices/) or a path to a profile YAML.
@@ -86,6 +86,10 @@ pub struct EmuSpec {
     pub seed: Option<u64>,
     /// Overrides the profile's capacity (bytes).
     pub size: Option<u64>,
+    /// `clock=virtual`: a deterministic discrete-event simulation.
+    pub virtual_clock: bool,
+    /// `store=mem` (bytes) or `store=none` (block identities only).
+    pub store: super::emu::StoreKind,
 }
 
 /// The command-line flags that relax the safety rules.
@@ -189,7 +193,13 @@ fn parse_emu(s: &str, rest: &str) -> Result<TargetUri, Error> {
             mlpdrive_emu::BUILTIN_PROFILES.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ")
         )));
     }
-    let mut spec = EmuSpec { profile: profile.to_string(), seed: None, size: None };
+    let mut spec = EmuSpec {
+        profile: profile.to_string(),
+        seed: None,
+        size: None,
+        virtual_clock: false,
+        store: super::emu::StoreKind::Mem,
+    };
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         match (k, v) {
@@ -203,16 +213,20 @@ fn parse_emu(s: &str, rest: &str) -> Result<TargetUri, Error> {
                     crate::units::parse_bytes(v).map_err(|e| Error::usage(format!("target `{s}`: size={v}: {e}")))?;
                 spec.size = Some(bytes);
             }
-            ("clock", "real") | ("store", "mem") => {}
-            ("clock", "virtual") | ("store", "none") => {
+            ("clock", "real") => spec.virtual_clock = false,
+            ("clock", "virtual") => spec.virtual_clock = true,
+            ("store", "mem") => spec.store = super::emu::StoreKind::Mem,
+            ("store", "none") => spec.store = super::emu::StoreKind::None,
+            ("clock", _) | ("store", _) => {
                 return Err(Error::usage(format!(
-                    "target `{s}`: {k}={v} is not available in this version of mlpdrive; emu:// runs with clock=real \
-                     and store=mem"
+                    "target `{s}`: {k}={v} is not a choice; accepted: clock=real or clock=virtual, store=mem or \
+                     store=none"
                 )));
             }
             _ => {
                 return Err(Error::usage(format!(
-                    "target `{s}`: unknown emu:// parameter `{pair}`; accepted: seed=N, size=SIZE, clock=real, store=mem"
+                    "target `{s}`: unknown emu:// parameter `{pair}`; accepted: seed=N, size=SIZE, \
+                     clock=real|virtual, store=mem|none"
                 )));
             }
         }
@@ -289,6 +303,12 @@ pub fn check(uri: &TargetUri, flags: &SafetyFlags) -> Result<TargetSpec, Error> 
             }
             if let Some(size) = spec.size {
                 params.push(format!("size={size}"));
+            }
+            if spec.virtual_clock {
+                params.push("clock=virtual".to_string());
+            }
+            if spec.store != super::emu::StoreKind::Mem {
+                params.push(format!("store={}", spec.store.as_str()));
             }
             if !params.is_empty() {
                 display = format!("{display}?{}", params.join("&"));
@@ -520,6 +540,24 @@ mod tests {
     const FORCE: SafetyFlags = SafetyFlags { allow_raw_device: false, force: true };
     const RAW: SafetyFlags = SafetyFlags { allow_raw_device: true, force: false };
     const RAW_FORCE: SafetyFlags = SafetyFlags { allow_raw_device: true, force: true };
+
+    #[test]
+    fn emu_clock_and_store_choices_parse_and_show_in_the_display() {
+        let TargetUri::Emu(spec) = parse("emu://ci-fast?clock=virtual&store=none&seed=3").unwrap() else {
+            panic!("not emu")
+        };
+        assert!(spec.virtual_clock);
+        assert_eq!(spec.store, crate::target::emu::StoreKind::None);
+        let checked = check(&TargetUri::Emu(spec), &SafetyFlags::default()).unwrap();
+        assert_eq!(checked.display, "emu://ci-fast?seed=3&clock=virtual&store=none");
+        let TargetUri::Emu(spec) = parse("emu://ci-fast?clock=real&store=mem").unwrap() else { panic!("not emu") };
+        assert!(!spec.virtual_clock);
+        assert_eq!(spec.store, crate::target::emu::StoreKind::Mem);
+        for bad in ["emu://ci-fast?clock=fast", "emu://ci-fast?store=disk", "emu://ci-fast?clock"] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("clock=real or clock=virtual, store=mem or store=none"), "{bad}: {e}");
+        }
+    }
 
     fn usage_msg(r: Result<impl std::fmt::Debug, Error>) -> String {
         match r {

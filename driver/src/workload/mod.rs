@@ -6,6 +6,7 @@
 //! of results.json it owns) plus the recorder, verification and error
 //! tallies the run-level results are built from.
 
+pub mod checkpoint;
 pub mod kvcache;
 pub mod raw;
 
@@ -21,8 +22,10 @@ use crate::recorder::{LiveCounters, Recorder};
 use crate::target::{IoMode, Target};
 
 /// Built-in workload names with one line each (for `mlpdrive workloads`).
-pub const WORKLOADS: &[(&str, &str)] =
-    &[("raw", "fio-like calibration: seq/rand read/write at a block size and queue depth")];
+pub const WORKLOADS: &[(&str, &str)] = &[
+    ("raw", "fio-like calibration: seq/rand read/write at a block size and queue depth"),
+    ("checkpoint", "MLPerf Storage LLM checkpointing: llama3 shards saved and loaded by every rank"),
+];
 
 /// What a workload gets to run.
 pub struct RunEnv<'a> {
@@ -36,11 +39,16 @@ pub struct RunEnv<'a> {
     pub clock: Clock,
 }
 
+/// Called once, in the thread that starts the measured window, with its
+/// start time.
+type MeasureHook = Box<dyn Fn(Instant) + Send + Sync>;
+
 /// The current phase, shared with the progress/sampler thread.
 #[derive(Default)]
 pub struct PhaseState {
     name: Mutex<&'static str>,
     measure_start: OnceLock<Instant>,
+    on_measure_start: OnceLock<MeasureHook>,
 }
 
 impl PhaseState {
@@ -56,7 +64,22 @@ impl PhaseState {
     /// clock.
     pub fn begin_measure(&self, now: Instant) -> Instant {
         self.set("measure");
-        *self.measure_start.get_or_init(|| now)
+        let mut first = false;
+        let start = *self.measure_start.get_or_init(|| {
+            first = true;
+            now
+        });
+        if first && let Some(hook) = self.on_measure_start.get() {
+            hook(start);
+        }
+        start
+    }
+
+    /// Runs `hook` when the measured window starts, in the thread that
+    /// starts it (the virtual-clock time series takes its baseline there).
+    /// Only the first hook is kept.
+    pub fn on_measure_start(&self, hook: impl Fn(Instant) + Send + Sync + 'static) {
+        let _ = self.on_measure_start.set(Box::new(hook));
     }
 
     pub fn measure_start(&self) -> Option<Instant> {
