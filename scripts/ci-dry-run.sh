@@ -8,8 +8,9 @@
 # Steps: mount the shim on a temporary backing directory with an op log,
 # run the KV cache smoke preset through it (journal on, deletes recorded) —
 # or, while this mlpdrive has no kvcache workload, a raw write run and a
-# raw read run that verifies every block — unmount, and run `mlpdrive
-# check` on the op log, the journal and the results. The mount is always
+# raw read run that verifies every block — then the checkpoint smoke preset
+# if there is one, unmount, and run `mlpdrive check` on the op log, the
+# journal and the results. The mount is always
 # taken down (trap), even when a step fails.
 #
 # Exit codes: 0 every verdict passed; 1 a violation (or a workload run that
@@ -101,6 +102,13 @@ else
     if [ "$run_status" -eq 0 ]; then
         "$bin" run raw-smoke "${common[@]}" "${raw[@]}" --set rw=read || run_status=$?
     fi
+fi
+# The checkpoint smoke preset too, if this mlpdrive has one (same mount, same
+# op log: its blocks join the dedup and content verdicts).
+ckpt_preset=$("$bin" workloads | awk '$2 == "checkpoint" && $1 ~ /smoke/ { print $1; exit }')
+if [ "$run_status" -eq 0 ] && [ -n "$ckpt_preset" ]; then
+    say "running $ckpt_preset through the shim"
+    "$bin" run "$ckpt_preset" "${common[@]}" || run_status=$?
 fi
 for r in "$results"/*/results.json; do
     [ -e "$r" ] && check_args+=(--results "$r")
