@@ -4,22 +4,27 @@
 # fixed 1 ms read latency and a lognormal with p50 200 µs / p99 2 ms, both
 # with enough channels that no queueing is added — at queue depth 1 and 32,
 # and prints the p50 and p99 mlpdrive measured against the profile's.
+# With --shim the same runs go through the FUSE shim instead (a mount with
+# the profile over in-memory files; mlpdrive uses O_DIRECT and io_uring on
+# file://MOUNT), so the numbers include the kernel's FUSE round trip.
 #
-# Usage: scripts/bench-emu-accuracy.sh [--runtime S]
+# Usage: scripts/bench-emu-accuracy.sh [--runtime S] [--shim]
 set -euo pipefail
 runtime=10
+mode=emu
 while [ $# -gt 0 ]; do
   case "$1" in
     --runtime) runtime=$2; shift 2 ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    --shim) mode=shim; shift ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 here=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release -q -p mlpdrive --manifest-path "$here/Cargo.toml"
-mlpdrive="$here/target/release/mlpdrive"
+mlpdrive="${CARGO_TARGET_DIR:-$here/target}/release/mlpdrive"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap '"$mlpdrive" shim unmount "$work/mnt" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 profile() { # name read-latency
   cat > "$work/$1.yaml" <<YAML
@@ -42,9 +47,17 @@ echo "| profile | QD | want p50 µs | got p50 µs | ratio | want p99 µs | got p
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for p in fixed1ms lognormal; do
   for qd in 1 32; do
-    "$mlpdrive" run raw --quiet --target "emu://$work/$p.yaml" --results "$work/res" \
+    target="emu://$work/$p.yaml"
+    if [ "$mode" = shim ]; then
+      mkdir -p "$work/mnt"
+      "$mlpdrive" shim mount --daemon --mountpoint "$work/mnt" --backing mem \
+        --profile "$work/$p.yaml" 2>/dev/null
+      target="file://$work/mnt"
+    fi
+    "$mlpdrive" run raw --quiet --target "$target" --results "$work/res" \
       --output "$work/out.json" --set rw=randread --set queue_depth=$qd --set size=64MiB \
       --set duration="${runtime}s" >/dev/null
+    if [ "$mode" = shim ]; then "$mlpdrive" shim unmount "$work/mnt" >/dev/null; fi
     python3 - "$work/out.json" "$p" "$qd" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))

@@ -31,13 +31,18 @@ pub enum Command {
     /// Check a FUSE shim op log (and a KV journal, a results.json) for
     /// duplicate or compressible data, corrupt reads and tier violations.
     Check(CheckArgs),
-    /// Print the bytes and files a checkpoint preset writes, in total and per rank.
-    Datasize(DatasizeArgs),
     /// Replay a KV cache I/O trace (kv-cache.py's --io-trace-log CSV, or mlpdrive's) against a target.
     Replay(ReplayArgs),
     /// The device emulator outside the driver (`emu serve`: an NBD export).
     #[command(subcommand)]
     Emu(EmuCommand),
+    /// Generate a workload's data set on a target (training presets).
+    Datagen(DatagenArgs),
+    /// How big a workload's data must be: a training data set under the MLPerf Storage
+    /// rules, or a checkpoint's bytes and files in total and per rank.
+    Datasize(DatasizeArgs),
+    /// Mount or unmount the FUSE shim (a directory with emulated-device latency and faults).
+    Shim(ShimArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -80,19 +85,115 @@ pub struct ServeArgs {
     pub quiet: bool,
 }
 
-#[derive(Args, Debug)]
-pub struct DatasizeArgs {
-    /// Preset name (like checkpoint/llama3-70b) or path to a YAML config.
+#[derive(Args, Debug, Clone)]
+pub struct DatagenArgs {
+    /// Preset name or path to a YAML config (a DLIO workload YAML works too).
     pub workload: String,
-    /// Ranks to size for [default: the config's `ranks`].
-    #[arg(long, value_name = "R")]
-    pub ranks: Option<u32>,
-    /// Subset mode: the ranks (default 8) act as ranks 0.. of the config's full job.
-    #[arg(long)]
-    pub subset: bool,
-    /// Override a config key (repeatable), as for `run`.
+    /// Where the data set goes: file://DIR, dev:///dev/X, null://  [default: file://./mlpdrive-data]
+    #[arg(long, short = 't', value_name = "URI")]
+    pub target: Option<String>,
+    /// Override a config key, e.g. --set dataset.num_files_train=28000 (repeatable).
     #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// Parallel writer threads (each with its own queue) [default: CPU count, at most 8].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<u32>,
+    /// No progress output on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Allow dev:// targets (a raw block device: its data is overwritten).
+    #[arg(long)]
+    pub allow_raw_device: bool,
+    /// Allow targets under system directories or mounted devices.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DatasizeArgs {
+    /// Preset name (like training/unet3d_h100 or checkpoint/llama3-70b) or path to a YAML config.
+    pub workload: String,
+    /// Override a config key (repeatable).
+    #[arg(long = "set", short = 's', value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Memory of each client host in GiB (training).
+    #[arg(long, value_name = "GIB")]
+    pub client_memory_gib: Option<f64>,
+    /// Number of client hosts (training).
+    #[arg(long, value_name = "H")]
+    pub hosts: Option<u64>,
+    /// Simulated accelerators in total over all hosts (training).
+    #[arg(long, value_name = "A")]
+    pub accelerators: Option<u64>,
+    /// Ranks to size for (checkpoint) [default: the config's `ranks`].
+    #[arg(long, value_name = "R")]
+    pub ranks: Option<u32>,
+    /// Subset mode (checkpoint): the ranks (default 8) act as ranks 0.. of the config's full job.
+    #[arg(long)]
+    pub subset: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ShimArgs {
+    #[command(subcommand)]
+    pub command: ShimCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ShimCommand {
+    /// Mount the shim over a backing directory (or memory); foreground unless --daemon.
+    Mount(ShimMountArgs),
+    /// Unmount a shim mount and wait for its daemon to write its op log and verdicts.
+    Unmount(ShimUnmountArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShimMountArgs {
+    /// Existing empty directory to mount on.
+    #[arg(long, value_name = "DIR")]
+    pub mountpoint: PathBuf,
+    /// Where files live: an existing directory, or `mem` for in-memory files.
+    #[arg(long, value_name = "DIR|mem")]
+    pub backing: String,
+    /// Device profile: a built-in name (see `mlpdrive devices`) or a YAML file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub profile: String,
+    /// Write one CSV row per operation to FILE (format: docs/shim.md).
+    #[arg(long, value_name = "FILE")]
+    pub oplog: Option<PathBuf>,
+    /// Seed of the device model's random choices.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Detach once the mount is ready (stop it with `mlpdrive shim unmount`).
+    #[arg(long)]
+    pub daemon: bool,
+    /// With --daemon: append the daemon's messages to FILE (default: discarded).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Check written and read data live (dedup and content verdicts at unmount).
+    #[arg(long)]
+    pub verify: bool,
+    /// Where --verify writes its verdicts as JSON [default: next to --oplog].
+    #[arg(long, value_name = "FILE")]
+    pub verdict: Option<PathBuf>,
+    /// Let other users access the mount (FUSE allow_other).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Keep the daemon in the data path even when the kernel passthrough could be used.
+    #[arg(long)]
+    pub no_passthrough: bool,
+    /// FUSE request threads.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub threads: usize,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShimUnmountArgs {
+    /// The mount point.
+    pub mountpoint: PathBuf,
+    /// How long to wait for the daemon to finish after the unmount, e.g. 60s.
+    #[arg(long, default_value = "60s", value_name = "D")]
+    pub wait: String,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -238,8 +339,14 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             print!("{}", devices_text()?);
             Ok(EXIT_OK)
         }
+        Command::Datagen(args) => crate::workload::training::datagen::run(&args),
+        Command::Datasize(args) => crate::datasize::run(&args),
         Command::Emu(EmuCommand::Serve(args)) => crate::serve::serve(&args),
         Command::Replay(args) => crate::replay::replay(&args),
+        Command::Shim(args) => match &args.command {
+            ShimCommand::Mount(a) => crate::shim_cmd::mount(a),
+            ShimCommand::Unmount(a) => crate::shim_cmd::unmount(a),
+        },
         Command::Report(args) => {
             let (result, path) = crate::results::load(&args.path)?;
             eprintln!("mlpdrive: {}", path.display());
@@ -254,10 +361,6 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             require: args.require,
             quiet: args.quiet,
         }),
-        Command::Datasize(args) => {
-            print!("{}", crate::workload::checkpoint::datasize(&args.workload, &args.set, args.ranks, args.subset)?);
-            Ok(EXIT_OK)
-        }
     }
 }
 

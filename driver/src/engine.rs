@@ -28,6 +28,9 @@ pub enum Data {
     Fill { object: u64, seed: u64, generation: u64 },
     /// Verify read bytes against the generator.
     Verify(Expect),
+    /// The source fills the write buffer itself ([`OpSource::fill`]):
+    /// container formats whose payload comes from the generator.
+    Source,
 }
 
 /// One op a workload wants issued.
@@ -67,6 +70,9 @@ pub trait OpSource: Send {
     fn next(&mut self, now: Instant) -> Next;
     /// Told about every completion of an op it issued.
     fn completed(&mut self, _req: &Request, _c: &Completion) {}
+    /// Fills the first `len` bytes of a write buffer for a request with
+    /// [`Data::Source`]; called in submission order, just before submit.
+    fn fill(&mut self, _req: &Request, _dst: &mut [u8]) {}
 }
 
 /// Shared run state the engine obeys.
@@ -181,6 +187,8 @@ pub fn run_worker(
                 (req.op, req.data, buf.as_mut())
             {
                 datagen::fill(&mut b.as_mut_slice()[..len as usize], seed, object, generation, offset);
+            } else if let (Op::Write { len, .. }, Data::Source, Some(b)) = (req.op, req.data, buf.as_mut()) {
+                source.fill(&req, &mut b.as_mut_slice()[..len as usize]);
             }
             let tag = free_tags.pop().expect("free tag");
             match queue.submit(tag, req.op, buf) {

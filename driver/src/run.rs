@@ -26,6 +26,7 @@ use crate::workload::{self, PhaseState, RunEnv, WorkloadOutput};
 enum Plan {
     Raw(config::raw::RawConfig),
     Checkpoint(config::checkpoint::CheckpointConfig),
+    Training(Box<config::training::TrainingConfig>),
 }
 
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
@@ -85,6 +86,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
         let out = match &plan {
             Plan::Raw(raw) => workload::raw::run(&env, raw),
             Plan::Checkpoint(ck) => workload::checkpoint::run(&env, ck),
+            Plan::Training(t) => workload::training::run(&env, t),
         };
         sampler_done.store(true, Ordering::SeqCst);
         sampler.join().expect("sampler thread panicked");
@@ -133,6 +135,12 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
             let ck = config::checkpoint::CheckpointConfig::from_run_config(cfg)?;
             cfg.record_workload(&ck)?;
             Ok(Plan::Checkpoint(ck))
+        }
+        "training" => {
+            let t = config::training::TrainingConfig::from_run_config(cfg)?;
+            workload::training::check(&t)?;
+            cfg.record_workload(&t)?;
+            Ok(Plan::Training(Box::new(t)))
         }
         other => Err(Error::usage(format!(
             "config key `workload`: unknown workload '{other}'; known: {}",

@@ -13,4 +13,6 @@ mod nbd;
 mod raw_runs;
 mod replay;
 mod roundtrip;
+mod shim;
+mod training;
 mod virtual_clock;

@@ -17,6 +17,7 @@ pub mod errors;
 mod overrides;
 mod presets;
 pub mod raw;
+pub mod training;
 
 #[cfg(test)]
 mod tests;
@@ -37,7 +38,7 @@ use crate::units::Dur;
 use errors::Scope;
 
 /// Workloads this build can run (the `workload` key must name one).
-pub const KNOWN_WORKLOADS: &[&str] = &["raw", "checkpoint"];
+pub const KNOWN_WORKLOADS: &[&str] = &["raw", "checkpoint", "training"];
 
 /// A loaded run config: where it came from, the resolved common keys, the
 /// workload's keys (not yet deserialized), and the effective config.
@@ -84,6 +85,11 @@ impl RunConfig {
 pub fn load(source: &str, sets: &[String], seed: Option<u64>, duration: Option<&str>) -> Result<RunConfig, Error> {
     let (label, text) = presets::resolve(source)?;
     let mut doc = parse_document(&label, &text)?;
+    if training::is_dlio_shape(&doc) {
+        // A DLIO workload YAML: its unused keys are kept in
+        // `dlio_unused_keys` and reported by the run.
+        training::import_dlio(&mut doc);
+    }
     for set in sets {
         overrides::apply(&mut doc, set)?;
     }

@@ -37,6 +37,21 @@ static PRESETS: &[(&str, &str)] = preset_table![
     "checkpoint/llama3-8b",
     "raw",
     "raw-smoke",
+    "training",
+    "training-smoke",
+    "training/cosmoflow_a100",
+    "training/cosmoflow_h100",
+    "training/dlrm_b200",
+    "training/dlrm_mi355",
+    "training/flux_b200",
+    "training/flux_mi355",
+    "training/resnet50_a100",
+    "training/resnet50_h100",
+    "training/retinanet_b200",
+    "training/retinanet_mi355",
+    "training/unet3d_a100",
+    "training/unet3d_b200",
+    "training/unet3d_h100",
 ];
 
 /// Config files larger than this are refused (configs are a few KiB; this

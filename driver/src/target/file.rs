@@ -87,6 +87,12 @@ fn probe_direct(dir: &Path, align: usize) -> Result<(), Error> {
     let path = dir.join(".direct-probe");
     let refuse = |what: &str, e: std::io::Error| {
         let _ = std::fs::remove_file(&path);
+        // EINVAL is how a filesystem says no to O_DIRECT; anything else
+        // (EIO from a failing or fault-injecting device, ENOSPC) is an I/O
+        // failure, not a reason to drop direct I/O.
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return Error::failed(format!("the O_DIRECT probe in {} failed ({what}: {e})", dir.display()));
+        }
         Error::usage(format!(
             "the filesystem at {} refuses O_DIRECT ({what}: {e}); rerun with `--set io.direct=false` \
              to use the page cache (the results will then say direct=false)",

@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod kvcache;
 pub mod raw;
+pub mod training;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -25,6 +26,7 @@ use crate::target::{IoMode, Target};
 pub const WORKLOADS: &[(&str, &str)] = &[
     ("raw", "fio-like calibration: seq/rand read/write at a block size and queue depth"),
     ("checkpoint", "MLPerf Storage LLM checkpointing: llama3 shards saved and loaded by every rank"),
+    ("training", "MLPerf Storage training reads (DLIO): accelerators, batches, compute waits, AU"),
 ];
 
 /// What a workload gets to run.

@@ -1,0 +1,330 @@
+//! The FUSE shim end to end: `mlpdrive shim mount --daemon`, workloads
+//! through the mount (O_DIRECT + io_uring on the file target), injected
+//! faults surfacing as counted errors with exit 1, a killed daemon giving
+//! ENOTCONN instead of a hang, and `mlpdrive shim unmount` (also of a stale
+//! mount). Every test unmounts through a guard, even when it fails. Without
+//! /dev/fuse the tests say so loudly and skip.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+const BASE_PROFILE: &str = "description: test device\ncapacity: unlimited\nchannels: 8\nlatency:\n  read: {fixed: 20us}\n  write: {fixed: 20us}\n  flush: {fixed: 20us}\n  trim: {fixed: 5us}\nchannel_bandwidth: {read: 2GB/s, write: 2GB/s}\ndevice_bandwidth: {read: 8GB/s, write: 8GB/s}\n";
+
+fn fuse_available() -> bool {
+    if Path::new("/dev/fuse").exists() {
+        return true;
+    }
+    eprintln!("\n*** SKIPPED: /dev/fuse is missing, so the FUSE shim cannot be tested here ***\n");
+    false
+}
+
+/// A shim mounted with `--daemon`; unmounted on drop.
+struct Mount {
+    dir: tempfile::TempDir,
+    mountpoint: PathBuf,
+    mounted: bool,
+}
+
+impl Mount {
+    /// Mounts on `<dir>/mnt` over `<dir>/backing` with the given profile
+    /// (a name, or YAML text written to `<dir>/dev.yaml`) and extra args.
+    fn new(profile: &str, extra: &[&str]) -> Mount {
+        let dir = scratch();
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).unwrap();
+        std::fs::create_dir(dir.path().join("backing")).unwrap();
+        let profile = if profile.contains('\n') {
+            let p = dir.path().join("dev.yaml");
+            std::fs::write(&p, profile).unwrap();
+            p.display().to_string()
+        } else {
+            profile.to_string()
+        };
+        let mp = mountpoint.display().to_string();
+        let backing = dir.path().join("backing").display().to_string();
+        let mut args =
+            vec!["shim", "mount", "--daemon", "--mountpoint", &mp, "--backing", &backing, "--profile", &profile];
+        args.extend_from_slice(extra);
+        let r = mlpdrive(dir.path(), &args);
+        assert_eq!(r.code, 0, "mount failed: {}", r.show());
+        Mount { dir, mountpoint, mounted: true }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn target(&self) -> String {
+        format!("file://{}", self.mountpoint.display())
+    }
+
+    /// Runs raw-smoke through the mount; returns the run and its results.
+    fn run(&self, extra: &[&str]) -> (Run, Option<serde_json::Value>) {
+        let out = self.path().join("out.json");
+        let _ = std::fs::remove_file(&out);
+        let res = self.path().join("res");
+        let target = self.target();
+        let mut args = vec![
+            "run",
+            "raw-smoke",
+            "--quiet",
+            "--target",
+            &target,
+            "--results",
+            res.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let r = run_bounded(self.path(), &args, Duration::from_secs(120));
+        let j = out.is_file().then(|| read_json(&out));
+        (r, j)
+    }
+
+    fn unmount(&mut self) -> Run {
+        self.mounted = false;
+        mlpdrive(self.path(), &["shim", "unmount", self.mountpoint.to_str().unwrap()])
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.mounted {
+            let r = mlpdrive(self.dir.path(), &["shim", "unmount", self.mountpoint.to_str().unwrap()]);
+            if r.code != 0 {
+                let c = std::ffi::CString::new(self.mountpoint.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: c is a valid path; a lazy detach cannot hurt anything.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+    }
+}
+
+/// Runs mlpdrive and kills it if it has not finished after `limit` (a hang
+/// is a failure, reported as exit -9).
+fn run_bounded(cwd: &Path, args: &[&str], limit: Duration) -> Run {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mlpdrive");
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Run::from(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn direct_io_runs_through_the_mount_and_verify() {
+    if !fuse_available() {
+        return;
+    }
+    let d = scratch();
+    let oplog = d.path().join("ops.csv");
+    let mut m = Mount::new("ci-fast", &["--oplog", oplog.to_str().unwrap(), "--verify"]);
+    // Each run lays out its file again; distinct seeds keep the data of
+    // different runs distinct, as the dedup verdict expects.
+    for (seed, rw) in [("11", "write"), ("12", "randread"), ("13", "randrw")] {
+        let (r, j) = m.run(&["--duration", "1s", "--seed", seed, "--set", &format!("rw={rw}")]);
+        assert_eq!(r.code, 0, "rw={rw}: {}", r.show());
+        let j = j.unwrap();
+        assert_eq!(j["status"], "ok", "{j}");
+        assert_eq!(j["io_mode"]["direct"], true, "O_DIRECT through the mount: {j}");
+        if rw != "write" {
+            assert!(j["verify"]["verified_bytes"].as_u64().unwrap() > 0, "{j}");
+        }
+    }
+    let u = m.unmount();
+    assert_eq!(u.code, 0, "{}", u.show());
+    // The daemon has finished: the op log and the verdicts are complete.
+    let text = std::fs::read_to_string(&oplog).unwrap();
+    let writes = text.lines().filter(|l| l.contains(",write,mlpdrive/")).count();
+    assert!(writes > 100, "op log has the workload's writes:\n{}", &text[..text.len().min(2000)]);
+    let verdicts = read_json(&d.path().join("ops.verdicts.json"));
+    assert_eq!(verdicts["ok"], true, "{verdicts}");
+    assert_eq!(verdicts["dedup"]["verdict"], "pass", "{verdicts}");
+    assert_eq!(verdicts["content"]["verdict"], "pass", "{verdicts}");
+}
+
+#[test]
+fn passthrough_mount_says_so_and_runs() {
+    if !fuse_available() {
+        return;
+    }
+    let d = scratch();
+    let log = d.path().join("daemon.log");
+    let mut m = Mount::new("ideal", &["--log", log.to_str().unwrap()]);
+    let (r, j) = m.run(&["--duration", "1s"]);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert_eq!(j.unwrap()["io_mode"]["direct"], true);
+    assert_eq!(m.unmount().code, 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("data path:"), "{text}");
+    eprintln!("{text}");
+}
+
+#[test]
+fn injected_read_errors_fail_the_run() {
+    if !fuse_available() {
+        return;
+    }
+    let profile = format!("{BASE_PROFILE}faults:\n  error_probability: {{read: 1, write: 0, flush: 0, trim: 0}}\n");
+    let m = Mount::new(&profile, &[]);
+    // With O_DIRECT the target's direct-I/O probe (a read) already fails,
+    // with exit 1 and a message naming the probe.
+    let (r, _) = m.run(&["--duration", "1s", "--set", "rw=randread"]);
+    assert_eq!(r.code, 1, "{}", r.show());
+    assert!(r.stderr.contains("Input/output error"), "{}", r.show());
+    // Half the reads fail: with the model's seed 1 the probe's read passes
+    // (the model is deterministic per seed), the run starts and counts the
+    // errors of the measured reads.
+    drop(m);
+    let half = profile.replace("read: 1,", "read: 0.5,");
+    let m = Mount::new(&half, &["--seed", "1"]);
+    let (r, j) = m.run(&["--duration", "1s", "--set", "rw=randread", "--set", "continue_on_error=true"]);
+    assert_eq!(r.code, 1, "{}", r.show());
+    let j = j.expect("results written");
+    assert_eq!(j["status"], "failed", "{j}");
+    let errors = j["errors"]["count"].as_u64().unwrap();
+    let reads = j["summary"]["read"]["ops"].as_u64().unwrap();
+    assert!(errors > 10 && reads > 10, "about half the reads fail: {errors} errors, {reads} good reads: {j}");
+    assert!(j.to_string().contains("Input/output error") || j.to_string().contains("EIO"), "{j}");
+}
+
+#[test]
+fn a_full_device_gives_enospc() {
+    if !fuse_available() {
+        return;
+    }
+    let profile = BASE_PROFILE.replace("capacity: unlimited", "capacity: 4MiB");
+    let m = Mount::new(&profile, &[]);
+    let (r, j) = m.run(&["--duration", "1s", "--set", "rw=write"]);
+    assert_eq!(r.code, 1, "{}", r.show());
+    let all = format!("{}{}", r.stderr, j.map(|j| j.to_string()).unwrap_or_default());
+    assert!(all.contains("No space left") || all.contains("ENOSPC"), "{all}");
+}
+
+#[test]
+fn a_killed_daemon_gives_enotconn_not_a_hang() {
+    if !fuse_available() {
+        return;
+    }
+    let mut m = Mount::new("ci-fast", &[]);
+    let pid = mlpdrive_shim::daemon_pid(&m.mountpoint).expect("daemon pid");
+    // SAFETY: kill(2) on the daemon this test started.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    let start = Instant::now();
+    let err = loop {
+        match std::fs::metadata(&m.mountpoint) {
+            Err(e) => break e,
+            Ok(_) if start.elapsed() < Duration::from_secs(10) => std::thread::sleep(Duration::from_millis(20)),
+            Ok(_) => panic!("the mount still answers 10 s after the daemon was killed"),
+        }
+    };
+    // The kernel answers ENOTCONN, or ECONNABORTED once it has aborted the
+    // connection (as 6.x kernels do when /dev/fuse closes): never a hang.
+    let code = err.raw_os_error();
+    assert!(code == Some(libc::ENOTCONN) || code == Some(libc::ECONNABORTED), "{err}");
+    let (r, _) = m.run(&["--duration", "1s"]);
+    assert!(r.code == 1 || r.code == 2, "the run fails (not a hang, not success): {}", r.show());
+    assert!(r.stderr.contains("not connected") || r.stderr.contains("connection abort"), "{}", r.show());
+    let u = m.unmount();
+    assert_eq!(u.code, 0, "stale mount unmounts: {}", u.show());
+    assert!(u.stderr.contains("stale"), "{}", u.show());
+    assert!(!mlpdrive_shim::is_shim_mount(&m.mountpoint));
+}
+
+#[test]
+fn bad_shim_arguments_are_usage_errors() {
+    let d = scratch();
+    let r = mlpdrive(
+        d.path(),
+        &["shim", "mount", "--mountpoint", "/nonexistent-mp", "--backing", "mem", "--profile", "ideal"],
+    );
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("--mountpoint"), "{}", r.show());
+    let mp = d.path().to_str().unwrap();
+    let r =
+        mlpdrive(d.path(), &["shim", "mount", "--mountpoint", mp, "--backing", "mem", "--profile", "no-such-profile"]);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("--profile"), "{}", r.show());
+    let r = mlpdrive(d.path(), &["shim", "unmount", mp]);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("not an mlpdrive shim mount"), "{}", r.show());
+    assert!(tree(d.path()).is_empty(), "nothing written: {:?}", tree(d.path()));
+}
+
+#[test]
+fn verify_catches_corrupted_reads_and_the_foreground_shim_exits_1() {
+    if !fuse_available() {
+        return;
+    }
+    let d = scratch();
+    let mp = d.path().join("mnt");
+    std::fs::create_dir(&mp).unwrap();
+    let profile = d.path().join("dev.yaml");
+    std::fs::write(&profile, format!("{BASE_PROFILE}faults:\n  read_corruption_probability: 0.01\n")).unwrap();
+    let verdict = d.path().join("verdict.json");
+    // Foreground: the test owns the shim process and sees its exit code.
+    let mut shim = Command::new(BIN)
+        .args(["shim", "mount", "--backing", "mem", "--verify", "--verdict"])
+        .arg(&verdict)
+        .arg("--mountpoint")
+        .arg(&mp)
+        .arg("--profile")
+        .arg(&profile)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let canonical = mp.canonicalize().unwrap();
+    let start = Instant::now();
+    while !mlpdrive_shim::is_shim_mount(&canonical) {
+        assert!(start.elapsed() < Duration::from_secs(20), "the shim did not mount");
+        assert!(shim.try_wait().unwrap().is_none(), "the shim exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let target = format!("file://{}", mp.display());
+    let res = d.path().join("res");
+    let r = run_bounded(
+        d.path(),
+        &[
+            "run",
+            "raw-smoke",
+            "--quiet",
+            "--duration",
+            "1s",
+            "--set",
+            "rw=randread",
+            "--target",
+            &target,
+            "--results",
+            res.to_str().unwrap(),
+        ],
+        Duration::from_secs(120),
+    );
+    let u = mlpdrive(d.path(), &["shim", "unmount", mp.to_str().unwrap()]);
+    if u.code != 0 {
+        let _ = shim.kill();
+    }
+    let out = shim.wait_with_output().unwrap();
+    let shim_run = Run::from(out);
+    assert_eq!(u.code, 0, "{}", u.show());
+    assert_eq!(r.code, 1, "the driver's own verification fails too: {}", r.show());
+    assert_eq!(shim_run.code, 1, "{}", shim_run.show());
+    assert!(shim_run.stdout.contains("content: fail"), "{}", shim_run.show());
+    let v = read_json(&verdict);
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(v["content"]["blocks_bad"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["dedup"]["verdict"], "pass", "{v}");
+}
