@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod check;
+mod check_shim;
 mod checkpoint;
 mod cli;
 mod common;
