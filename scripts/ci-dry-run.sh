@@ -8,8 +8,8 @@
 # Steps: mount the shim on a temporary backing directory with an op log,
 # run the KV cache smoke preset through it (journal on, deletes recorded) —
 # or, while this mlpdrive has no kvcache workload, a raw write run and a
-# raw read run that verifies every block — then the checkpoint smoke preset
-# if there is one, unmount, and run `mlpdrive check` on the op log, the
+# raw read run that verifies every block — then the checkpoint and training
+# smoke presets if there are, unmount, and run `mlpdrive check` on the op log, the
 # journal and the results. The mount is always
 # taken down (trap), even when a step fails.
 #
@@ -103,13 +103,26 @@ else
         "$bin" run raw-smoke "${common[@]}" "${raw[@]}" --set rw=read || run_status=$?
     fi
 fi
-# The checkpoint smoke preset too, if this mlpdrive has one (same mount, same
-# op log: its blocks join the dedup and content verdicts).
-ckpt_preset=$("$bin" workloads | awk '$2 == "checkpoint" && $1 ~ /smoke/ { print $1; exit }')
-if [ "$run_status" -eq 0 ] && [ -n "$ckpt_preset" ]; then
-    say "running $ckpt_preset through the shim"
-    "$bin" run "$ckpt_preset" "${common[@]}" || run_status=$?
-fi
+# The checkpoint and training smoke presets too, if this mlpdrive has them
+# (same mount, same op log: their blocks join the dedup and content verdicts).
+for kind in checkpoint training; do
+    preset=$("$bin" workloads | awk -v k="$kind" '$2 == k && $1 ~ /smoke/ { print $1; exit }')
+    if [ "$run_status" -eq 0 ] && [ -n "$preset" ]; then
+        if [ "$kind" = training ]; then
+            # The data set is setup, not the measured workload: generate it
+            # straight into the backing directory (datagen writes no
+            # results.json to account for its bytes), then read it through
+            # the mount. Its blocks count as unverifiable for `content`; the
+            # training run verifies them itself.
+            say "generating the $preset data set in the backing directory"
+            "$bin" datagen "$preset" --target "file://$backing" --set "seed=$seed" --quiet || run_status=$?
+        fi
+        if [ "$run_status" -eq 0 ]; then
+            say "running $preset through the shim"
+            "$bin" run "$preset" "${common[@]}" || run_status=$?
+        fi
+    fi
+done
 for r in "$results"/*/results.json; do
     [ -e "$r" ] && check_args+=(--results "$r")
 done
