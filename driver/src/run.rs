@@ -25,6 +25,7 @@ use crate::workload::{self, PhaseState, RunEnv, WorkloadOutput};
 /// A workload's config, validated.
 enum Plan {
     Raw(config::raw::RawConfig),
+    Kvcache(Box<crate::workload::kvcache::config::KvConfig>, Option<Box<crate::workload::kvcache::feed::Feed>>),
     Checkpoint(config::checkpoint::CheckpointConfig),
     Training(Box<config::training::TrainingConfig>),
 }
@@ -32,7 +33,7 @@ enum Plan {
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
     // 1. Validate all input; create nothing.
     let mut cfg = config::load(&args.workload, &args.set, args.seed, args.duration.as_deref())?;
-    let plan = plan(&mut cfg)?;
+    let mut plan = plan(&mut cfg)?;
     let target_str = args.target.as_deref().unwrap_or(uri::DEFAULT_TARGET);
     let parsed = uri::parse(target_str)?;
     let spec = uri::check(&parsed, &SafetyFlags { allow_raw_device: args.allow_raw_device, force: args.force })?;
@@ -83,8 +84,15 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
             phase,
             clock: clock.clone(),
         };
-        let out = match &plan {
+        let out = match &mut plan {
             Plan::Raw(raw) => workload::raw::run(&env, raw),
+            Plan::Kvcache(kv, feed) => {
+                let free = match &spec.uri {
+                    TargetUri::File { dir } => workload::kvcache::free_bytes(dir),
+                    _ => None,
+                };
+                workload::kvcache::run(&env, kv, free, feed.take().map(|f| *f))
+            }
             Plan::Checkpoint(ck) => workload::checkpoint::run(&env, ck),
             Plan::Training(t) => workload::training::run(&env, t),
         };
@@ -130,6 +138,13 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
             let raw = config::raw::RawConfig::from_run_config(cfg)?;
             cfg.record_workload(&raw)?;
             Ok(Plan::Raw(raw))
+        }
+        "kvcache" => {
+            let kv = crate::workload::kvcache::config::KvConfig::from_run_config(cfg)?;
+            crate::workload::kvcache::check_memory(&kv)?;
+            let feed = crate::workload::kvcache::load_feed(&kv, cfg.common.seed)?;
+            cfg.record_workload(&kv)?;
+            Ok(Plan::Kvcache(Box::new(kv), feed.map(Box::new)))
         }
         "checkpoint" => {
             let ck = config::checkpoint::CheckpointConfig::from_run_config(cfg)?;

@@ -10,6 +10,7 @@ mod checkpoint;
 mod cli;
 mod common;
 mod emu_target;
+mod kvcache;
 mod nbd;
 mod raw_runs;
 mod replay;

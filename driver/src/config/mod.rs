@@ -38,7 +38,7 @@ use crate::units::Dur;
 use errors::Scope;
 
 /// Workloads this build can run (the `workload` key must name one).
-pub const KNOWN_WORKLOADS: &[&str] = &["raw", "checkpoint", "training"];
+pub const KNOWN_WORKLOADS: &[&str] = &["raw", "checkpoint", "kvcache", "training"];
 
 /// A loaded run config: where it came from, the resolved common keys, the
 /// workload's keys (not yet deserialized), and the effective config.

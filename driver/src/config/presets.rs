@@ -35,6 +35,10 @@ static PRESETS: &[(&str, &str)] = preset_table![
     "checkpoint/llama3-70b",
     "checkpoint/llama3-70b-subset",
     "checkpoint/llama3-8b",
+    "kvcache/kvcache-smoke",
+    "kvcache/mlperf-option1",
+    "kvcache/mlperf-option2",
+    "kvcache/mlperf-option3",
     "raw",
     "raw-smoke",
     "training",
@@ -53,6 +57,9 @@ static PRESETS: &[(&str, &str)] = preset_table![
     "training/unet3d_b200",
     "training/unet3d_h100",
 ];
+
+/// Short names for presets: `mlpdrive run kvcache` runs the smoke preset.
+static ALIASES: &[(&str, &str)] = &[("kvcache", "kvcache/kvcache-smoke")];
 
 /// Config files larger than this are refused (configs are a few KiB; this
 /// keeps `mlpdrive run /dev/zero` from eating memory).
@@ -85,6 +92,7 @@ pub fn presets() -> Vec<PresetInfo> {
 
 /// The YAML text of a built-in preset.
 pub fn preset_yaml(name: &str) -> Option<&'static str> {
+    let name = ALIASES.iter().find(|(a, _)| *a == name).map_or(name, |(_, target)| *target);
     PRESETS.iter().find(|(n, _)| *n == name).map(|(_, text)| *text)
 }
 

@@ -102,6 +102,10 @@ fn every_preset_loads_and_validates() {
             "raw" => {
                 RawConfig::from_run_config(&cfg).unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
             }
+            "kvcache" => {
+                crate::workload::kvcache::config::KvConfig::from_run_config(&cfg)
+                    .unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
+            }
             "checkpoint" => {
                 super::checkpoint::CheckpointConfig::from_run_config(&cfg)
                     .unwrap_or_else(|e| panic!("preset {}: {e}", preset.name));
@@ -419,7 +423,13 @@ fn workload_key_is_required_and_known() {
     assert!(e.starts_with(&format!("{path}: missing config key `workload`")), "{e}");
     assert!(e.contains("known workloads: raw"), "{e}");
     let (_, e) = text_err("workload: nosuch\n");
-    assert!(e.starts_with("config key `workload`: unknown workload 'nosuch'; known workloads: raw"), "{e}");
+    assert_eq!(
+        e,
+        format!(
+            "config key `workload`: unknown workload 'nosuch'; known workloads: {}",
+            super::KNOWN_WORKLOADS.join(", ")
+        )
+    );
     let e = raw_err(&["workload="]);
     assert!(e.contains("missing config key `workload`"), "{e}");
 }

@@ -41,6 +41,9 @@ pub fn render_text(r: &RunResult) -> String {
     out.push('\n');
     let workload_text = match r.workload.as_str() {
         "checkpoint" => crate::workload::checkpoint::text::render_summary(&r.summary),
+        "kvcache" if r.summary.get("summary").is_some() => {
+            Some(crate::workload::kvcache::output::text(&r.summary, &r.series))
+        }
         _ => None,
     };
     match (raw_rows(r), workload_text) {

@@ -24,6 +24,7 @@ use crate::target::{IoMode, Target};
 
 /// Built-in workload names with one line each (for `mlpdrive workloads`).
 pub const WORKLOADS: &[(&str, &str)] = &[
+    ("kvcache", "MLPerf Storage v3 KV cache (kv-cache.py): users, multi-tier cache, waterfall eviction"),
     ("raw", "fio-like calibration: seq/rand read/write at a block size and queue depth"),
     ("checkpoint", "MLPerf Storage LLM checkpointing: llama3 shards saved and loaded by every rank"),
     ("training", "MLPerf Storage training reads (DLIO): accelerators, batches, compute waits, AU"),
