@@ -28,6 +28,9 @@ pub enum Command {
     Devices,
     /// Print the human summary of a finished run.
     Report(ReportArgs),
+    /// Check a FUSE shim op log (and a KV journal, a results.json) for
+    /// duplicate or compressible data, corrupt reads and tier violations.
+    Check(CheckArgs),
     /// Replay a KV cache I/O trace (kv-cache.py's --io-trace-log CSV, or mlpdrive's) against a target.
     Replay(ReplayArgs),
     /// The device emulator outside the driver (`emu serve`: an NBD export).
@@ -284,6 +287,28 @@ pub struct ReportArgs {
     pub path: PathBuf,
 }
 
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The shim's op log (`mlpdrive shim mount --oplog FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub oplog: PathBuf,
+    /// The KV cache workload's trace (CSV, or zstd-compressed .zst).
+    #[arg(long, value_name = "TRACE.csv")]
+    pub journal: Option<PathBuf>,
+    /// The run's results.json (or its run directory); repeat for several runs through one mount.
+    #[arg(long, value_name = "FILE")]
+    pub results: Vec<PathBuf>,
+    /// Write the verdicts JSON here [default: <oplog>.verdicts.json].
+    #[arg(long, value_name = "OUT.json")]
+    pub json: Option<PathBuf>,
+    /// Fail unless this verdict passes (not_checked counts as a failure); repeatable.
+    #[arg(long, value_name = "VERDICT")]
+    pub require: Vec<String>,
+    /// Print only the verdicts file's path, not the verdicts.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
 /// Parses arguments, runs, and returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
@@ -328,6 +353,14 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             print!("{}", crate::results::summary::render_text(&result));
             Ok(EXIT_OK)
         }
+        Command::Check(args) => crate::check::run(&crate::check::CheckOptions {
+            oplog: args.oplog,
+            journal: args.journal,
+            results: args.results,
+            json: args.json,
+            require: args.require,
+            quiet: args.quiet,
+        }),
     }
 }
 

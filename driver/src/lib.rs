@@ -6,6 +6,7 @@
 //! docs/ARCHITECTURE.md.
 
 pub mod buf;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

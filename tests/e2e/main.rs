@@ -4,6 +4,8 @@
 //! linked once.
 
 mod bad_input;
+mod check;
+mod check_shim;
 mod checkpoint;
 mod cli;
 mod common;
