@@ -16,7 +16,7 @@
 # Exit codes: 0 every verdict passed; 1 a violation (or a workload run that
 # failed); 2 the dry run could not be set up (no shim command, mount
 # failed). Without /dev/fuse (a container without FUSE) it skips with a loud
-# message and exits 0; CI machines have /dev/fuse, so it never skips there.
+# message and exits 0 (exit 1 when MLPDRIVE_CI is set: CI must not skip it).
 #
 # Environment: MLPDRIVE_BIN (binary to use), MLPDRIVE_SEED (default 42: the
 # same seed gives the same data and the same op order), CI_DRY_RUN_KEEP=1
@@ -31,6 +31,10 @@ say() { printf 'ci-dry-run: %s\n' "$*" >&2; }
 if [ ! -e /dev/fuse ]; then
     say "SKIPPED: /dev/fuse is missing, so the FUSE shim cannot mount here."
     say "SKIPPED: (CI machines have /dev/fuse; run this where FUSE is available.)"
+    if [ -n "${MLPDRIVE_CI:-}" ]; then
+        say "FAILED: MLPDRIVE_CI is set, and CI must run the dry run, not skip it"
+        exit 1
+    fi
     exit 0
 fi
 
