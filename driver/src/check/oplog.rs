@@ -16,20 +16,9 @@ use csv::ByteRecord;
 
 use super::input::InputError;
 
-/// The op log's columns, in the order the shim writes them.
-pub const COLUMNS: [&str; 11] = [
-    "start_ns",
-    "op",
-    "path",
-    "path2",
-    "offset",
-    "length",
-    "latency_ns",
-    "result",
-    "block_hashes",
-    "zstd_in_bytes",
-    "zstd_out_bytes",
-];
+/// The op log's columns, in the order the shim writes them (one definition,
+/// the shim's).
+pub use mlpdrive_shim::OPLOG_HEADER as COLUMNS;
 
 /// Bytes per block in `block_hashes`.
 pub const BLOCK_BYTES: u64 = 4096;
