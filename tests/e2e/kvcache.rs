@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::Command;
 
 use crate::common::*;
 
@@ -16,6 +17,36 @@ fn trace_lines(path: &Path) -> Vec<String> {
     let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let dec = zstd::stream::read::Decoder::new(f).expect("zstd trace");
     BufReader::new(dec).lines().map(|l| l.unwrap()).collect()
+}
+
+/// numpy loads each entry file: the header is 128 bytes, and its dtype and
+/// shape account for every payload byte (shape × itemsize + 128 = file size).
+fn npy_files_load_with_numpy(files: &[std::path::PathBuf]) {
+    let has_numpy = Command::new("python3").args(["-c", "import numpy"]).output().is_ok_and(|o| o.status.success());
+    if !has_numpy {
+        eprintln!("SKIPPED: loading kvcache .npy files needs python3 with numpy (.ci/run installs it)");
+        return;
+    }
+    let script = "import sys, numpy\n\
+                  for f in sys.argv[1:]:\n\
+                  \x20   with open(f, 'rb') as h:\n\
+                  \x20       v = numpy.lib.format.read_magic(h)\n\
+                  \x20       numpy.lib.format.read_array_header_1_0(h)\n\
+                  \x20       at = h.tell()\n\
+                  \x20   a = numpy.load(f)\n\
+                  \x20   print(v[0], at, a.dtype.str, a.shape, a.size * a.itemsize)\n";
+    let o = Command::new("python3").arg("-c").arg(script).args(files).output().expect("python3");
+    assert!(o.status.success(), "numpy could not load the entries:\n{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), files.len(), "{out}");
+    for (f, l) in files.iter().zip(&lines) {
+        let len = std::fs::metadata(f).unwrap().len();
+        let w: Vec<&str> = l.split(' ').collect();
+        assert_eq!((w[0], w[1], w[2]), ("1", "128", "<f2"), "{f:?}: {l}");
+        let payload: u64 = w.last().unwrap().parse().unwrap();
+        assert_eq!(payload + 128, len, "{f:?}: shape × itemsize + 128 = file size ({l})");
+    }
 }
 
 #[test]
@@ -119,6 +150,7 @@ fn smoke_preset_on_a_direct_file_target_writes_the_reference_json_and_a_trace() 
         let len = f.metadata().unwrap().len();
         assert_eq!((len - 128) % (24_576), 0, "{name}: tokens × 24 KiB + 128-byte header, got {len}");
     }
+    npy_files_load_with_numpy(&files.iter().take(3).map(|f| f.path()).collect::<Vec<_>>());
     // The trace: the reference's header, rows in time order, the count the results give.
     let lines = trace_lines(&trace);
     assert_eq!(lines[0], "Timestamp,Operation,Object_Size_Bytes,Tier,Key,Phase");
@@ -336,6 +368,9 @@ fn on_a_virtual_clock_the_same_seed_gives_identical_results_and_traces() {
     let (a, ta) = run(1);
     let (b, tb) = run(2);
     assert_eq!(a["summary"]["extras"]["cpu_model"]["modelled"], true, "no real copies on a virtual clock");
+    // store=none keeps only generated blocks: no NumPy header there, and the results say so.
+    let notes = a["notes"].as_array().unwrap();
+    assert!(notes.iter().any(|n| n.as_str().unwrap().contains("kvcache.npy_header")), "{notes:?}");
     assert!(a["summary"]["requests_completed"].as_u64().unwrap() > 30);
     assert_eq!(a["summary"], b["summary"], "simulated runs are deterministic");
     assert_eq!(a["series"], b["series"]);

@@ -215,6 +215,12 @@ pub trait Target: Send + Sync {
     fn clock(&self) -> Option<crate::clock::Clock> {
         None
     }
+    /// True if the target keeps any bytes written; false for a target that
+    /// keeps only mlpdrive's generated 4 KiB blocks (`emu://…?store=none`),
+    /// which refuses other bytes such as a file-format header.
+    fn keeps_any_bytes(&self) -> bool {
+        true
+    }
 }
 
 /// An I/O or namespace error, with enough context to act on.

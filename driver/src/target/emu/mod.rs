@@ -163,6 +163,10 @@ impl Target for EmuTarget {
         &self.info
     }
 
+    fn keeps_any_bytes(&self) -> bool {
+        self.state.store != StoreKind::None
+    }
+
     fn create(&self, name: &str, size_hint: u64) -> Result<ObjectHandle, TargetError> {
         let limit = align_up(size_hint.max(1), EXTENT_ALIGN);
         let base = {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod feed;
 pub mod inputs;
 pub mod models;
+mod npy;
 pub mod output;
 mod pipeline;
 pub mod rng;
@@ -72,6 +73,7 @@ pub fn params(
         // CPU tier is modelled there (`cpu.*`), like the GPU tier.
         cpu_copy: !cfg.trace.only && !clock.is_virtual(),
         storage_bytes,
+        write_npy_header: cfg.kvcache.npy_header,
         io_size: cfg.kvcache.io_size.bytes(),
         entry_queue_depth: cfg.kvcache.entry_queue_depth,
         trace: cfg.trace.path.is_some(),
@@ -180,6 +182,13 @@ pub fn run(
     }
     let mut p = params(cfg, env.common.seed, storage, env.clock.clone())?;
     p.continue_on_error = env.common.continue_on_error;
+    if p.write_npy_header && !cfg.trace.only && !env.target.keeps_any_bytes() {
+        p.write_npy_header = false;
+        notes.push(
+            "kvcache.npy_header: this target keeps only generated data blocks, so each entry's first 128 bytes              are generated data, not a NumPy header (entry sizes are unchanged)"
+                .into(),
+        );
+    }
     let sizing = p.sizing;
     let writer = match &cfg.trace.path {
         Some(path) => Some(
@@ -230,22 +239,26 @@ pub fn run(
         }
         let mut sim = Sim::new(p, Box::new(TargetBackend { target: env.target }));
         sim.feed = feed;
+        let verify = env.common.verify && env.target.info().caps.stores_data;
         let mut reports = Vec::new();
         for (prefix, count, phase) in &setups {
             env.phase.set(phase);
             sim.begin_setup(prefix, *count, phase, env.clock.now());
             let mut rep = WorkerReport::default();
-            let mut src = KvSource { sim: &mut sim, trace: &mut trace };
-            engine::run_worker(&mut src, queue.as_mut(), &mut pool, &env.control(None, env.common.verify), &mut rep);
+            let mut src =
+                KvSource { sim: &mut sim, trace: &mut trace, verify_headers: verify, verify: Default::default() };
+            engine::run_worker(&mut src, queue.as_mut(), &mut pool, &env.control(None, verify), &mut rep);
+            rep.verify.merge(&src.verify);
             reports.push(rep);
         }
         let start = env.phase.begin_measure(env.clock.now());
         sim.begin_measure(start, env.common.duration, drain);
         let mut rep = WorkerReport::default();
         {
-            let mut src = KvSource { sim: &mut sim, trace: &mut trace };
-            let verify = env.common.verify && env.target.info().caps.stores_data;
+            let mut src =
+                KvSource { sim: &mut sim, trace: &mut trace, verify_headers: verify, verify: Default::default() };
             engine::run_worker(&mut src, queue.as_mut(), &mut pool, &env.control(None, verify), &mut rep);
+            rep.verify.merge(&src.verify);
         }
         trace.flush(&mut sim, true);
         let last = rep.last_completion.max(sim.last_done);

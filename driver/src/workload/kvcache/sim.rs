@@ -89,6 +89,10 @@ pub struct Params {
     /// Really copy CPU-tier bytes (false in trace-only mode and tests).
     pub cpu_copy: bool,
     pub storage_bytes: Option<u64>,
+    /// Write a real `.npy` header in the first 128 bytes of each storage
+    /// entry (else, with `sizing.npy_header`, those bytes are generated
+    /// data: the target keeps only generated blocks).
+    pub write_npy_header: bool,
     pub io_size: u64,
     pub entry_queue_depth: u32,
     pub trace: bool,

@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use super::sim::{Backend, Sim};
-use crate::engine::{Next, OpSource, Request};
+use crate::datagen::VerifyOutcome;
+use crate::engine::{Data, Next, OpSource, Request};
 use crate::kvtrace::TraceWriter;
 use crate::target::{Completion, ObjectHandle, Op, Target};
 
@@ -61,6 +62,10 @@ impl TraceSink {
 pub struct KvSource<'s, 'a> {
     pub sim: &'s mut Sim<'a>,
     pub trace: &'s mut TraceSink,
+    /// Check the `.npy` header chunks of reads (as the engine verifies the
+    /// others); the outcome goes to `verify`.
+    pub verify_headers: bool,
+    pub verify: VerifyOutcome,
 }
 
 impl OpSource for KvSource<'_, '_> {
@@ -70,7 +75,16 @@ impl OpSource for KvSource<'_, '_> {
         n
     }
 
+    fn fill(&mut self, req: &Request, dst: &mut [u8]) {
+        self.sim.fill_chunk(req, dst);
+    }
+
     fn completed(&mut self, req: &Request, c: &Completion) {
+        // Only `.npy` header chunks are read with `Data::None`.
+        if let (true, Ok(_), Op::Read { .. }, Data::None) = (self.verify_headers, &c.result, req.op, req.data) {
+            let v = self.sim.check_header_chunk(req, c.data());
+            self.verify.merge(&v);
+        }
         let result = match (&c.result, req.op) {
             (Ok(n), Op::Read { len, offset, .. }) if *n < len => {
                 Err(format!("short read: {n} of {len} bytes at offset {offset}"))
