@@ -101,12 +101,39 @@ pub struct DatagenArgs {
     /// No progress output on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    #[command(flatten)]
+    pub safety: SafetyArgs,
+}
+
+/// `--allow-raw-device` and `--force`, as `datagen` and `replay` take them.
+#[derive(Args, Debug, Clone)]
+pub struct SafetyArgs {
     /// Allow dev:// targets (a raw block device: its data is overwritten).
     #[arg(long)]
     pub allow_raw_device: bool,
     /// Allow targets under system directories or mounted devices.
     #[arg(long)]
     pub force: bool,
+}
+
+impl SafetyArgs {
+    pub fn flags(&self) -> crate::target::uri::SafetyFlags {
+        crate::target::uri::SafetyFlags { allow_raw_device: self.allow_raw_device, force: self.force }
+    }
+}
+
+/// Where a run's results go, and how loud it is: `run` and `replay`.
+#[derive(Args, Debug, Clone)]
+pub struct ResultsArgs {
+    /// Also write results.json to this exact path.
+    #[arg(long, short = 'o', value_name = "FILE.json")]
+    pub output: Option<PathBuf>,
+    /// Results root; each run writes <DIR>/<run-id>/.
+    #[arg(long, value_name = "DIR", default_value = "./mlpdrive-results")]
+    pub results: PathBuf,
+    /// No progress output on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -212,15 +239,8 @@ pub struct RunArgs {
     /// Length of the measured phase, e.g. 30s, 5m (same as --set duration=D).
     #[arg(long, value_name = "D")]
     pub duration: Option<String>,
-    /// Also write results.json to this exact path.
-    #[arg(long, short = 'o', value_name = "FILE.json")]
-    pub output: Option<PathBuf>,
-    /// Results root; each run writes <DIR>/<run-id>/.
-    #[arg(long, value_name = "DIR", default_value = "./mlpdrive-results")]
-    pub results: PathBuf,
-    /// No progress output on stderr.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
+    #[command(flatten)]
+    pub out: ResultsArgs,
     /// Allow dev:// targets and nbd:// exports not served by mlpdrive (their data is overwritten).
     #[arg(long)]
     pub allow_raw_device: bool,
@@ -264,21 +284,10 @@ pub struct ReplayArgs {
     /// Seed of the written data [default: 1].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Also write results.json to this exact path.
-    #[arg(long, short = 'o', value_name = "FILE.json")]
-    pub output: Option<PathBuf>,
-    /// Results root; each run writes <DIR>/<run-id>/.
-    #[arg(long, value_name = "DIR", default_value = "./mlpdrive-results")]
-    pub results: PathBuf,
-    /// No progress output on stderr.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-    /// Allow dev:// targets (a raw block device: its data is overwritten).
-    #[arg(long)]
-    pub allow_raw_device: bool,
-    /// Allow targets under system directories or mounted devices.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub out: ResultsArgs,
+    #[command(flatten)]
+    pub safety: SafetyArgs,
 }
 
 #[derive(Args, Debug)]

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cli::RunArgs;
+use crate::cli::{ResultsArgs, RunArgs};
 use crate::clock::Clock;
 use crate::config::{self, RunConfig};
 use crate::error::{EXIT_FAILED, EXIT_OK, Error};
@@ -39,20 +39,48 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     let parsed = uri::parse(target_str)?;
     let spec = uri::check(&parsed, &SafetyFlags { allow_raw_device: args.allow_raw_device, force: args.force })?;
     check_virtual_clock(&spec, &plan)?;
-    check_output_path(args.output.as_deref())?;
-    check_results_root(&args.results)?;
+    check_output_path(args.out.output.as_deref())?;
+    check_results_root(&args.out.results)?;
 
     // 2. Open the target (creates the work directory).
     let opts =
         OpenOptions { direct: cfg.common.io.direct, use_uring: cfg.common.io.engine == config::EngineKind::IoUring };
     let target = open_target(&spec, opts, cfg.common.seed)?;
-    // A simulated device brings its own (virtual) clock; otherwise the host's.
-    let clock = target.clock().unwrap_or_else(Clock::real);
-    if !args.quiet {
+    if !args.out.quiet {
         eprintln!("mlpdrive: {} → {}", describe(&cfg), where_it_writes(&spec, target.as_ref()));
     }
 
-    // 3. Run with a sampler alongside.
+    // 3. Run, 4. results.
+    execute(&cfg, &spec, target.as_ref(), &args.out, |env| match &mut plan {
+        Plan::Raw(raw) => workload::raw::run(env, raw),
+        Plan::Kvcache(kv, feed) => {
+            let free = match &spec.uri {
+                TargetUri::File { dir } => workload::kvcache::free_bytes(dir),
+                _ => None,
+            };
+            workload::kvcache::run(env, kv, free, feed.take().map(|f| *f))
+        }
+        Plan::Checkpoint(ck) => workload::checkpoint::run(env, ck),
+        Plan::Training(t) => workload::training::run(env, t),
+        Plan::Vdb(v) => workload::vdb::run(env, v),
+    })
+}
+
+/// Runs `work` on the opened target with a sampler thread alongside
+/// (progress, 1 s time series, partial results), then writes the results
+/// directory (and `--output`), prints the summary and returns the exit code.
+/// `mlpdrive run` and `mlpdrive replay` both end here.
+pub(crate) fn execute(
+    cfg: &RunConfig,
+    spec: &TargetSpec,
+    target: &dyn Target,
+    out: &ResultsArgs,
+    work: impl FnOnce(&RunEnv) -> Result<WorkloadOutput, Error>,
+) -> Result<i32, Error> {
+    // A simulated device brings its own (virtual) clock; otherwise the host's.
+    let clock = target.clock().unwrap_or_else(Clock::real);
+
+    // Run with a sampler alongside.
     let run_id = results::new_run_id(&cfg.common.workload, jiff::Timestamp::now());
     let started_at = jiff::Timestamp::now();
     let usage0 = rusage::self_usage();
@@ -61,8 +89,8 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     crate::signal::install(&stop);
     let phase = Arc::new(PhaseState::default());
     phase.set("setup");
-    let dir = ResultsDir::new(&args.results, &run_id);
-    let skeleton = skeleton(&cfg, &spec, target.as_ref(), &run_id, started_at);
+    let dir = ResultsDir::new(&out.results, &run_id);
+    let skeleton = skeleton(cfg, spec, target, &run_id, started_at);
     let sampler_done = Arc::new(AtomicBool::new(false));
     let series = Arc::new(Mutex::new(TimeSeries::new()));
     if clock.is_virtual() {
@@ -71,65 +99,43 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     let outcome = std::thread::scope(|s| {
         let sampler = {
             let (live, phase, done, series) = (live.clone(), phase.clone(), sampler_done.clone(), series.clone());
-            let common = &cfg.common;
-            let (dir, skeleton) = (&dir, &skeleton);
-            let quiet = args.quiet;
+            let (common, dir, skeleton, quiet) = (&cfg.common, &dir, &skeleton, out.quiet);
             let clock = clock.clone();
             s.spawn(move || sample(&live, &phase, &done, &series, common, quiet, dir, skeleton, &clock))
         };
-        let env = RunEnv {
-            target: target.as_ref(),
-            common: &cfg.common,
-            live: live.clone(),
-            stop: stop.clone(),
-            phase,
-            clock: clock.clone(),
-        };
-        let out = match &mut plan {
-            Plan::Raw(raw) => workload::raw::run(&env, raw),
-            Plan::Kvcache(kv, feed) => {
-                let free = match &spec.uri {
-                    TargetUri::File { dir } => workload::kvcache::free_bytes(dir),
-                    _ => None,
-                };
-                workload::kvcache::run(&env, kv, free, feed.take().map(|f| *f))
-            }
-            Plan::Checkpoint(ck) => workload::checkpoint::run(&env, ck),
-            Plan::Training(t) => workload::training::run(&env, t),
-            Plan::Vdb(v) => workload::vdb::run(&env, v),
-        };
+        let env =
+            RunEnv { target, common: &cfg.common, live: live.clone(), stop: stop.clone(), phase, clock: clock.clone() };
+        let result = work(&env);
         sampler_done.store(true, Ordering::SeqCst);
         sampler.join().expect("sampler thread panicked");
-        out
+        result
     });
     let usage = rusage::self_usage().since(&usage0);
 
-    // 4. Results.
-    let points = series.lock().expect("series poisoned").points().to_vec();
+    // Results.
     let mut result = skeleton;
     result.cpu_user_s = usage.cpu_user_s;
     result.cpu_sys_s = usage.cpu_sys_s;
     result.peak_rss_bytes = usage.peak_rss_bytes;
-    result.timeseries = points;
-    let interrupted = crate::signal::interrupted();
+    result.timeseries = series.lock().expect("series poisoned").points().to_vec();
     match outcome {
-        Ok(out) => fill_from_output(&mut result, out, interrupted),
+        Ok(output) => fill_from_output(&mut result, output, crate::signal::interrupted()),
         Err(Error::Failed(msg)) => {
             result.status = RunStatus::Failed;
             result.errors = ErrorRecord { count: 1, first: Some(msg) };
         }
         Err(e) => return Err(e),
     }
-    let dir_written = dir
-        .write_all(&result, &config_yaml(&cfg))
-        .map_err(|e| Error::failed(format!("cannot write results under {}: {e}", args.results.display())))?;
-    if let Some(out) = &args.output {
-        results::write_json_atomic(out, &result)
-            .map_err(|e| Error::failed(format!("cannot write {}: {e}", out.display())))?;
+    let written = dir
+        .write_all(&result, &config_yaml(cfg))
+        .map_err(|e| Error::failed(format!("cannot write results under {}: {e}", out.results.display())))?;
+    if let Some(path) = &out.output {
+        results::write_json_atomic(path, &result)
+            .map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))?;
     }
     print!("{}", results::summary::render_text(&result));
-    if !args.quiet {
-        eprintln!("mlpdrive: results in {}", dir_written.display());
+    if !out.quiet {
+        eprintln!("mlpdrive: results in {}", written.display());
     }
     Ok(if result.status == RunStatus::Ok { EXIT_OK } else { EXIT_FAILED })
 }

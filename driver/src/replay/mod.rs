@@ -15,21 +15,14 @@ pub mod load;
 pub mod plan;
 pub mod source;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
 use serde_yaml_ng::{Mapping, Value};
 
 use crate::cli::ReplayArgs;
-use crate::clock::Clock;
 use crate::config::{self, Common, EngineKind, IoConfig, RunConfig};
-use crate::error::{EXIT_FAILED, EXIT_OK, Error};
-use crate::recorder::{LiveCounters, TimeSeries};
-use crate::results::{self, ErrorRecord, ResultsDir, RunStatus};
+use crate::error::Error;
 use crate::run;
 use crate::target::OpenOptions;
-use crate::target::uri::{self, SafetyFlags};
-use crate::workload::{PhaseState, RunEnv};
+use crate::target::uri;
 use exec::ExecOptions;
 use load::Tiers;
 use plan::Deletes;
@@ -66,9 +59,9 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Error> {
     }
     let tiers = if args.tiers == "all" { Tiers::All } else { Tiers::Storage };
     let parsed = uri::parse(&args.target)?;
-    let spec = uri::check(&parsed, &SafetyFlags { allow_raw_device: args.allow_raw_device, force: args.force })?;
-    run::check_output_path(args.output.as_deref())?;
-    run::check_results_root(&args.results)?;
+    let spec = uri::check(&parsed, &args.safety.flags())?;
+    run::check_output_path(args.out.output.as_deref())?;
+    run::check_results_root(&args.out.results)?;
     let loaded = load::load(&args.trace, tiers, args.skip_bad_rows)?;
     if loaded.rows.is_empty() {
         return Err(Error::usage(format!(
@@ -108,7 +101,7 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Error> {
         }
         e => e,
     })?;
-    if !args.quiet {
+    if !args.out.quiet {
         eprintln!(
             "mlpdrive: replay of {} ({} rows, {} keys) → {}",
             args.trace.display(),
@@ -118,75 +111,9 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Error> {
         );
     }
 
-    // The run's one clock: the target's own when it simulates time
-    // (emu://…?clock=virtual), else the host's.
-    let clock = target.clock().unwrap_or_else(Clock::real);
-
     // 3. Run with the sampler alongside (progress, time series, partial
-    //    results), as `mlpdrive run` does.
-    let run_id = results::new_run_id("replay", jiff::Timestamp::now());
-    let started_at = jiff::Timestamp::now();
-    let usage0 = crate::rusage::self_usage();
-    let live = Arc::new(LiveCounters::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    crate::signal::install(&stop);
-    let phase = Arc::new(PhaseState::default());
-    phase.set("setup");
-    let dir = ResultsDir::new(&args.results, &run_id);
-    let skeleton = run::skeleton(&cfg, &spec, target.as_ref(), &run_id, started_at);
-    let sampler_done = Arc::new(AtomicBool::new(false));
-    let series = Arc::new(Mutex::new(TimeSeries::new()));
-    if clock.is_virtual() {
-        run::sample_in_virtual_time(&clock, &phase, &live, &series);
-    }
-    let outcome = std::thread::scope(|s| {
-        let sampler = {
-            let (live, phase, done, series) = (live.clone(), phase.clone(), sampler_done.clone(), series.clone());
-            let (common, dir, skeleton, quiet) = (&cfg.common, &dir, &skeleton, args.quiet);
-            let clock = clock.clone();
-            s.spawn(move || run::sample(&live, &phase, &done, &series, common, quiet, dir, skeleton, &clock))
-        };
-        let env = RunEnv {
-            target: target.as_ref(),
-            common: &cfg.common,
-            live: live.clone(),
-            stop: stop.clone(),
-            phase,
-            clock: clock.clone(),
-        };
-        let out = exec::execute(&env, &loaded, &plan, opts);
-        sampler_done.store(true, Ordering::SeqCst);
-        sampler.join().expect("sampler thread panicked");
-        out
-    });
-    let usage = crate::rusage::self_usage().since(&usage0);
-
-    // 4. Results.
-    let mut result = skeleton;
-    result.cpu_user_s = usage.cpu_user_s;
-    result.cpu_sys_s = usage.cpu_sys_s;
-    result.peak_rss_bytes = usage.peak_rss_bytes;
-    result.timeseries = series.lock().expect("series poisoned").points().to_vec();
-    match outcome {
-        Ok(out) => run::fill_from_output(&mut result, out, crate::signal::interrupted()),
-        Err(Error::Failed(msg)) => {
-            result.status = RunStatus::Failed;
-            result.errors = ErrorRecord { count: 1, first: Some(msg) };
-        }
-        Err(e) => return Err(e),
-    }
-    let written = dir
-        .write_all(&result, &run::config_yaml(&cfg))
-        .map_err(|e| Error::failed(format!("cannot write results under {}: {e}", args.results.display())))?;
-    if let Some(out) = &args.output {
-        results::write_json_atomic(out, &result)
-            .map_err(|e| Error::failed(format!("cannot write {}: {e}", out.display())))?;
-    }
-    print!("{}", results::summary::render_text(&result));
-    if !args.quiet {
-        eprintln!("mlpdrive: results in {}", written.display());
-    }
-    Ok(if result.status == RunStatus::Ok { EXIT_OK } else { EXIT_FAILED })
+    //    results) and write the results, as `mlpdrive run` does.
+    run::execute(&cfg, &spec, target.as_ref(), &args.out, |env| exec::execute(env, &loaded, &plan, opts))
 }
 
 /// The replay's settings in the shape every result carries: the common keys

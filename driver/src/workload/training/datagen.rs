@@ -20,7 +20,7 @@ use crate::datasets::{DatasetSpec, Split};
 use crate::engine::{self, Control, Data, Next, OpSource, Request, WorkerReport};
 use crate::error::{EXIT_FAILED, EXIT_OK, Error};
 use crate::recorder::{LiveCounters, SeriesKey};
-use crate::target::uri::{self, SafetyFlags};
+use crate::target::uri;
 use crate::target::{Completion, ObjectHandle, Op, OpKind, OpenOptions, Target};
 
 /// Bytes per write request.
@@ -56,7 +56,7 @@ pub fn run(args: &DatagenArgs) -> Result<i32, Error> {
     };
     let target_str = args.target.as_deref().unwrap_or(uri::DEFAULT_TARGET);
     let parsed = uri::parse(target_str)?;
-    let tspec = uri::check(&parsed, &SafetyFlags { allow_raw_device: args.allow_raw_device, force: args.force })?;
+    let tspec = uri::check(&parsed, &args.safety.flags())?;
     let opts =
         OpenOptions { direct: cfg.common.io.direct, use_uring: cfg.common.io.engine == config::EngineKind::IoUring };
     let target = crate::run::open_target(&tspec, opts, cfg.common.seed)?;
