@@ -81,3 +81,26 @@ pub fn run_in(dir: &Path, preset: &str, extra: &[&str]) -> Run {
     args.extend_from_slice(extra);
     mlpdrive(dir, &args)
 }
+
+/// Runs `mlpdrive run PRESET --quiet --target TARGET` in `dir` with results
+/// under `dir/res` and a copy at `dir/out.json`; returns the run and that
+/// results.json (when one was written).
+pub fn run_preset_on(dir: &Path, preset: &str, target: &str, extra: &[&str]) -> (Run, Option<serde_json::Value>) {
+    let res = dir.join("res");
+    let out = dir.join("out.json");
+    let mut args = vec![
+        "run",
+        preset,
+        "--quiet",
+        "--target",
+        target,
+        "--results",
+        res.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let r = mlpdrive(dir, &args);
+    let j = out.is_file().then(|| read_json(&out));
+    (r, j)
+}

@@ -9,23 +9,7 @@ use crate::common::*;
 const BASE_PROFILE: &str = "description: test device\ncapacity: 1GiB\nchannels: 8\nlatency:\n  read: {fixed: 20us}\n  write: {fixed: 20us}\n  flush: {fixed: 20us}\n  trim: {fixed: 5us}\nchannel_bandwidth: {read: 2GB/s, write: 2GB/s}\ndevice_bandwidth: {read: 8GB/s, write: 8GB/s}\n";
 
 fn run_emu(dir: &Path, target: &str, extra: &[&str]) -> (Run, Option<serde_json::Value>) {
-    let res = dir.join("res");
-    let out = dir.join("out.json");
-    let mut args = vec![
-        "run",
-        "raw-smoke",
-        "--quiet",
-        "--target",
-        target,
-        "--results",
-        res.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let r = mlpdrive(dir, &args);
-    let j = out.is_file().then(|| read_json(&out));
-    (r, j)
+    run_preset_on(dir, "raw-smoke", target, extra)
 }
 
 fn profile_with(dir: &Path, faults: &str) -> String {

@@ -14,23 +14,7 @@ const RUN_METADATA: &[&str] = &["run_id", "started_at", "host", "command", "cpu_
 /// Runs `mlpdrive run raw` in `dir` with the given target and extra args;
 /// returns the run and its results.json (when one was written).
 fn run_raw(dir: &Path, target: &str, extra: &[&str]) -> (Run, Option<serde_json::Value>) {
-    let res = dir.join("res");
-    let out = dir.join("out.json");
-    let mut args = vec![
-        "run",
-        "raw",
-        "--quiet",
-        "--target",
-        target,
-        "--results",
-        res.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let r = mlpdrive(dir, &args);
-    let j = out.is_file().then(|| read_json(&out));
-    (r, j)
+    run_preset_on(dir, "raw", target, extra)
 }
 
 fn without_metadata(mut j: serde_json::Value) -> serde_json::Value {
