@@ -26,7 +26,7 @@ pub enum Command {
     Workloads,
     /// List the built-in device profiles for emu://PROFILE targets.
     Devices,
-    /// Print the human summary of a finished run.
+    /// Report finished runs: text, Markdown, CSV, JSON or HTML with plots; --compare; --fio-job.
     Report(ReportArgs),
     /// Check a FUSE shim op log (and a KV journal, a results.json) for
     /// duplicate or compressible data, corrupt reads and tier violations.
@@ -292,8 +292,21 @@ pub struct ReplayArgs {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// A results.json, a run directory, or a results root (its newest run).
-    pub path: PathBuf,
+    /// Results to report: each a results.json, a run directory, or a results root (its newest run).
+    #[arg(required = true, value_name = "DIR|FILE")]
+    pub paths: Vec<PathBuf>,
+    /// Output format (docs/reports.md).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: crate::report::Format,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Put the runs side by side with ratios to the first.
+    #[arg(long)]
+    pub compare: bool,
+    /// Write a fio job file reproducing the run's observed I/O mix instead of a report.
+    #[arg(long)]
+    pub fio_job: bool,
 }
 
 #[derive(Args, Debug)]
@@ -356,12 +369,13 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             ShimCommand::Mount(a) => crate::shim_cmd::mount(a),
             ShimCommand::Unmount(a) => crate::shim_cmd::unmount(a),
         },
-        Command::Report(args) => {
-            let (result, path) = crate::results::load(&args.path)?;
-            eprintln!("mlpdrive: {}", path.display());
-            print!("{}", crate::results::summary::render_text(&result));
-            Ok(EXIT_OK)
-        }
+        Command::Report(args) => crate::report::run(&crate::report::ReportOptions {
+            paths: args.paths,
+            format: args.format,
+            out: args.out,
+            compare: args.compare,
+            fio_job: args.fio_job,
+        }),
         Command::Check(args) => crate::check::run(&crate::check::CheckOptions {
             oplog: args.oplog,
             journal: args.journal,

@@ -20,6 +20,7 @@ pub mod kvtrace;
 pub mod progress;
 pub mod recorder;
 pub mod replay;
+pub mod report;
 pub mod results;
 pub mod run;
 pub mod rusage;
