@@ -43,6 +43,34 @@ pub enum Command {
     Datasize(DatasizeArgs),
     /// Mount or unmount the FUSE shim (a directory with emulated-device latency and faults).
     Shim(ShimArgs),
+    /// MLPerf Storage run rules (`rules check RESULTS_DIR`).
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RulesCommand {
+    /// Check a directory of runs against the MLPerf Storage rules (docs/rules.md); exit 1 if any rule fails.
+    Check(RulesCheckArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RulesCheckArgs {
+    /// The results root of the runs (each run directory with its results.json), or one run directory.
+    #[arg(value_name = "RESULTS_DIR")]
+    pub dir: PathBuf,
+    /// The division whose rules apply.
+    #[arg(long, value_enum, default_value = "closed")]
+    pub division: crate::rules::Division,
+    /// Memory of each client host in GiB (the training data set size rule; results.json does not record it).
+    #[arg(long, value_name = "GIB")]
+    pub client_memory_gib: Option<f64>,
+    /// The minimum recall@k the vdb submission must reach (not given in the specs).
+    #[arg(long, value_name = "R")]
+    pub vdb_min_recall: Option<f64>,
+    /// Also write the findings as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -375,6 +403,15 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             out: args.out,
             compare: args.compare,
             fio_job: args.fio_job,
+        }),
+        Command::Rules(RulesCommand::Check(args)) => crate::rules::run(&crate::rules::CheckOptions {
+            dir: args.dir,
+            division: args.division,
+            inputs: crate::rules::Inputs {
+                client_memory_gib: args.client_memory_gib,
+                vdb_min_recall: args.vdb_min_recall,
+            },
+            json: args.json,
         }),
         Command::Check(args) => crate::check::run(&crate::check::CheckOptions {
             oplog: args.oplog,

@@ -22,6 +22,7 @@ pub mod recorder;
 pub mod replay;
 pub mod report;
 pub mod results;
+pub mod rules;
 pub mod run;
 pub mod rusage;
 pub mod serve;
