@@ -53,7 +53,7 @@ pub fn check_run(run: &Run, division: Division) -> Vec<Finding> {
     let c = &r.config;
     let mut out = Vec::new();
     let Some((option, reference)) = option_for(c) else {
-        let model = c.get("model").map(Value::to_string).unwrap_or_default();
+        let model = c.get("model").and_then(Value::as_str).unwrap_or("(none)");
         out.push(Finding::new(
             "kvcache.option",
             id,

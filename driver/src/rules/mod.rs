@@ -314,6 +314,42 @@ mod tests {
         assert!(e.to_string().contains("not a directory"), "{e}");
     }
 
+    /// A results directory holding the three KV cache options' three
+    /// trials each (results built from the option presets; their data
+    /// "directory" is /proc, which is always another filesystem).
+    fn write_kv_dir(root: &Path, skip_last: bool) {
+        let mut n = 0;
+        for option in kvcache::OPTIONS {
+            for trial in 0..kvcache::TRIALS {
+                if skip_last && *option == kvcache::OPTIONS[2] && trial == 2 {
+                    continue;
+                }
+                let mut run = testutil::run_of(option, serde_json::json!({}));
+                run.result.run_id = format!("kv-{n}");
+                n += 1;
+                run.result.duration_s = 300.0;
+                run.result.target.location = "file:///proc".into();
+                crate::results::ResultsDir::new(root, &run.result.run_id).write_results(&run.result).expect("write");
+            }
+        }
+    }
+
+    #[test]
+    fn a_passing_and_a_failing_results_dir() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (good, bad) = (tmp.path().join("good"), tmp.path().join("bad"));
+        write_kv_dir(&good, false);
+        write_kv_dir(&bad, true);
+        let report = check(&load_runs(&good).expect("load"), Division::Closed, &Inputs::default());
+        assert!(report.passed(), "{}", report.render_text());
+        assert_eq!(report.runs, 9);
+        let report = check(&load_runs(&bad).expect("load"), Division::Closed, &Inputs::default());
+        assert!(!report.passed());
+        let failed: Vec<(&str, &str)> =
+            report.findings.iter().filter(|f| f.verdict == Verdict::Fail).map(|f| (f.rule, f.found.as_str())).collect();
+        assert_eq!(failed, [("kvcache.trials", "2 trial(s)")], "{}", report.render_text());
+    }
+
     #[test]
     fn report_passes_only_without_failures_and_unchecked_rules() {
         let pass = Finding::new("x", "r", true, "a", "b");
