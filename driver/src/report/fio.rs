@@ -69,7 +69,7 @@ fn observed_mix(r: &RunResult) -> Mix {
 }
 
 fn mean_size(bytes: u64, ops: u64) -> u64 {
-    if ops == 0 { 0 } else { (bytes / ops).div_ceil(ALIGN).max(1) * ALIGN }
+    bytes.checked_div(ops).map_or(0, |mean| mean.div_ceil(ALIGN).max(1) * ALIGN)
 }
 
 /// Sequential or random, and where that came from.

@@ -111,7 +111,7 @@ pub fn check_run(run: &Run, division: Division) -> Vec<Finding> {
             let tp = at(c, "model.parallelism.tensor").and_then(Value::as_u64).unwrap_or(1);
             let pp = at(c, "model.parallelism.pipeline").and_then(Value::as_u64).unwrap_or(1);
             let unit = (tp * pp).max(1);
-            (ranks > 0 && ranks % unit == 0, format!("a multiple of TP x PP = {unit} (OPEN)"))
+            (ranks > 0 && ranks.is_multiple_of(unit), format!("a multiple of TP x PP = {unit} (OPEN)"))
         }
     };
     out.push(Finding::new(
