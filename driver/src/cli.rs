@@ -26,7 +26,7 @@ pub enum Command {
     Workloads,
     /// List the built-in device profiles for emu://PROFILE targets.
     Devices,
-    /// Print the human summary of a finished run.
+    /// Report finished runs: text, Markdown, CSV, JSON or HTML with plots; --compare; --fio-job.
     Report(ReportArgs),
     /// Check a FUSE shim op log (and a KV journal, a results.json) for
     /// duplicate or compressible data, corrupt reads and tier violations.
@@ -43,6 +43,34 @@ pub enum Command {
     Datasize(DatasizeArgs),
     /// Mount or unmount the FUSE shim (a directory with emulated-device latency and faults).
     Shim(ShimArgs),
+    /// MLPerf Storage run rules (`rules check RESULTS_DIR`).
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RulesCommand {
+    /// Check a directory of runs against the MLPerf Storage rules (docs/rules.md); exit 1 if any rule fails.
+    Check(RulesCheckArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RulesCheckArgs {
+    /// The results root of the runs (each run directory with its results.json), or one run directory.
+    #[arg(value_name = "RESULTS_DIR")]
+    pub dir: PathBuf,
+    /// The division whose rules apply.
+    #[arg(long, value_enum, default_value = "closed")]
+    pub division: crate::rules::Division,
+    /// Memory of each client host in GiB (the training data set size rule; results.json does not record it).
+    #[arg(long, value_name = "GIB")]
+    pub client_memory_gib: Option<f64>,
+    /// The minimum recall@k the vdb submission must reach (not given in the specs).
+    #[arg(long, value_name = "R")]
+    pub vdb_min_recall: Option<f64>,
+    /// Also write the findings as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -292,8 +320,21 @@ pub struct ReplayArgs {
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
-    /// A results.json, a run directory, or a results root (its newest run).
-    pub path: PathBuf,
+    /// Results to report: each a results.json, a run directory, or a results root (its newest run).
+    #[arg(required = true, value_name = "DIR|FILE")]
+    pub paths: Vec<PathBuf>,
+    /// Output format (docs/reports.md).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: crate::report::Format,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Put the runs side by side with ratios to the first.
+    #[arg(long)]
+    pub compare: bool,
+    /// Write a fio job file reproducing the run's observed I/O mix instead of a report.
+    #[arg(long)]
+    pub fio_job: bool,
 }
 
 #[derive(Args, Debug)]
@@ -356,12 +397,22 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             ShimCommand::Mount(a) => crate::shim_cmd::mount(a),
             ShimCommand::Unmount(a) => crate::shim_cmd::unmount(a),
         },
-        Command::Report(args) => {
-            let (result, path) = crate::results::load(&args.path)?;
-            eprintln!("mlpdrive: {}", path.display());
-            print!("{}", crate::results::summary::render_text(&result));
-            Ok(EXIT_OK)
-        }
+        Command::Report(args) => crate::report::run(&crate::report::ReportOptions {
+            paths: args.paths,
+            format: args.format,
+            out: args.out,
+            compare: args.compare,
+            fio_job: args.fio_job,
+        }),
+        Command::Rules(RulesCommand::Check(args)) => crate::rules::run(&crate::rules::CheckOptions {
+            dir: args.dir,
+            division: args.division,
+            inputs: crate::rules::Inputs {
+                client_memory_gib: args.client_memory_gib,
+                vdb_min_recall: args.vdb_min_recall,
+            },
+            json: args.json,
+        }),
         Command::Check(args) => crate::check::run(&crate::check::CheckOptions {
             oplog: args.oplog,
             journal: args.journal,

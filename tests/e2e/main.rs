@@ -14,6 +14,7 @@ mod kvcache;
 mod nbd;
 mod raw_runs;
 mod replay;
+mod report;
 mod roundtrip;
 mod shim;
 mod training;

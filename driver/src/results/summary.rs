@@ -86,7 +86,7 @@ fn header(out: &mut String, r: &RunResult) {
     line(out, "duration", format!("{:.3} s (measured window)", r.duration_s));
 }
 
-fn io_mode_text(r: &RunResult) -> String {
+pub(crate) fn io_mode_text(r: &RunResult) -> String {
     let m = &r.io_mode;
     let storage = match (m.engine.as_str(), m.direct) {
         ("null", _) => "no storage",
@@ -108,7 +108,7 @@ fn io_mode_text(r: &RunResult) -> String {
 }
 
 /// Loud lines for an I/O mode that is not O_DIRECT + io_uring.
-fn io_mode_warnings(r: &RunResult) -> Vec<String> {
+pub(crate) fn io_mode_warnings(r: &RunResult) -> Vec<String> {
     let m = &r.io_mode;
     if m.engine == "null" {
         return vec!["NULL ENGINE: no storage I/O was done; the figures are mlpdrive's own ceiling".into()];
@@ -310,7 +310,7 @@ fn footer(out: &mut String, r: &RunResult) {
 }
 
 /// Bytes in binary units, e.g. `1.50 GiB`.
-fn bytes_text(b: u64) -> String {
+pub(crate) fn bytes_text(b: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut x = b as f64;
     let mut u = 0;
