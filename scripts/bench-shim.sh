@@ -10,8 +10,12 @@
 #   daemon+log   shim, profile `ideal`, --oplog (in /dev/shm): the daemon in the
 #                data path, hashing every block for the op log
 #
+#   base+log     with --baseline BIN only: daemon+log served by another
+#                mlpdrive binary (an older build), alternated with the rest
+#
 # Usage: scripts/bench-shim.sh [--reps N] [--runtime S] [--size SIZE] [--dir DIR]
 #        [--cases "randread-4k randwrite-4k read-1m write-1m"]
+#        [--configs "direct passthrough daemon daemon+log"] [--baseline BIN]
 # DIR (default ./bench-shim.d) holds the backing directory and the mount
 # point; it must be on the file system to measure (not tmpfs for O_DIRECT
 # numbers that mean anything).
@@ -22,6 +26,8 @@ runtime=10
 cases="randread-4k randwrite-4k read-1m write-1m"
 size=1GiB
 dir=./bench-shim.d
+configs="direct passthrough daemon daemon+log"
+baseline=
 while [ $# -gt 0 ]; do
   case "$1" in
     --reps) reps=$2; shift 2 ;;
@@ -29,7 +35,9 @@ while [ $# -gt 0 ]; do
     --size) size=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     --cases) cases=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --configs) configs=$2; shift 2 ;;
+    --baseline) baseline=$2; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -55,7 +63,8 @@ trap cleanup EXIT
 fio --name=layout --filename="$dir/backing/bench.dat" --size="$size" --rw=write --bs=1M \
   --ioengine=io_uring --direct=1 --iodepth=16 --output=/dev/null
 
-configs="direct passthrough daemon daemon+log"
+case " $configs " in *" direct "*) ;; *) echo "--configs must include direct (the ratios' base)" >&2; exit 2 ;; esac
+if [ -n "$baseline" ]; then configs="$configs base+log"; fi
 
 run_case() { # config case out.json
   local cfgname=$1 case=$2 out=$3 path
@@ -72,13 +81,17 @@ run_case() { # config case out.json
     --output-format=json --output="$out"
 }
 
+bin_for() { # config
+  if [ "$1" = base+log ]; then echo "$baseline"; else echo "$mlpdrive"; fi
+}
+
 mount_shim() { # config
   case "$1" in
     passthrough) extra=() ;;
     daemon) extra=(--no-passthrough) ;;
-    daemon+log) extra=(--oplog "$oplog_dir/ops.csv") ;;
+    daemon+log|base+log) extra=(--oplog "$oplog_dir/ops.csv") ;;
   esac
-  "$mlpdrive" shim mount --daemon --mountpoint "$dir/mnt" --backing "$dir/backing" \
+  "$(bin_for "$1")" shim mount --daemon --mountpoint "$dir/mnt" --backing "$dir/backing" \
     --profile ideal "${extra[@]}" 2>&1 | sed 's/^/  /' >&2
 }
 
@@ -90,7 +103,7 @@ for rep in $(seq 1 "$reps"); do
       run_case "$cfgname" "$c" "$work/$cfgname.$c.$rep.json"
     done
     if [ "$cfgname" != direct ]; then
-      "$mlpdrive" shim unmount "$dir/mnt" >/dev/null
+      "$(bin_for "$cfgname")" shim unmount "$dir/mnt" >/dev/null
       rm -f "$oplog_dir/ops.csv"
     fi
   done

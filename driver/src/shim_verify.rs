@@ -13,9 +13,11 @@
 //!   shim saw mlpdrive data written to counts as corrupt; from other paths
 //!   it counts as foreign data, not a failure.
 //!
-//! Partial blocks are not judged. What is not seen through the mount
-//! (renames, data written before the mount) is not known: a file renamed
-//! after writing is checked by its headers alone.
+//! Partial blocks are not judged. Renames through the mount carry a path's
+//! object along (a file's, or every file's under a renamed directory; a
+//! replaced target forgets its own). What is not seen through the mount
+//! (data written before the mount, renames done in the backing directory)
+//! is not known: such a file is checked by its headers alone.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -60,6 +62,20 @@ fn whole_blocks(offset: u64, data: &[u8]) -> impl Iterator<Item = (u64, &[u8])> 
         let at = (b - offset) as usize;
         (b, &data[at..at + BLOCK_BYTES])
     })
+}
+
+/// Removes `path` and every path under it (as a directory) from `objects`;
+/// returns them with `path` cut off the front ("" for `path` itself,
+/// "/name…" below it).
+fn take_tree(objects: &mut HashMap<String, u64>, path: &str) -> Vec<(String, u64)> {
+    let below = format!("{path}/");
+    let keys: Vec<String> = objects.keys().filter(|k| *k == path || k.starts_with(&below)).cloned().collect();
+    keys.into_iter()
+        .map(|k| {
+            let o = objects.remove(&k).expect("key just listed");
+            (k[path.len()..].to_string(), o)
+        })
+        .collect()
 }
 
 impl LiveVerifier {
@@ -125,6 +141,20 @@ impl Observer for LiveVerifier {
         st.foreign_read += foreign;
         if st.first_bad.is_none() {
             st.first_bad = first_bad;
+        }
+    }
+
+    fn on_rename(&self, from: &str, to: &str, exchange: bool) {
+        let mut st = self.state.lock().expect("verifier poisoned");
+        let moved_from = take_tree(&mut st.objects, from);
+        let moved_to = take_tree(&mut st.objects, to);
+        for (rest, o) in moved_from {
+            st.objects.insert(format!("{to}{rest}"), o);
+        }
+        if exchange {
+            for (rest, o) in moved_to {
+                st.objects.insert(format!("{from}{rest}"), o);
+            }
         }
     }
 
@@ -230,5 +260,37 @@ mod tests {
         v.on_read("z", 0, &[7u8; 8192]);
         let r = v.report();
         assert!(r.ok && r.json.contains("\"other_blocks_read\": 2"), "{}", r.json);
+    }
+
+    /// Another object's (valid) blocks read from a renamed file fail: the
+    /// file's object followed the rename. Without that the read would be
+    /// checked by its own headers alone and pass.
+    #[test]
+    fn renames_carry_the_written_object_along() {
+        let (a, b) = (blocks("a", 1, 2), blocks("b", 1, 2));
+        let stale_read_after = |renames: &[(&str, &str, bool)], read_path: &str, data: &[u8]| {
+            let v = LiveVerifier::new();
+            v.on_write("d/a", 0, &a);
+            v.on_write("b", 0, &b);
+            for (from, to, x) in renames {
+                v.on_rename(from, to, *x);
+            }
+            v.on_read(read_path, 0, data);
+            v.report()
+        };
+        // File renamed: b's blocks at the new name of a are wrong, a's are right.
+        assert!(!stale_read_after(&[("d/a", "c", false)], "c", &b).ok);
+        assert!(stale_read_after(&[("d/a", "c", false)], "c", &a).ok);
+        // The old name is forgotten (checked by headers alone), a replaced
+        // target takes the renamed file's object.
+        assert!(stale_read_after(&[("d/a", "c", false)], "d/a", &b).ok);
+        assert!(!stale_read_after(&[("d/a", "b", false)], "b", &b).ok);
+        // Directory renamed: the files below it follow.
+        assert!(!stale_read_after(&[("d", "e", false)], "e/a", &b).ok);
+        assert!(stale_read_after(&[("d", "e", false)], "e/a", &a).ok);
+        // Exchange: the two names swap objects.
+        let r = stale_read_after(&[("d/a", "b", true)], "d/a", &a);
+        assert!(!r.ok && r.text.contains("d/a at offset 0"), "{}", r.text);
+        assert!(stale_read_after(&[("d/a", "b", true)], "d/a", &b).ok);
     }
 }

@@ -625,6 +625,9 @@ impl Filesystem for ShimFs {
                     inodes.renamed(&from, &to);
                 }
                 drop(inodes);
+                if let Some(o) = &self.sh.observer {
+                    o.on_rename(&from, &to, exchange);
+                }
                 reply.ok();
             }
             Err(e) => reply.error(Errno::from_i32(e)),

@@ -52,6 +52,12 @@ pub trait Observer: Send + Sync {
     fn on_write(&self, path: &str, offset: u64, data: &[u8]);
     /// `data` (as returned to the reader) was read from `path` at `offset`.
     fn on_read(&self, path: &str, offset: u64, data: &[u8]);
+    /// `from` (a file or a directory) was renamed to `to`, replacing any
+    /// `to`; with `exchange` (`RENAME_EXCHANGE`) the two swapped names.
+    /// Called after the rename succeeded, before the reply.
+    fn on_rename(&self, from: &str, to: &str, exchange: bool) {
+        let _ = (from, to, exchange);
+    }
     /// The verdicts so far.
     fn report(&self) -> Report;
 }

@@ -328,3 +328,45 @@ fn verify_catches_corrupted_reads_and_the_foreground_shim_exits_1() {
     assert!(v["content"]["blocks_bad"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(v["dedup"]["verdict"], "pass", "{v}");
 }
+
+/// `--verify` follows a rename through the mount: a file renamed after it
+/// was written keeps its object, so another object's valid blocks swapped
+/// in under the new name (behind the shim's back, in the backing
+/// directory) fail the content verdict. Without following the rename the
+/// new name would be unknown and those blocks would pass on their own
+/// headers.
+#[test]
+fn verify_follows_a_rename_through_the_mount() {
+    if !fuse_available() {
+        return;
+    }
+    let d = scratch();
+    // Two files of mlpdrive data with different objects (one per job).
+    let gen_dir = d.path().join("gen");
+    std::fs::create_dir(&gen_dir).unwrap();
+    let target = format!("file://{}", gen_dir.display());
+    let res = d.path().join("res").display().to_string();
+    let args = ["run", "raw-smoke", "--quiet", "--target", &target, "--results", &res, "--duration", "1s"];
+    let r = mlpdrive(d.path(), &[&args[..], &["--set", "rw=write", "--set", "jobs=2", "--set", "size=1MiB"]].concat());
+    assert_eq!(r.code, 0, "{}", r.show());
+    let mut files: Vec<PathBuf> = tree(&gen_dir)
+        .into_iter()
+        .map(|p| gen_dir.join(p))
+        .filter(|p| p.extension().is_some_and(|e| e == "dat"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "one file per job: {files:?}");
+    let verdict = d.path().join("verdict.json");
+    let mut m = Mount::new("ci-fast", &["--verify", "--verdict", verdict.to_str().unwrap()]);
+    let (a, c) = (m.mountpoint.join("a"), m.mountpoint.join("c"));
+    std::fs::copy(&files[0], &a).unwrap();
+    std::fs::rename(&a, &c).unwrap();
+    std::fs::copy(&files[1], m.path().join("backing/c")).unwrap();
+    let back = std::fs::read(&c).unwrap();
+    assert_eq!(back, std::fs::read(&files[1]).unwrap(), "the read sees the swapped-in bytes");
+    let u = m.unmount();
+    assert_eq!(u.code, 0, "{}", u.show());
+    let v = read_json(&verdict);
+    assert_eq!(v["content"]["verdict"], "fail", "{v:#}");
+    assert!(v["content"]["first_bad"].as_str().unwrap().starts_with("c at offset 0"), "{v:#}");
+}

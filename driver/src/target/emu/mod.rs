@@ -17,6 +17,7 @@
 //!   identity of each 4 KiB block (32 bytes), reads regenerate the data
 //!   ([`store`]).
 
+mod chunks;
 mod queue;
 mod store;
 
@@ -32,6 +33,7 @@ use super::{Capabilities, ObjectHandle, Queue, Target, TargetError, TargetInfo};
 use crate::buf::{BufPool, align_up};
 use crate::clock::Clock;
 use crate::error::Error;
+use chunks::ChunkPool;
 use store::ObjectData;
 
 /// Extents start on 1 MiB boundaries of the emulated device.
@@ -58,6 +60,8 @@ struct State {
     epoch: Instant,
     capacity: Option<u64>,
     store: StoreKind,
+    /// Chunks of deleted `store=mem` objects, for new ones.
+    chunks: Arc<ChunkPool>,
 }
 
 impl State {
@@ -111,6 +115,7 @@ impl EmuTarget {
             clock,
             capacity,
             store: spec.store,
+            chunks: Arc::default(),
         };
         Ok(EmuTarget { info, state: Arc::new(state) })
     }
@@ -180,7 +185,7 @@ impl Target for EmuTarget {
             *next += limit;
             b
         };
-        let data = Mutex::new(ObjectData::new(self.state.store));
+        let data = Mutex::new(ObjectData::new(self.state.store, &self.state.chunks));
         let obj = Arc::new(Object { name: Arc::from(name), base, limit, data });
         let mut objects = self.state.objects.write().expect("objects poisoned");
         for o in objects.iter_mut() {

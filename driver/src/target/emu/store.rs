@@ -1,6 +1,7 @@
 //! What an emulated object holds.
 //!
-//! - `store=mem` ([`ObjectData::Mem`]): the bytes, in a `Vec`.
+//! - `store=mem` ([`ObjectData::Mem`]): the bytes, in pooled chunks
+//!   ([`super::chunks`]).
 //! - `store=none` ([`ObjectData::Ids`]): no bytes. mlpdrive's data is a pure
 //!   function of a block's identity (seed, object key, block index,
 //!   generation; see `datagen`), and every 4 KiB block carries that identity
@@ -24,6 +25,9 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
+use super::chunks::{ChunkPool, ChunkedBytes};
 use crate::datagen::{self, BLOCK_BYTES, BlockId};
 
 /// Which store an `emu://` target keeps its objects in.
@@ -47,14 +51,15 @@ impl StoreKind {
 
 /// One object's content.
 pub(super) enum ObjectData {
-    Mem(Vec<u8>),
+    Mem(ChunkedBytes),
     Ids(IdStore),
 }
 
 impl ObjectData {
-    pub(super) fn new(kind: StoreKind) -> ObjectData {
+    /// An empty object; `store=mem` objects draw their chunks from `pool`.
+    pub(super) fn new(kind: StoreKind, pool: &Arc<ChunkPool>) -> ObjectData {
         match kind {
-            StoreKind::Mem => ObjectData::Mem(Vec::new()),
+            StoreKind::Mem => ObjectData::Mem(ChunkedBytes::new(pool.clone())),
             StoreKind::None => ObjectData::Ids(IdStore::default()),
         }
     }
@@ -62,7 +67,7 @@ impl ObjectData {
     /// Logical size in bytes.
     pub(super) fn len(&self) -> u64 {
         match self {
-            ObjectData::Mem(v) => v.len() as u64,
+            ObjectData::Mem(c) => c.len(),
             ObjectData::Ids(s) => s.len,
         }
     }
@@ -72,12 +77,8 @@ impl ObjectData {
     /// nothing is changed then.
     pub(super) fn write(&mut self, offset: u64, bytes: &[u8]) -> Result<(), String> {
         match self {
-            ObjectData::Mem(data) => {
-                let (o, l) = (offset as usize, bytes.len());
-                if data.len() < o + l {
-                    data.resize(o + l, 0);
-                }
-                data[o..o + l].copy_from_slice(bytes);
+            ObjectData::Mem(c) => {
+                c.write(offset, bytes);
                 Ok(())
             }
             ObjectData::Ids(s) => s.write(offset, bytes),
@@ -88,12 +89,7 @@ impl ObjectData {
     /// the end of the object).
     pub(super) fn read(&self, offset: u64, out: &mut [u8]) -> usize {
         match self {
-            ObjectData::Mem(data) => {
-                let o = (offset as usize).min(data.len());
-                let n = out.len().min(data.len() - o);
-                out[..n].copy_from_slice(&data[o..o + n]);
-                n
-            }
+            ObjectData::Mem(c) => c.read(offset, out),
             ObjectData::Ids(s) => s.read(offset, out),
         }
     }
@@ -101,7 +97,7 @@ impl ObjectData {
     /// Sets the logical size: cuts the object or extends it with zeros.
     pub(super) fn set_len(&mut self, size: u64) {
         match self {
-            ObjectData::Mem(data) => data.resize(size as usize, 0),
+            ObjectData::Mem(c) => c.set_len(size),
             ObjectData::Ids(s) => s.set_len(size),
         }
     }
@@ -309,7 +305,8 @@ mod tests {
 
     impl Pair {
         fn new() -> Pair {
-            Pair { mem: ObjectData::new(StoreKind::Mem), ids: ObjectData::new(StoreKind::None) }
+            let pool = Arc::default();
+            Pair { mem: ObjectData::new(StoreKind::Mem, &pool), ids: ObjectData::new(StoreKind::None, &pool) }
         }
 
         fn write(&mut self, offset: u64, bytes: &[u8]) {
@@ -372,7 +369,7 @@ mod tests {
 
     #[test]
     fn a_misplaced_block_is_kept_as_written() {
-        let mut s = ObjectData::new(StoreKind::None);
+        let mut s = ObjectData::new(StoreKind::None, &Arc::default());
         let obj = datagen::object_key("o");
         // Block 3's data written at block 0.
         let b3 = gen_bytes(obj, 1, 3 * 4096, 4096);
@@ -386,7 +383,7 @@ mod tests {
 
     #[test]
     fn foreign_bytes_are_refused_and_change_nothing() {
-        let mut s = ObjectData::new(StoreKind::None);
+        let mut s = ObjectData::new(StoreKind::None, &Arc::default());
         let obj = datagen::object_key("o");
         let good = gen_bytes(obj, 1, 0, 8192);
         s.write(0, &good).unwrap();
@@ -405,7 +402,7 @@ mod tests {
 
     #[test]
     fn a_block_holding_two_blocks_is_refused() {
-        let mut s = ObjectData::new(StoreKind::None);
+        let mut s = ObjectData::new(StoreKind::None, &Arc::default());
         let obj = datagen::object_key("o");
         s.write(0, &gen_bytes(obj, 1, 0, 4096)).unwrap();
         // First 512 bytes of generation 2 over generation 1: the rest of the
@@ -424,7 +421,7 @@ mod tests {
 
     #[test]
     fn tiny_writes_continue_a_block_or_are_refused() {
-        let mut s = ObjectData::new(StoreKind::None);
+        let mut s = ObjectData::new(StoreKind::None, &Arc::default());
         let obj = datagen::object_key("o");
         let e = s.write(0, &gen_bytes(obj, 1, 0, 20)).unwrap_err();
         assert!(e.contains("not an mlpdrive data block"), "{e}");
