@@ -60,6 +60,7 @@ fn raw_preset_loads_with_defaults() {
             continue_on_error: false,
             io: IoConfig { direct: true, engine: EngineKind::IoUring, timeout: Duration::from_secs(30) },
             progress_interval: Duration::from_secs(5),
+            s3: None,
         }
     );
     let keys: Vec<&str> = cfg.workload_keys.keys().filter_map(Value::as_str).collect();
