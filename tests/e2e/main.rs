@@ -15,6 +15,8 @@ mod nbd;
 mod raw_runs;
 mod replay;
 mod roundtrip;
+mod s3;
+mod s3_server;
 mod shim;
 mod training;
 mod vdb;

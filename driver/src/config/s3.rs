@@ -207,7 +207,10 @@ impl S3Keys {
         if let Some(ca) = &self.ca_bundle
             && !ca.is_file()
         {
-            return Err(key_error("s3.ca_bundle", format!("{} is not a readable file of PEM certificates", ca.display())));
+            return Err(key_error(
+                "s3.ca_bundle",
+                format!("{} is not a readable file of PEM certificates", ca.display()),
+            ));
         }
         if let Some(log) = &self.op_log {
             let parent = match log.parent() {

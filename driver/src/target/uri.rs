@@ -690,7 +690,17 @@ mod tests {
         assert_eq!(parse("s3://bkt").unwrap(), s3("bkt", ""));
         assert_eq!(parse("s3://bkt/").unwrap(), s3("bkt", ""));
         assert_eq!(parse("s3://my.bkt-1/a/b/").unwrap(), s3("my.bkt-1", "a/b"));
-        for bad in ["s3://", "s3://B", "s3://Bucket", "s3://ab", "s3://-ab", "s3://a_b_c", "s3://host:9000/b", "s3://bkt/a//b", "s3://bkt?x=1"] {
+        for bad in [
+            "s3://",
+            "s3://B",
+            "s3://Bucket",
+            "s3://ab",
+            "s3://-ab",
+            "s3://a_b_c",
+            "s3://host:9000/b",
+            "s3://bkt/a//b",
+            "s3://bkt?x=1",
+        ] {
             let m = usage_msg(parse(bad));
             assert!(m.contains("s3://"), "{bad}: {m}");
         }

@@ -37,13 +37,28 @@ pub struct Clients {
     pub credentials_source: String,
 }
 
+/// Credentials handed in by a library caller (tests, embedding programs);
+/// the CLI always uses the standard chain. Debug never shows the secret.
+#[derive(Clone)]
+pub struct StaticCredentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StaticCredentials([REDACTED])")
+    }
+}
+
 /// Environment variables that name an endpoint for S3, in the SDK's order.
 const ENDPOINT_ENV: &[&str] = &["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"];
 
 /// Loads the AWS configuration and builds one client per endpoint. Runs on
 /// the target's runtime. Errors are usage errors: the setup is wrong.
-pub async fn build(s: &S3Settings) -> Result<Clients, Error> {
+pub async fn build(s: &S3Settings, creds: Option<&StaticCredentials>) -> Result<Clients, Error> {
     let http = http_client(s)?;
+    let given = creds.is_some();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(http)
         .retry_config(RetryConfig::standard().with_max_attempts(s.max_attempts))
@@ -53,6 +68,15 @@ pub async fn build(s: &S3Settings) -> Result<Clients, Error> {
     }
     if let Some(r) = &s.region {
         loader = loader.region(Region::new(r.clone()));
+    }
+    if let Some(c) = creds {
+        loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+            c.access_key_id.clone(),
+            c.secret_access_key.clone(),
+            None,
+            None,
+            "mlpdrive-library",
+        ));
     }
     let sdk = loader.load().await;
 
@@ -89,7 +113,9 @@ pub async fn build(s: &S3Settings) -> Result<Clients, Error> {
     let redactor = Redactor::new(secrets);
     // The chain tries the environment first; otherwise the profile (or a
     // later provider) supplied them.
-    let credentials_source = if std::env::var_os("AWS_ACCESS_KEY_ID").is_some_and(|v| !v.is_empty()) {
+    let credentials_source = if given {
+        "given by the caller".to_string()
+    } else if std::env::var_os("AWS_ACCESS_KEY_ID").is_some_and(|v| !v.is_empty()) {
         "environment".to_string()
     } else {
         let profile = s.profile.clone().or_else(|| std::env::var("AWS_PROFILE").ok()).unwrap_or("default".into());
@@ -117,7 +143,11 @@ pub async fn build(s: &S3Settings) -> Result<Clients, Error> {
             .or_else(|| env_endpoint.clone())
             .or_else(|| sdk.endpoint_url().map(str::to_string))
             .unwrap_or_else(|| format!("AWS S3 ({region})"));
-        endpoints.push(Endpoint { client: aws_sdk_s3::Client::from_conf(b.build()), url: redactor.clean(&shown), stats });
+        endpoints.push(Endpoint {
+            client: aws_sdk_s3::Client::from_conf(b.build()),
+            url: redactor.clean(&shown),
+            stats,
+        });
     }
     Ok(Clients { endpoints, region, path_style, redactor, credentials_source })
 }

@@ -167,11 +167,12 @@ fn explain_code(code: &str, status: u16, text: &str, region_hint: Option<&str>, 
                 cx.op
             ),
         ),
-        "InvalidAccessKeyId" => (
+        "InvalidAccessKeyId" | "NotSignedUp" => (
             Kind::Config,
-            "InvalidAccessKeyId: the server does not know this access key id; check AWS_ACCESS_KEY_ID or the \
+            format!(
+                "{code}: the server does not know this access key id; check AWS_ACCESS_KEY_ID or the \
              profile's aws_access_key_id (and that the endpoint is the intended server)"
-                .to_string(),
+            ),
         ),
         "SignatureDoesNotMatch" => (
             Kind::Config,
@@ -194,10 +195,9 @@ fn explain_code(code: &str, status: u16, text: &str, region_hint: Option<&str>, 
             (Kind::Config, wrong_region(code, region_hint, cx))
         }
         "NoSuchKey" => (Kind::Runtime, format!("NoSuchKey: the object does not exist{said}")),
-        "NoSuchUpload" => (
-            Kind::Runtime,
-            "NoSuchUpload: the multipart upload was aborted or expired on the server".to_string(),
-        ),
+        "NoSuchUpload" => {
+            (Kind::Runtime, "NoSuchUpload: the multipart upload was aborted or expired on the server".to_string())
+        }
         "SlowDown" | "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => (
             Kind::Runtime,
             format!(

@@ -36,6 +36,7 @@ use crate::buf::BufPool;
 use crate::config::s3::{EndpointSelect, S3Keys, S3Settings};
 use crate::error::Error;
 use client::Clients;
+pub use client::StaticCredentials;
 use errors::{Context, Kind, S3Failure};
 use stats::{OpLog, S3Stats};
 use upload::Upload;
@@ -212,11 +213,12 @@ impl Shared {
             self.request("DELETE_MANY", &log_key, 0, |req| {
                 let sh = self.clone();
                 async move {
-                    let delete = Delete::builder().set_objects(Some(ids)).quiet(true).build().map_err(|e| S3Failure {
-                        kind: Kind::Runtime,
-                        code: "build".into(),
-                        message: format!("DeleteObjects request: {e}"),
-                    })?;
+                    let delete =
+                        Delete::builder().set_objects(Some(ids)).quiet(true).build().map_err(|e| S3Failure {
+                            kind: Kind::Runtime,
+                            code: "build".into(),
+                            message: format!("DeleteObjects request: {e}"),
+                        })?;
                     let out = req
                         .client
                         .delete_objects()
@@ -293,6 +295,17 @@ impl S3Target {
     /// Builds the clients from the AWS environment and `s3.*`, then checks
     /// the setup with one LIST (creating the bucket if asked and missing).
     pub fn open(spec: &S3Spec, display: &str, keys: Option<&S3Keys>) -> Result<S3Target, Error> {
+        S3Target::open_with(spec, display, keys, None)
+    }
+
+    /// As [`S3Target::open`], with credentials from the caller instead of
+    /// the AWS chain (for programs that embed the library, and tests).
+    pub fn open_with(
+        spec: &S3Spec,
+        display: &str,
+        keys: Option<&S3Keys>,
+        creds: Option<&StaticCredentials>,
+    ) -> Result<S3Target, Error> {
         let settings: S3Settings = keys.map(S3Keys::resolve).transpose()?.unwrap_or_default();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -301,7 +314,7 @@ impl S3Target {
             .enable_all()
             .build()
             .map_err(|e| Error::failed(format!("S3: cannot start the I/O runtime: {e}")))?;
-        let clients = rt.block_on(client::build(&settings))?;
+        let clients = rt.block_on(client::build(&settings, creds))?;
         let handle = rt.handle().clone();
         let key_prefix =
             if spec.prefix.is_empty() { WORK_PREFIX.to_string() } else { format!("{}/{WORK_PREFIX}", spec.prefix) };
@@ -345,9 +358,8 @@ impl S3Target {
         for endpoint in 0..sh.clients.endpoints.len() {
             let client = sh.clients.endpoints[endpoint].client.clone();
             sh.clients.endpoints[endpoint].stats.requests.fetch_add(1, Ordering::Relaxed);
-            let r = sh.rt.block_on(
-                client.list_objects_v2().bucket(&sh.bucket).prefix(&sh.key_prefix).max_keys(1).send(),
-            );
+            let r =
+                sh.rt.block_on(client.list_objects_v2().bucket(&sh.bucket).prefix(&sh.key_prefix).max_keys(1).send());
             let Err(e) = r else { continue };
             let f = sh.fail(&e, "LIST", "", endpoint);
             if create_bucket && f.code == "NoSuchBucket" {

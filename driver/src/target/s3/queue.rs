@@ -113,7 +113,8 @@ impl S3Queue {
             let in_flight = self.sh.parts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
             // The write waits for the last part it completed when the
             // pipeline is over its bound.
-            let hold = (i + 1 == n && in_flight > self.sh.max_parts_in_flight).then(|| (tag, op, buf.take(), submitted));
+            let hold =
+                (i + 1 == n && in_flight > self.sh.max_parts_in_flight).then(|| (tag, op, buf.take(), submitted));
             spawn_part(&self.sh, up, part, hold, self.tx.clone());
         }
         drop(ups);
@@ -305,7 +306,12 @@ impl Queue for S3Queue {
         Ok(())
     }
 
-    fn reap(&mut self, min_complete: usize, timeout: Duration, out: &mut Vec<Completion>) -> Result<usize, TargetError> {
+    fn reap(
+        &mut self,
+        min_complete: usize,
+        timeout: Duration,
+        out: &mut Vec<Completion>,
+    ) -> Result<usize, TargetError> {
         let mut n = 0;
         while let Some(c) = self.ready.pop_front() {
             out.push(c);
@@ -336,11 +342,6 @@ impl Queue for S3Queue {
     }
 
     fn io_mode(&self) -> IoMode {
-        IoMode {
-            direct: false,
-            engine: "s3".into(),
-            registered_buffers: false,
-            note: None,
-        }
+        IoMode { direct: false, engine: "s3".into(), registered_buffers: false, note: None }
     }
 }

@@ -90,8 +90,7 @@ impl OpLog {
     pub fn create(path: &std::path::Path) -> std::io::Result<OpLog> {
         let mut out = std::io::BufWriter::with_capacity(1 << 16, std::fs::File::create(path)?);
         writeln!(out, "{OP_LOG_HEADER}")?;
-        let base_unix_us =
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let base_unix_us = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
         Ok(OpLog { out: Mutex::new(out), base_unix_us, base: Instant::now() })
     }
 

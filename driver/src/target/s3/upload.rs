@@ -115,8 +115,7 @@ impl Upload {
     /// PutObject) until a later part shows the object is larger.
     fn take_full(&mut self, touched: &[u32]) -> Vec<ReadyPart> {
         let ps = self.part_bytes;
-        let beyond_first =
-            self.size_hint > ps || self.filling.keys().any(|&i| i > 0) || self.multipart_started();
+        let beyond_first = self.size_hint > ps || self.filling.keys().any(|&i| i > 0) || self.multipart_started();
         let mut out = Vec::new();
         let mut candidates: Vec<u32> = touched.to_vec();
         if beyond_first {
