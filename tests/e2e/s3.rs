@@ -430,3 +430,98 @@ fn s3_keys_are_refused_for_other_targets_and_bad_values_name_the_key() {
     assert_eq!(r.code, 2, "{}", r.show());
     assert!(r.stderr.contains("not a valid bucket name"), "{}", r.show());
 }
+
+#[test]
+fn throttled_requests_are_retried_and_counted() {
+    let server = S3Server::start();
+    server.bucket(BUCKET);
+    let throttling = server.throttling_endpoint(5);
+    let d = scratch();
+    let args = [
+        "--set",
+        "rw=randread",
+        "--set",
+        "size=1MiB",
+        "--set",
+        "bytes=256KiB",
+        "--set",
+        "queue_depth=4",
+        "--set",
+        &format!("s3.endpoint={throttling}"),
+    ];
+    // run_on sets s3.endpoint first; the later --set wins.
+    let (r, j) = run_on(&server, d.path(), "raw", &args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = j.unwrap();
+    assert_eq!(j["status"], "ok", "{j}");
+    let s3 = &j["target"]["s3"];
+    assert!(s3["throttled"].as_u64().unwrap() > 0, "{s3}");
+    assert!(s3["retries"].as_u64().unwrap() >= s3["throttled"].as_u64().unwrap(), "{s3}");
+    assert_eq!(s3["failed_requests"], 0, "every throttled request succeeded on a retry: {s3}");
+    assert_eq!(j["verify_errors"], 0);
+}
+
+#[test]
+fn requests_spread_over_several_endpoints() {
+    let server = S3Server::start();
+    server.bucket(BUCKET);
+    for select in ["round_robin", "least_connections"] {
+        let d = scratch();
+        let list = format!("s3.endpoints=[{},{}]", server.endpoint(), server.another_endpoint());
+        let sel = format!("s3.endpoint_select={select}");
+        let mut c = aws_command(BIN, d.path());
+        let res = d.path().join("res");
+        let out = d.path().join("out.json");
+        c.args(["run", "raw", "--quiet", "--target", &format!("s3://{BUCKET}/multi"), "--results"])
+            .arg(&res)
+            .arg("--output")
+            .arg(&out)
+            .args(["--set", &list, "--set", &sel, "--set", "rw=randread", "--set", "size=1MiB"])
+            .args(["--set", "bytes=400KiB", "--set", "queue_depth=8"]);
+        let r = Run::from(c.output().unwrap());
+        assert_no_secrets(d.path(), &r);
+        assert_eq!(r.code, 0, "{}", r.show());
+        let j = read_json(&out);
+        let eps = j["target"]["s3"]["endpoints"].as_array().unwrap().clone();
+        assert_eq!(eps.len(), 2, "{j}");
+        let n: Vec<u64> = eps.iter().map(|e| e["requests"].as_u64().unwrap()).collect();
+        assert!(n[0] > 10 && n[1] > 10, "{select}: {n:?}");
+        if select == "round_robin" {
+            assert!(n[0].abs_diff(n[1]) <= 2, "{select}: {n:?}");
+        }
+        assert_eq!(j["target"]["s3"]["endpoint_select"], select);
+    }
+}
+
+#[test]
+fn ctrl_c_during_a_multipart_upload_aborts_it() {
+    let server = S3Server::start();
+    server.bucket(BUCKET);
+    let d = scratch();
+    let endpoint = format!("s3.endpoint={}", server.endpoint());
+    let out = d.path().join("out.json");
+    let mut c = aws_command(BIN, d.path());
+    c.args(["run", "checkpoint", "--quiet", "--target", &format!("s3://{BUCKET}/int"), "--results"])
+        .arg(d.path().join("res"))
+        .arg("--output")
+        .arg(&out)
+        .args(["--set", &endpoint, "--set", "checkpoint.num_checkpoints_read=0"])
+        .args(["--set", "checkpoint.num_checkpoints_write=1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while server.open_uploads().is_empty() && t0.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(!server.open_uploads().is_empty(), "no multipart upload started");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let r = Run::from(child.wait_with_output().unwrap());
+    assert_no_secrets(d.path(), &r);
+    assert!(server.open_uploads().is_empty(), "left behind: {:?}\n{}", server.open_uploads(), r.show());
+    let j = read_json(&out);
+    assert_eq!(j["status"], "interrupted", "{j}");
+    assert!(j["target"]["s3"]["aborted_uploads"].as_u64().unwrap() >= 1, "{}", j["target"]);
+    assert!(j["notes"].to_string().contains("aborted"), "{}", j["notes"]);
+}

@@ -18,10 +18,63 @@ pub const SECRET_KEY: &str = "mlpdrive/test+secret0123456789abcdefSECRET";
 pub struct S3Server {
     pub port: u16,
     root: tempfile::TempDir,
-    _rt: tokio::runtime::Runtime,
+    service: s3s::service::S3Service,
+    rt: tokio::runtime::Runtime,
+}
+
+/// Serves `service` on a new loopback port; every `throttle_every`-th
+/// request (if set) is answered `503 SlowDown` instead, as a throttling
+/// store would.
+fn serve(rt: &tokio::runtime::Runtime, service: s3s::service::S3Service, throttle_every: Option<u64>) -> u16 {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind 127.0.0.1:0");
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicU64::new(0));
+    rt.spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else { continue };
+            let (svc, count) = (service.clone(), count.clone());
+            tokio::spawn(async move {
+                let f = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let svc = svc.clone();
+                    let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+                    async move {
+                        if throttle_every.is_some_and(|k| n % k == 0) {
+                            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>\
+                                        <Message>Please reduce your request rate.</Message></Error>";
+                            let resp = hyper::Response::builder()
+                                .status(503)
+                                .header("content-type", "application/xml")
+                                .body(s3s::Body::from(body.to_string()))
+                                .unwrap();
+                            return Ok::<_, s3s::HttpError>(resp);
+                        }
+                        hyper::service::Service::call(&svc, req).await
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(sock), f)
+                    .await;
+            });
+        }
+    });
+    port
 }
 
 impl S3Server {
+    /// A second endpoint of the same store (same buckets and objects).
+    pub fn another_endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", serve(&self.rt, self.service.clone(), None))
+    }
+
+    /// An endpoint of the same store that answers every `k`-th request
+    /// with 503 SlowDown.
+    pub fn throttling_endpoint(&self, k: u64) -> String {
+        format!("http://127.0.0.1:{}", serve(&self.rt, self.service.clone(), Some(k)))
+    }
+
     pub fn start() -> S3Server {
         let root = tempfile::Builder::new().prefix("mlpdrive-s3s-").tempdir().expect("tempdir");
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -29,21 +82,8 @@ impl S3Server {
         let mut b = S3ServiceBuilder::new(fs);
         b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
         let service = b.build();
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().unwrap().port();
-        rt.spawn(async move {
-            loop {
-                let Ok((sock, _)) = listener.accept().await else { continue };
-                let svc = service.clone();
-                tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(true)
-                        .serve_connection(TokioIo::new(sock), svc)
-                        .await;
-                });
-            }
-        });
-        S3Server { port, root, _rt: rt }
+        let port = serve(&rt, service.clone(), None);
+        S3Server { port, root, service, rt }
     }
 
     pub fn endpoint(&self) -> String {
