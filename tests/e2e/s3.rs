@@ -525,3 +525,109 @@ fn ctrl_c_during_a_multipart_upload_aborts_it() {
     assert!(j["target"]["s3"]["aborted_uploads"].as_u64().unwrap() >= 1, "{}", j["target"]);
     assert!(j["notes"].to_string().contains("aborted"), "{}", j["notes"]);
 }
+
+/// The same S3 semantics on moto, a second implementation: a library round
+/// trip (single PUTs, a multipart upload, ranges, a split GET, list,
+/// batched delete), an unfinished upload aborted (checked with
+/// ListMultipartUploads), a raw run with its bucket created, and a missing
+/// bucket's error.
+#[test]
+fn moto_round_trip_abort_raw_run_and_missing_bucket() {
+    let Some(moto) = Moto::start() else { return };
+    let creds = StaticCredentials { access_key_id: ACCESS_KEY.into(), secret_access_key: SECRET_KEY.into() };
+    let k = mlpdrive::config::s3::S3Keys {
+        endpoint: Some(moto.endpoint()),
+        region: Some("us-east-1".into()),
+        part_size: Some("5MiB".parse().unwrap()),
+        create_bucket: Some(true),
+        ..Default::default()
+    };
+    let spec = S3Spec { bucket: BUCKET.into(), prefix: "moto".into() };
+    let t = S3Target::open_with(&spec, "s3://mlpdrive-test/moto", Some(&k), Some(&creds)).unwrap();
+    let sizes: [u64; 3] = [1, (1 << 20) + 7, (11 << 20) + 3];
+    for (i, &size) in sizes.iter().enumerate() {
+        let name = format!("m/obj{i}");
+        let h = write_object(&t, &name, size);
+        let ranges = [(0, 1), (size - 1, 1), (size / 3, ((size - size / 3) as u32).min(100_000))];
+        let rep = read_ranges(&t, h, &name, &ranges);
+        assert_eq!(rep.errors.count, 0, "{name}: {:?}", rep.errors.first);
+        assert!(rep.verify.is_ok() && rep.verify.verified_bytes > 0, "{name}: {:?}", rep.verify.first_error);
+    }
+    let (h, size) = t.open("m/obj2").unwrap().unwrap();
+    assert_eq!(size, (11 << 20) + 3);
+    let req = Request {
+        op: Op::Read { obj: h, offset: 0, len: size as u32 },
+        data: Data::Verify(Expect { seed: SEED, object: datagen::object_key("m/obj2"), generation: Some(0) }),
+        key: key(OpKind::Read),
+        exact: true,
+    };
+    let rep = crate::roundtrip::drive_with_buf(&t, vec![req], size as usize + 4096);
+    assert_eq!(rep.verify.verified_bytes, size, "{:?}", rep.errors.first);
+    assert_eq!(t.list("m/").unwrap().len(), 3);
+    assert_eq!(t.record().multipart_uploads, 1);
+
+    // An upload that is never committed is aborted at finish.
+    let h = t.create("m/never", 20 << 20).unwrap();
+    let object = datagen::object_key("m/never");
+    let reqs: Vec<Request> = (0..10u64)
+        .map(|i| Request {
+            op: Op::Write { obj: h, offset: i * CHUNK, len: CHUNK as u32 },
+            data: Data::Fill { object, seed: SEED, generation: 0 },
+            key: key(OpKind::Write),
+            exact: false,
+        })
+        .collect();
+    assert_eq!(drive(&t, reqs, None, false).errors.count, 0);
+    let notes = t.finish();
+    assert!(notes.iter().any(|n| n.contains("1 of 1 unfinished multipart upload(s) aborted")), "{notes:?}");
+    assert_eq!(moto_open_uploads(&moto), 0, "moto still lists the upload");
+    let names: Vec<String> = (0..3).map(|i| format!("m/obj{i}")).collect();
+    t.delete_many(&names).unwrap();
+    assert!(t.list("m/").unwrap().is_empty());
+    drop(t);
+
+    // The CLI on moto: a raw run whose bucket it creates, then a missing bucket.
+    let d = scratch();
+    let endpoint = format!("s3.endpoint={}", moto.endpoint());
+    let r = run_s3(
+        d.path(),
+        &["run", "raw", "--quiet", "--target", "s3://moto-raw/x", "--results", "res", "--set", &endpoint]
+            .into_iter()
+            .chain(["--set", "s3.create_bucket=true", "--set", "rw=randread", "--set", "size=6MiB"])
+            .chain(["--set", "s3.part_size=5MiB", "--duration", "1s"])
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = read_json(&only_run_dir(&d.path().join("res")).join("results.json"));
+    assert_eq!(j["status"], "ok", "{j}");
+    assert_eq!(j["target"]["s3"]["multipart_uploads"], 1, "{}", j["target"]);
+    let r = run_s3(d.path(), &["run", "raw", "--quiet", "--target", "s3://moto-missing", "--set", &endpoint], &[]);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("NoSuchBucket"), "{}", r.show());
+}
+
+/// ListMultipartUploads on moto's bucket, with the SDK directly.
+fn moto_open_uploads(moto: &Moto) -> usize {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let creds = aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(moto.endpoint())
+            .force_path_style(true)
+            .credentials_provider(creds)
+            .http_client(
+                aws_smithy_http_client::Builder::new()
+                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                    ))
+                    .build_https(),
+            )
+            .build();
+        let c = aws_sdk_s3::Client::from_conf(conf);
+        let out = c.list_multipart_uploads().bucket(BUCKET).send().await.expect("ListMultipartUploads");
+        out.uploads().len()
+    })
+}

@@ -130,3 +130,51 @@ pub fn aws_command(bin: &str, cwd: &Path) -> Command {
         .env("AWS_REGION", "us-east-1");
     c
 }
+
+/// moto's S3 server (Python), a second, independent S3 implementation,
+/// started on a free 127.0.0.1 port and killed when dropped. Objects live
+/// in the server's memory; it accepts any credentials.
+pub struct Moto {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl Moto {
+    /// Starts `moto_server`; `None` (after saying why, loudly) if it is not
+    /// installed. With `MLPDRIVE_CI` set a missing moto fails the test:
+    /// `.ci/run` installs it.
+    pub fn start() -> Option<Moto> {
+        let found = Command::new("moto_server").arg("--help").output().is_ok_and(|o| o.status.success());
+        if !found {
+            let msg = "moto_server is not installed (pip install 'moto[server]'; .ci/run does this)";
+            assert!(std::env::var_os("MLPDRIVE_CI").is_none(), "{msg}, and MLPDRIVE_CI is set: CI must not skip");
+            eprintln!("SKIPPED: {msg}");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let moto = Moto { port, child };
+        let t0 = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t0.elapsed().as_secs() < 30, "moto_server did not listen on 127.0.0.1:{port} within 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(moto)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -85,7 +85,10 @@ where
             let region_hint = se.raw().header_value("x-amz-bucket-region");
             let code = se.err().code().unwrap_or("").to_string();
             let text = se.err().message().unwrap_or("").to_string();
-            let (kind, m) = explain_code(&code, status, &text, region_hint.as_deref(), cx);
+            let (kind, mut m) = explain_code(&code, status, &text, region_hint.as_deref(), cx);
+            if code.is_empty() && text.is_empty() {
+                m = format!("{m} ({})", source_chain(err));
+            }
             (kind, if code.is_empty() { format!("http-{status}") } else { code }, m)
         }
         SdkError::DispatchFailure(df) => {

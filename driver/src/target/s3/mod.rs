@@ -279,6 +279,9 @@ pub struct S3Record {
     pub single_puts: u64,
     pub multipart_uploads: u64,
     pub aborted_uploads: u64,
+    /// CompleteMultipartUpload answers the SDK could not parse, accepted
+    /// because a HEAD then showed the object at its full size.
+    pub nonstandard_completes: u64,
     pub endpoints: Vec<EndpointRecord>,
 }
 
@@ -440,6 +443,7 @@ impl S3Target {
             single_puts: sh.stats.single_puts.load(Ordering::Relaxed),
             multipart_uploads: sh.stats.multipart_uploads.load(Ordering::Relaxed),
             aborted_uploads: sh.stats.aborted_uploads.load(Ordering::Relaxed),
+            nonstandard_completes: sh.stats.nonstandard_completes.load(Ordering::Relaxed),
             endpoints,
         }
     }

@@ -36,6 +36,9 @@ pub struct S3Stats {
     pub aborted_uploads: AtomicU64,
     pub multipart_uploads: AtomicU64,
     pub single_puts: AtomicU64,
+    /// CompleteMultipartUpload answers that were not standard XML, accepted
+    /// after a HEAD showed the object complete.
+    pub nonstandard_completes: AtomicU64,
 }
 
 /// Counts every HTTP attempt and every throttled answer of one endpoint's
