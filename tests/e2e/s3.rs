@@ -631,3 +631,36 @@ fn moto_open_uploads(moto: &Moto) -> usize {
         out.uploads().len()
     })
 }
+
+#[test]
+fn the_op_log_has_one_row_per_request_and_object_raw_mode_is_refused() {
+    let server = S3Server::start();
+    server.bucket(BUCKET);
+    let d = scratch();
+    let log = d.path().join("ops.csv");
+    let set_log = format!("s3.op_log={}", log.display());
+    let args = ["--set", "rw=randread", "--set", "size=1MiB", "--set", "bytes=64KiB", "--set", &set_log];
+    let (r, j) = run_on(&server, d.path(), "raw", &args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = j.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(mlpdrive::target::s3::stats::OP_LOG_HEADER));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    // Every request but the setup check (one LIST before the run) is logged.
+    let requests = j["target"]["s3"]["requests"].as_u64().unwrap();
+    assert_eq!(rows.len() as u64, requests - 1, "{text}");
+    let gets: Vec<_> = rows.iter().filter(|r| r[1] == "GET").collect();
+    assert_eq!(gets.len(), 16, "64 KiB of 4 KiB reads: {text}");
+    for r in &rows {
+        assert_eq!(r.len(), 7, "{r:?}");
+        assert!(r[0].parse::<u64>().unwrap() > 1_700_000_000_000_000, "start is Unix µs: {r:?}");
+        assert!(r[4].parse::<u64>().is_ok() && r[5] == "ok" && r[6] == "0", "{r:?}");
+    }
+    assert!(gets.iter().all(|r| r[2] == "e2e/mlpdrive/raw/job0.dat" && r[3] == "4096"), "{gets:?}");
+    assert!(rows.iter().any(|r| r[1] == "PUT" && r[3] == "1048576"), "the layout PUT: {text}");
+
+    let (r, _) = run_on(&server, d.path(), "raw", &["--set", "rw=put"]);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("not available yet"), "{}", r.show());
+}
