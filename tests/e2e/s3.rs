@@ -509,7 +509,7 @@ fn ctrl_c_during_a_multipart_upload_aborts_it() {
         .args(["--set", "checkpoint.num_checkpoints_write=1"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().unwrap();
+    let child = c.spawn().unwrap();
     let t0 = std::time::Instant::now();
     while server.open_uploads().is_empty() && t0.elapsed().as_secs() < 60 {
         std::thread::sleep(std::time::Duration::from_millis(5));
