@@ -664,3 +664,20 @@ fn the_op_log_has_one_row_per_request_and_object_raw_mode_is_refused() {
     assert_eq!(r.code, 2, "{}", r.show());
     assert!(r.stderr.contains("not available yet"), "{}", r.show());
 }
+
+#[test]
+fn vdb_smoke_writes_its_index_and_searches_it_on_s3() {
+    let server = S3Server::start();
+    server.bucket(BUCKET);
+    let d = scratch();
+    let (r, j) = run_on(&server, d.path(), "vdb/vdb-smoke", crate::vdb::SMALL);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = j.unwrap();
+    assert_eq!(j["status"], "ok", "{j}");
+    let s = &j["summary"];
+    assert_eq!(s["queries"], 100);
+    assert!(s["recall_at_k"].as_f64().unwrap() >= 0.8, "{s}");
+    let index = server.root().join(BUCKET).join("e2e/mlpdrive/vdb/index_disk.index");
+    assert_eq!(std::fs::metadata(&index).unwrap().len(), s["index_bytes"].as_u64().unwrap());
+    assert!(server.open_uploads().is_empty());
+}

@@ -286,7 +286,7 @@ fn unknown_keys_list_the_known_ones() {
         e.starts_with(
             "unknown config key `blok_size` for workload raw; known keys: rw, rwmix_read, \
              block_size, queue_depth, jobs, size, bytes (and the common keys: workload, \
-             description, seed, duration, verify, continue_on_error, io, progress_interval)"
+             description, seed, duration, verify, continue_on_error, io, progress_interval, s3)"
         ),
         "{e}"
     );
