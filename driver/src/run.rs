@@ -45,7 +45,7 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     // 2. Open the target (creates the work directory).
     let opts =
         OpenOptions { direct: cfg.common.io.direct, use_uring: cfg.common.io.engine == config::EngineKind::IoUring };
-    let target = open_target(&spec, opts, cfg.common.seed)?;
+    let target = open_target(&spec, opts, &cfg.common)?;
     if !args.out.quiet {
         eprintln!("mlpdrive: {} → {}", describe(&cfg), where_it_writes(&spec, target.as_ref()));
     }
@@ -96,6 +96,7 @@ pub(crate) fn execute(
     if clock.is_virtual() {
         sample_in_virtual_time(&clock, &phase, &live, &series);
     }
+    let mut target_notes = Vec::new();
     let outcome = std::thread::scope(|s| {
         let sampler = {
             let (live, phase, done, series) = (live.clone(), phase.clone(), sampler_done.clone(), series.clone());
@@ -106,6 +107,7 @@ pub(crate) fn execute(
         let env =
             RunEnv { target, common: &cfg.common, live: live.clone(), stop: stop.clone(), phase, clock: clock.clone() };
         let result = work(&env);
+        target_notes.extend(target.finish());
         sampler_done.store(true, Ordering::SeqCst);
         sampler.join().expect("sampler thread panicked");
         result
@@ -126,6 +128,8 @@ pub(crate) fn execute(
         }
         Err(e) => return Err(e),
     }
+    result.notes.extend(target_notes);
+    result.target.s3 = target.record().filter(|_| target.info().kind == "s3");
     let written = dir
         .write_all(&result, &config_yaml(cfg))
         .map_err(|e| Error::failed(format!("cannot write results under {}: {e}", out.results.display())))?;
@@ -222,13 +226,26 @@ pub(crate) fn sample_in_virtual_time(
     });
 }
 
-pub(crate) fn open_target(spec: &TargetSpec, opts: OpenOptions, seed: u64) -> Result<Box<dyn Target>, Error> {
+pub(crate) fn open_target(
+    spec: &TargetSpec,
+    opts: OpenOptions,
+    common: &config::Common,
+) -> Result<Box<dyn Target>, Error> {
+    let seed = common.seed;
+    if common.s3.is_some() && !matches!(spec.uri, TargetUri::S3(_)) {
+        return Err(Error::usage(format!(
+            "config key `s3`: the s3.* keys apply only to s3:// targets, and the target is {}; remove them or use \
+             --target s3://BUCKET[/PREFIX]",
+            spec.display
+        )));
+    }
     Ok(match &spec.uri {
         TargetUri::File { dir } => Box::new(crate::target::file::FileTarget::open(dir, &spec.display, opts)?),
         TargetUri::Dev { path } => Box::new(crate::target::dev::DevTarget::open(path, &spec.display, opts)?),
         TargetUri::Null => Box::new(crate::target::null::NullTarget::new()),
         TargetUri::Emu(emu) => Box::new(crate::target::emu::EmuTarget::open(emu, &spec.display, seed)?),
         TargetUri::Nbd(nbd) => Box::new(crate::target::nbd::NbdTarget::open(nbd, &spec.display)?),
+        TargetUri::S3(s3) => Box::new(crate::target::s3::S3Target::open(s3, &spec.display, common.s3.as_ref())?),
     })
 }
 
@@ -303,7 +320,7 @@ pub(crate) fn skeleton(
         workload: cfg.common.workload.clone(),
         description: cfg.common.description.clone(),
         source: cfg.source.clone(),
-        target: TargetRecord { kind: info.kind.to_string(), location: spec.display.clone() },
+        target: TargetRecord { kind: info.kind.to_string(), location: spec.display.clone(), s3: None },
         io_mode: IoMode {
             direct: cfg.common.io.direct,
             engine: "pending".into(),
@@ -350,7 +367,7 @@ pub(crate) fn fill_from_output(r: &mut RunResult, out: WorkloadOutput, interrupt
     if let Some(n) = &r.io_mode.note {
         r.notes.push(n.clone());
     }
-    if !r.io_mode.direct && !matches!(r.io_mode.engine.as_str(), "null" | "emu" | "nbd") {
+    if !r.io_mode.direct && !matches!(r.io_mode.engine.as_str(), "null" | "emu" | "nbd" | "s3") {
         r.notes.push("O_DIRECT was NOT used (io.direct=false): reads and writes went through the page cache".into());
     }
     if r.target.kind == "null" && r.verify.enabled {

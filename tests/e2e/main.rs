@@ -16,6 +16,8 @@ mod raw_runs;
 mod replay;
 mod report;
 mod roundtrip;
+mod s3;
+mod s3_server;
 mod shim;
 mod training;
 mod vdb;

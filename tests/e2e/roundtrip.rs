@@ -13,10 +13,10 @@ use mlpdrive::recorder::{LiveCounters, SeriesKey};
 use mlpdrive::target::file::FileTarget;
 use mlpdrive::target::{ObjectHandle, Op, OpKind, OpenOptions, Target};
 
-const CHUNK: u64 = 1 << 20;
-const SEED: u64 = 77;
+pub(crate) const CHUNK: u64 = 1 << 20;
+pub(crate) const SEED: u64 = 77;
 
-fn key(op: OpKind) -> SeriesKey {
+pub(crate) fn key(op: OpKind) -> SeriesKey {
     SeriesKey { phase: "test", op, tier: "storage" }
 }
 
@@ -62,7 +62,7 @@ fn control(verify: bool) -> Control {
     }
 }
 
-fn drive(t: &dyn Target, reqs: Vec<Request>, commit: Option<Request>, verify: bool) -> WorkerReport {
+pub(crate) fn drive(t: &dyn Target, reqs: Vec<Request>, commit: Option<Request>, verify: bool) -> WorkerReport {
     let align = t.info().caps.align;
     let mut pool = BufPool::new(8, (CHUNK as usize) + 2 * align, align);
     let mut q = t.queue(8, &mut pool).unwrap();
@@ -72,7 +72,18 @@ fn drive(t: &dyn Target, reqs: Vec<Request>, commit: Option<Request>, verify: bo
     rep
 }
 
-fn write_object(t: &dyn Target, name: &str, size: u64) -> ObjectHandle {
+/// Runs reads (verified) one at a time with buffers of `buf_bytes`.
+pub(crate) fn drive_with_buf(t: &dyn Target, reqs: Vec<Request>, buf_bytes: usize) -> WorkerReport {
+    let align = t.info().caps.align;
+    let mut pool = BufPool::new(1, buf_bytes, align);
+    let mut q = t.queue(1, &mut pool).unwrap();
+    let mut s = Script { reqs, commit: None, in_flight: 0 };
+    let mut rep = WorkerReport::default();
+    run_worker(&mut s, q.as_mut(), &mut pool, &control(true), &mut rep);
+    rep
+}
+
+pub(crate) fn write_object(t: &dyn Target, name: &str, size: u64) -> ObjectHandle {
     let h = t.create(name, size).unwrap();
     let object = datagen::object_key(name);
     let mut reqs = Vec::new();
@@ -93,7 +104,7 @@ fn write_object(t: &dyn Target, name: &str, size: u64) -> ObjectHandle {
     h
 }
 
-fn read_ranges(t: &dyn Target, h: ObjectHandle, name: &str, ranges: &[(u64, u32)]) -> WorkerReport {
+pub(crate) fn read_ranges(t: &dyn Target, h: ObjectHandle, name: &str, ranges: &[(u64, u32)]) -> WorkerReport {
     let object = datagen::object_key(name);
     let reqs = ranges
         .iter()

@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::common::*;
 
 /// A small smoke set: 40 files of ~64 KiB, 2 accelerators, 20 steps.
-const SMALL: &[&str] = &[
+pub(crate) const SMALL: &[&str] = &[
     "--set",
     "dataset.num_files_train=40",
     "--set",

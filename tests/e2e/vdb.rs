@@ -6,7 +6,7 @@
 use crate::common::*;
 
 /// A small planted set so the run takes about a second.
-const SMALL: &[&str] = &[
+pub(crate) const SMALL: &[&str] = &[
     "--set",
     "num_vectors=4000",
     "--set",

@@ -17,7 +17,7 @@ use crate::units::Dur;
 /// The top-level keys this layer owns, in the order the effective config
 /// lists them.
 pub const COMMON_KEYS: &[&str] =
-    &["workload", "description", "seed", "duration", "verify", "continue_on_error", "io", "progress_interval"];
+    &["workload", "description", "seed", "duration", "verify", "continue_on_error", "io", "progress_interval", "s3"];
 
 /// Default `seed`.
 pub const DEFAULT_SEED: u64 = 1;
@@ -45,6 +45,8 @@ pub struct Common {
     pub io: IoConfig,
     /// Interval of the plain progress line when stderr is not a terminal.
     pub progress_interval: Duration,
+    /// The `s3` keys as written (checked); only `s3://` targets accept them.
+    pub s3: Option<super::s3::S3Keys>,
 }
 
 /// The `io` keys.
@@ -123,6 +125,7 @@ struct CommonKeys {
     continue_on_error: Option<bool>,
     io: Option<IoKeys>,
     progress_interval: Option<Dur>,
+    s3: Option<super::s3::S3Keys>,
 }
 
 #[derive(Deserialize)]
@@ -182,6 +185,9 @@ fn resolve(keys: CommonKeys, source: &str) -> Result<Common, Error> {
     if progress_interval.is_zero() {
         return Err(key_error("progress_interval", "must be greater than 0, like 5s"));
     }
+    if let Some(s3) = &keys.s3 {
+        s3.resolve()?;
+    }
     Ok(Common {
         workload,
         description,
@@ -191,6 +197,7 @@ fn resolve(keys: CommonKeys, source: &str) -> Result<Common, Error> {
         continue_on_error: keys.continue_on_error.unwrap_or(false),
         io: IoConfig { direct: io.direct.unwrap_or(true), engine: io.engine.unwrap_or(EngineKind::IoUring), timeout },
         progress_interval,
+        s3: keys.s3,
     })
 }
 
@@ -215,5 +222,10 @@ pub(crate) fn to_mapping(common: &Common) -> Mapping {
     io.insert("timeout".into(), dur(common.io.timeout));
     map.insert("io".into(), Value::Mapping(io));
     map.insert("progress_interval".into(), dur(common.progress_interval));
+    if let Some(s3) = &common.s3
+        && let Ok(value) = serde_yaml_ng::to_value(s3)
+    {
+        map.insert("s3".into(), value);
+    }
     map
 }

@@ -17,6 +17,7 @@ pub mod errors;
 mod overrides;
 mod presets;
 pub mod raw;
+pub mod s3;
 pub mod training;
 pub mod vdb;
 

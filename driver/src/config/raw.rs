@@ -72,6 +72,10 @@ impl FromStr for Rw {
             "randread" => Ok(Rw::RandRead),
             "randwrite" => Ok(Rw::RandWrite),
             "randrw" => Ok(Rw::RandRw),
+            "put" | "get" | "mixed" => Err(format!(
+                "'{s}' belongs to the object mode of raw (whole-object PUT/GET), which is not available yet in this \
+                 version; on s3:// targets use rw=read or rw=randread (ranged GETs of a laid-out object)"
+            )),
             other => Err(format!("expected one of {}, got '{other}'", Rw::NAMES.join(", "))),
         }
     }

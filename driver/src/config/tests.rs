@@ -60,6 +60,7 @@ fn raw_preset_loads_with_defaults() {
             continue_on_error: false,
             io: IoConfig { direct: true, engine: EngineKind::IoUring, timeout: Duration::from_secs(30) },
             progress_interval: Duration::from_secs(5),
+            s3: None,
         }
     );
     let keys: Vec<&str> = cfg.workload_keys.keys().filter_map(Value::as_str).collect();
@@ -285,7 +286,7 @@ fn unknown_keys_list_the_known_ones() {
         e.starts_with(
             "unknown config key `blok_size` for workload raw; known keys: rw, rwmix_read, \
              block_size, queue_depth, jobs, size, bytes (and the common keys: workload, \
-             description, seed, duration, verify, continue_on_error, io, progress_interval)"
+             description, seed, duration, verify, continue_on_error, io, progress_interval, s3)"
         ),
         "{e}"
     );

@@ -94,7 +94,7 @@ pub fn replay(args: &ReplayArgs) -> Result<i32, Error> {
     // 2. Open the target.
     let open =
         OpenOptions { direct: cfg.common.io.direct, use_uring: cfg.common.io.engine == config::EngineKind::IoUring };
-    let target = run::open_target(&spec, open, cfg.common.seed).map_err(|e| match e {
+    let target = run::open_target(&spec, open, &cfg.common).map_err(|e| match e {
         // The target's advice names `mlpdrive run`'s override; replay's is a flag.
         Error::Usage(m) if m.contains("--set io.direct=false") => {
             Error::Usage(m.replace("--set io.direct=false", "--buffered"))
@@ -128,6 +128,7 @@ fn run_config(args: &ReplayArgs, deletes: Deletes, tiers: Tiers) -> RunConfig {
         continue_on_error: args.continue_on_error,
         io: IoConfig { direct: !args.buffered, engine: EngineKind::IoUring, timeout: config::DEFAULT_IO_TIMEOUT },
         progress_interval: config::DEFAULT_PROGRESS_INTERVAL,
+        s3: None,
     };
     let mut m = Mapping::new();
     m.insert("workload".into(), "replay".into());

@@ -57,6 +57,10 @@ pub struct TargetRecord {
     pub kind: String,
     /// The target as the user named it (a path or URI without secrets).
     pub location: String,
+    /// S3 targets: settings in force and request counters (never
+    /// credentials); see docs/results-schema.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<serde_json::Value>,
 }
 
 /// Read-back verification.
@@ -171,7 +175,7 @@ pub(crate) mod testutil {
             workload: "raw".into(),
             description: Some("fio-like calibration".into()),
             source: "preset raw".into(),
-            target: TargetRecord { kind: "file".into(), location: "file:///mnt/nvme".into() },
+            target: TargetRecord { kind: "file".into(), location: "file:///mnt/nvme".into(), s3: None },
             io_mode: IoMode { direct: true, engine: "io_uring".into(), registered_buffers: true, note: None },
             seed: 42,
             host: "bench1".into(),

@@ -92,6 +92,7 @@ pub(crate) fn io_mode_text(r: &RunResult) -> String {
         ("null", _) => "no storage",
         ("emu", _) => "in memory",
         ("nbd", _) => "over NBD (TCP)",
+        ("s3", _) => "object storage over HTTP",
         (_, true) => "O_DIRECT",
         (_, false) => "buffered (page cache)",
     };
@@ -131,6 +132,9 @@ pub(crate) fn io_mode_warnings(r: &RunResult) -> Vec<String> {
              not apply)"
                 .into(),
         ];
+    }
+    if m.engine == "s3" {
+        return Vec::new();
     }
     let mut w = Vec::new();
     if !m.direct {

@@ -25,6 +25,7 @@ pub mod extents;
 pub mod file;
 pub mod nbd;
 pub mod null;
+pub mod s3;
 pub mod table;
 pub mod uri;
 pub mod workdir;
@@ -206,6 +207,10 @@ pub trait Target: Send + Sync {
     fn open(&self, name: &str) -> Result<Option<(ObjectHandle, u64)>, TargetError>;
     /// Removes an object the target created.
     fn delete(&self, name: &str) -> Result<(), TargetError>;
+    /// Removes several objects; object stores batch the requests.
+    fn delete_many(&self, names: &[String]) -> Result<(), TargetError> {
+        names.iter().try_for_each(|n| self.delete(n))
+    }
     /// Names and sizes of objects whose name starts with `prefix`, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, TargetError>;
     /// A new queue for one worker thread.
@@ -220,6 +225,16 @@ pub trait Target: Send + Sync {
     /// which refuses other bytes such as a file-format header.
     fn keeps_any_bytes(&self) -> bool {
         true
+    }
+    /// Called once when the workload is done, before results are written:
+    /// the target releases what it still holds (S3 aborts unfinished
+    /// multipart uploads) and returns notes for the results.
+    fn finish(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Target-specific counters for results.json (`target.s3` for S3).
+    fn record(&self) -> Option<serde_json::Value> {
+        None
     }
 }
 

@@ -1,5 +1,5 @@
 //! Target URIs (`file://DIR`, `dev:///dev/X`, `null://`, `emu://PROFILE`,
-//! `nbd://HOST:PORT[/EXPORT]`) and the safety rules
+//! `nbd://HOST:PORT[/EXPORT]`, `s3://BUCKET[/PREFIX]`) and the safety rules
 //! checked before anything is created.
 //!
 //! A target always needs a scheme: the scheme says what mlpdrive may do to the
@@ -30,10 +30,11 @@ pub const DEFAULT_TARGET: &str = "file://./mlpdrive-data";
 const SUPPORTED: &str = "supported targets: file://DIR (a directory, e.g. file://./mlpdrive-data or \
      file:///mnt/nvme), dev:///dev/X (a raw block device, needs --allow-raw-device), null:// (stores \
      nothing; measures mlpdrive itself), emu://PROFILE (an emulated device in memory, e.g. emu://nvme-gen4), \
-     nbd://HOST:PORT[/EXPORT] (an NBD export, e.g. one served by `mlpdrive emu serve`)";
+     nbd://HOST:PORT[/EXPORT] (an NBD export, e.g. one served by `mlpdrive emu serve`), s3://BUCKET[/PREFIX] \
+     (an S3 bucket; endpoint and credentials from the AWS environment or --set s3.*)";
 
 /// Schemes that later versions will support; named so the error can say so.
-const PLANNED_SCHEMES: &[&str] = &["s3"];
+const PLANNED_SCHEMES: &[&str] = &["az", "gs"];
 
 /// The NBD protocol's registered port, used when `nbd://HOST` has none.
 pub const NBD_DEFAULT_PORT: u16 = 10809;
@@ -61,6 +62,16 @@ pub enum TargetUri {
     Emu(EmuSpec),
     /// An export of an NBD server.
     Nbd(NbdSpec),
+    /// Objects in an S3 bucket, under a key prefix.
+    S3(S3Spec),
+}
+
+/// `s3://BUCKET[/PREFIX]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Spec {
+    pub bucket: String,
+    /// Key prefix without leading or trailing `/`; empty for the bucket's root.
+    pub prefix: String,
 }
 
 /// `nbd://HOST[:PORT][/EXPORT]`.
@@ -140,6 +151,7 @@ pub fn parse(s: &str) -> Result<TargetUri, Error> {
         "null" => Err(Error::usage(format!("target `{s}`: null:// takes no path; write null://"))),
         "emu" => parse_emu(s, rest),
         "nbd" => parse_nbd(s, rest),
+        "s3" => parse_s3(s, rest),
         planned if PLANNED_SCHEMES.contains(&planned) => Err(Error::usage(format!(
             "target `{s}`: {planned}:// targets are planned but not available in this version of mlpdrive; {SUPPORTED}"
         ))),
@@ -268,6 +280,44 @@ fn parse_nbd(s: &str, rest: &str) -> Result<TargetUri, Error> {
     Ok(TargetUri::Nbd(NbdSpec { host: host.to_string(), port, export: export.to_string(), allow_overwrite: false }))
 }
 
+/// Bucket names follow S3's rules (3–63 characters: lowercase letters,
+/// digits, `.`, `-`, starting and ending with a letter or digit), so a typo
+/// is caught before any request.
+fn parse_s3(s: &str, rest: &str) -> Result<TargetUri, Error> {
+    let form = "write s3://BUCKET or s3://BUCKET/PREFIX, e.g. s3://mlpdrive-test/run1 (the endpoint is set with \
+                --set s3.endpoint=URL or AWS_ENDPOINT_URL, not in the target)";
+    if rest.contains('?') || rest.contains('#') {
+        return Err(Error::usage(format!("target `{s}`: s3:// takes no parameters; {form}")));
+    }
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(Error::usage(format!("target `{s}`: s3:// needs a bucket name; {form}")));
+    }
+    if bucket.contains(':') || bucket.contains('@') {
+        return Err(Error::usage(format!(
+            "target `{s}`: `{bucket}` is not a bucket name (an endpoint or credentials do not belong in the target); \
+             {form}"
+        )));
+    }
+    let valid_chars = bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+    let valid_ends = bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !(3..=63).contains(&bucket.len()) || !valid_chars || !valid_ends || bucket.contains("..") {
+        return Err(Error::usage(format!(
+            "target `{s}`: `{bucket}` is not a valid bucket name (3 to 63 lowercase letters, digits, `.` or `-`, \
+             starting and ending with a letter or digit)"
+        )));
+    }
+    let prefix = prefix.trim_matches('/');
+    if prefix.split('/').any(|p| p.is_empty() || p == "." || p == "..") && !prefix.is_empty() {
+        return Err(Error::usage(format!("target `{s}`: the prefix `{prefix}` has an empty, `.` or `..` part")));
+    }
+    if prefix.len() > 512 {
+        return Err(Error::usage(format!("target `{s}`: the prefix is longer than 512 bytes")));
+    }
+    Ok(TargetUri::S3(S3Spec { bucket: bucket.to_string(), prefix: prefix.to_string() }))
+}
+
 fn parse_dev(s: &str, path: &str) -> Result<TargetUri, Error> {
     if !path.starts_with('/') {
         return Err(Error::usage(format!(
@@ -322,6 +372,14 @@ pub fn check(uri: &TargetUri, flags: &SafetyFlags) -> Result<TargetSpec, Error> 
             let display = format!("nbd://{host}:{}/{}", spec.port, spec.export);
             let spec = NbdSpec { allow_overwrite: flags.allow_raw_device, ..spec.clone() };
             Ok(TargetSpec { uri: TargetUri::Nbd(spec), display, dir_exists: false })
+        }
+        TargetUri::S3(spec) => {
+            let display = if spec.prefix.is_empty() {
+                format!("s3://{}", spec.bucket)
+            } else {
+                format!("s3://{}/{}", spec.bucket, spec.prefix)
+            };
+            Ok(TargetSpec { uri: uri.clone(), display, dir_exists: false })
         }
     }
 }
@@ -618,12 +676,36 @@ mod tests {
 
     #[test]
     fn unknown_and_planned_schemes_are_explained() {
-        let m = usage_msg(parse("s3://bucket/prefix"));
+        let m = usage_msg(parse("gs://bucket/prefix"));
         assert!(m.contains("planned but not available"), "{m}");
         assert!(m.contains("file://DIR") && m.contains("null://") && m.contains("nbd://HOST:PORT"), "{m}");
         let m = usage_msg(parse("http://example.com/x"));
         assert!(m.contains("unknown scheme `http://`"), "{m}");
         assert!(m.contains("file://DIR") && m.contains("dev:///dev/X") && m.contains("null://"), "{m}");
+    }
+
+    #[test]
+    fn s3_uris_parse_and_bad_buckets_are_refused() {
+        let s3 = |b: &str, p: &str| TargetUri::S3(S3Spec { bucket: b.into(), prefix: p.into() });
+        assert_eq!(parse("s3://bkt").unwrap(), s3("bkt", ""));
+        assert_eq!(parse("s3://bkt/").unwrap(), s3("bkt", ""));
+        assert_eq!(parse("s3://my.bkt-1/a/b/").unwrap(), s3("my.bkt-1", "a/b"));
+        for bad in [
+            "s3://",
+            "s3://B",
+            "s3://Bucket",
+            "s3://ab",
+            "s3://-ab",
+            "s3://a_b_c",
+            "s3://host:9000/b",
+            "s3://bkt/a//b",
+            "s3://bkt?x=1",
+        ] {
+            let m = usage_msg(parse(bad));
+            assert!(m.contains("s3://"), "{bad}: {m}");
+        }
+        let spec = check(&parse("s3://bkt/p/").unwrap(), &SafetyFlags::default()).unwrap();
+        assert_eq!(spec.display, "s3://bkt/p");
     }
 
     #[test]

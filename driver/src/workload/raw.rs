@@ -39,6 +39,14 @@ struct JobFile {
 
 pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
     let align = env.target.info().caps.align as u64;
+    if !env.target.info().caps.ranged_writes && cfg.read_percent() < 100 {
+        return Err(Error::usage(format!(
+            "config key `rw`: {} writes blocks into the middle of a file, which {} targets cannot do (objects are \
+             written once, front to back); use rw=read or rw=randread (the object is written once first)",
+            cfg.rw,
+            env.target.info().kind
+        )));
+    }
     let bs = cfg.block_size.0;
     if !bs.is_multiple_of(align) {
         return Err(Error::usage(format!(

@@ -229,11 +229,10 @@ pub fn run(
             .target
             .list(sim::STORAGE_PREFIX)
             .map_err(|e| Error::failed(format!("cannot list earlier kvcache entries: {e}")))?;
-        for (name, _) in &stale {
-            env.target
-                .delete(name)
-                .map_err(|e| Error::failed(format!("cannot remove the earlier entry {name}: {e}")))?;
-        }
+        let names: Vec<String> = stale.iter().map(|(name, _)| name.clone()).collect();
+        env.target
+            .delete_many(&names)
+            .map_err(|e| Error::failed(format!("cannot remove the earlier cache entries: {e}")))?;
         if !stale.is_empty() {
             notes.push(format!("removed {} cache entries left on the target by an earlier run", stale.len()));
         }

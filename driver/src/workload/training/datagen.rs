@@ -59,7 +59,7 @@ pub fn run(args: &DatagenArgs) -> Result<i32, Error> {
     let tspec = uri::check(&parsed, &args.safety.flags())?;
     let opts =
         OpenOptions { direct: cfg.common.io.direct, use_uring: cfg.common.io.engine == config::EngineKind::IoUring };
-    let target = crate::run::open_target(&tspec, opts, cfg.common.seed)?;
+    let target = crate::run::open_target(&tspec, opts, &cfg.common)?;
     let files: Vec<(Split, u64)> =
         [Split::Train, Split::Valid].into_iter().flat_map(|s| (0..spec.count(s)).map(move |i| (s, i))).collect();
     let total = files.len() as u64;
