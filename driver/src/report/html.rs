@@ -51,7 +51,11 @@ pub fn render(report: &Report) -> String {
         esc(&report.mlpdrive_version)
     );
     if let Some(c) = &report.comparison {
-        out.push_str("<section id=\"comparison\">\n<h2>Comparison (ratios to [1])</h2>\n<ul>\n");
+        out.push_str("<section id=\"comparison\">\n<h2>Comparison (ratios to [1])</h2>\n");
+        if let Some(w) = report.mixed_workloads() {
+            let _ = writeln!(out, "<p class=\"warn\">{}</p>", esc(&w));
+        }
+        out.push_str("<ul>\n");
         for (i, run) in report.runs.iter().enumerate() {
             let _ = writeln!(
                 out,

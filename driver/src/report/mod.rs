@@ -132,6 +132,23 @@ fn compare_runs(runs: &[ReportRun]) -> Comparison {
     Comparison { baseline: runs.first().map(|r| r.result.run_id.clone()).unwrap_or_default(), rows }
 }
 
+impl Report {
+    /// A warning for a comparison of runs of different workloads (their
+    /// workload metrics never line up; only series with the same phase, op
+    /// and tier do).
+    pub fn mixed_workloads(&self) -> Option<String> {
+        let mut w: Vec<&str> = self.runs.iter().map(|r| r.result.workload.as_str()).collect();
+        w.sort_unstable();
+        w.dedup();
+        (self.comparison.is_some() && w.len() > 1).then(|| {
+            format!(
+                "these runs are of different workloads ({}): only their series with the same phase, op and tier compare",
+                w.join(", ")
+            )
+        })
+    }
+}
+
 /// Renders the report in `format`.
 pub fn render(report: &Report, format: Format) -> Result<String, Error> {
     Ok(match format {

@@ -118,6 +118,7 @@ fn latency_cdf(r: &RunResult) -> Plot {
         chart
             .configure_mesh()
             .x_desc("latency, µs (log scale)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("fraction of ops at or below")
             .draw()
             .map_err(e2s)?;
@@ -223,7 +224,14 @@ fn au_per_epoch(r: &RunResult) -> Plot {
             .y_label_area_size(50)
             .build_cartesian_2d(0.5..n + 0.5, 0.0..105.0)
             .map_err(e2s)?;
-        chart.configure_mesh().x_desc("epoch").y_desc("AU, %").x_labels(au.len().min(20)).draw().map_err(e2s)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .y_desc("AU, %")
+            .x_labels(au.len().min(20))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(e2s)?;
         let pts: Vec<(f64, f64)> = au.iter().enumerate().map(|(i, v)| (i as f64 + 1.0, *v)).collect();
         let c = color(0);
         chart
@@ -279,7 +287,14 @@ fn checkpoint_ranks(r: &RunResult) -> Plot {
             .y_label_area_size(55)
             .build_cartesian_2d(-0.5..ranks as f64 - 0.5, 0.0..y_max)
             .map_err(e2s)?;
-        chart.configure_mesh().x_desc("rank").y_desc("duration, s").x_labels(ranks.min(16)).draw().map_err(e2s)?;
+        chart
+            .configure_mesh()
+            .x_desc("rank")
+            .y_desc("duration, s")
+            .x_labels(ranks.min(16))
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(e2s)?;
         for (i, (name, d)) in lines.into_iter().enumerate() {
             let c = color(i);
             let pts: Vec<(f64, f64)> = d.into_iter().enumerate().map(|(rank, s)| (rank as f64, s)).collect();

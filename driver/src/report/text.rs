@@ -59,6 +59,9 @@ pub fn render_text(report: &Report) -> String {
 
 fn compare_text(out: &mut String, report: &Report, c: &Comparison) {
     let _ = writeln!(out, "comparison of {} runs (ratios to [1]):", report.runs.len());
+    if let Some(w) = report.mixed_workloads() {
+        let _ = writeln!(out, "!!! {w}");
+    }
     for l in legend(&report.runs) {
         let _ = writeln!(out, "  {l}");
     }
@@ -98,6 +101,9 @@ pub fn render_markdown(report: &Report) -> String {
     }
     if let Some(c) = &report.comparison {
         let _ = writeln!(out, "## Comparison (ratios to [1])\n");
+        if let Some(w) = report.mixed_workloads() {
+            let _ = writeln!(out, "> **{}**\n", md_cell(&w));
+        }
         for l in legend(&report.runs) {
             let _ = writeln!(out, "- {}", md_cell(&l));
         }
@@ -202,6 +208,12 @@ mod tests {
         let row = t.lines().find(|l| l.starts_with("read.iops ")).expect("read.iops row");
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(cells, ["read.iops", "ops/s", "104857.6", "52428.8", "0.500x"]);
+        assert!(!t.contains("!!!"), "same workload: no warning\n{t}");
+        let mut c = sample_result();
+        c.workload = "vdb".into();
+        let mixed = Report::new(vec![("a".into(), sample_result()), ("c".into(), c)], true);
+        assert!(render_text(&mixed).contains("!!! these runs are of different workloads (raw, vdb)"));
+        assert!(render_markdown(&mixed).contains("> **these runs are of different workloads"));
     }
 
     #[test]

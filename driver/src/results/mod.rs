@@ -1,6 +1,6 @@
 //! The result of a run: one versioned record ([`RunResult`]) that feeds
-//! every output — `results.json`, `summary.txt`, `mlpdrive report`, and
-//! later the HTML report — so they can never disagree.
+//! every output — `results.json`, `summary.txt` and every format of
+//! `mlpdrive report` (driver/src/report/) — so they can never disagree.
 //!
 //! The JSON shape is documented field by field, with units, in
 //! docs/results-schema.md; any change to it bumps [`SCHEMA_VERSION`].
