@@ -148,13 +148,20 @@ const SETTLE_STEP: std::time::Duration = std::time::Duration::from_millis(50);
 fn inspect_settled(root: &Path) -> Result<bool, Error> {
     let mut tries = 0;
     loop {
-        match inspect(root) {
-            Err(_) if tries < SETTLE_TRIES && being_created(root) => {
-                tries += 1;
-                std::thread::sleep(SETTLE_STEP);
-            }
-            other => return other,
+        let err = match inspect(root) {
+            Ok(found) => return Ok(found),
+            Err(e) => e,
+        };
+        if tries >= SETTLE_TRIES {
+            return Err(err);
         }
+        if !being_created(root) {
+            // The creator may have finished between the two looks: one
+            // more look decides.
+            return inspect(root);
+        }
+        tries += 1;
+        std::thread::sleep(SETTLE_STEP);
     }
 }
 
