@@ -18,6 +18,17 @@ use crate::results::{self, RunStatus};
 use crate::run;
 
 pub fn run(world: &World, args: &RunArgs) -> Result<i32, Error> {
+    let outcome = root_or_rank(world, args);
+    if world.is_root() {
+        // Rank 0 releases the others once it is done (written or not).
+        let released = world.release();
+        world.finalize();
+        released?;
+    }
+    outcome
+}
+
+fn root_or_rank(world: &World, args: &RunArgs) -> Result<i32, Error> {
     let mut prepared = None;
     let executed = run::prepare(args, world).and_then(|p| {
         let p = prepared.insert(p);
@@ -43,14 +54,35 @@ pub fn run(world: &World, args: &RunArgs) -> Result<i32, Error> {
             stopped_by_peer: world.stopped_by_peer(),
         },
     };
-    let bytes = serde_json::to_vec(&report).map_err(|e| Error::failed(format!("cannot encode rank report: {e}")))?;
-    let gathered = world.finish(report.exit_code != EXIT_OK, &bytes);
-    world.finalize();
-    let gathered = gathered?;
+    // A panic here would MPI_Abort the job; returning early instead would
+    // leave the other ranks waiting in `finish`.
+    let bytes = serde_json::to_vec(&report).expect("a rank report is plain data and always serialises");
+    let gathered = match world.finish(report.exit_code != EXIT_OK, &bytes) {
+        Ok(g) => g,
+        Err(e) => {
+            world.abort(EXIT_FAILED);
+            return Err(e);
+        }
+    };
     let Some(all) = gathered else {
-        // Not rank 0: this rank's own outcome, printed as it would be alone.
+        // Not rank 0: wait until rank 0 has written the results, then this
+        // rank's own outcome, as it would be alone.
+        let released = world.release();
+        world.finalize();
+        released?;
         return match executed {
-            Ok(_) => Ok(report.exit_code),
+            Ok(ex) => {
+                if report.exit_code != EXIT_OK {
+                    let first = ex.result.errors.first.as_deref().or(ex.result.verify.first.as_deref());
+                    eprintln!(
+                        "mlpdrive: rank {}: run {}: {} (rank 0 has the job's results)",
+                        world.rank(),
+                        ex.result.status.as_str(),
+                        first.unwrap_or("see rank-<r>.json")
+                    );
+                }
+                Ok(report.exit_code)
+            }
             Err(Error::Usage(m)) => Err(Error::Usage(format!("rank {}: {m}", world.rank()))),
             Err(Error::Failed(m)) => Err(Error::Failed(format!("rank {}: {m}", world.rank()))),
         };

@@ -58,11 +58,11 @@ pub(crate) struct Prepared {
 /// target (which creates the work directory).
 pub(crate) fn prepare(args: &RunArgs, world: &World) -> Result<Prepared, Error> {
     let mut cfg = config::load(&args.workload, &args.set, args.seed, args.duration.as_deref())?;
-    let plan = plan(&mut cfg)?;
+    let plan = plan(&mut cfg, world)?;
     if world.is_multi() && !plan.runs_under_mpi() {
         return Err(Error::usage(format!(
             "workload {} does not run as an MPI job yet (not available yet; see docs/scale.md): \
-             run it without mpirun, or use raw or checkpoint",
+             run it without mpirun, or use raw, checkpoint or kvcache",
             cfg.common.workload
         )));
     }
@@ -111,6 +111,7 @@ impl Prepared {
         match &self.plan {
             Plan::Raw(_) => workload::raw::merge_summary(summaries, recorder, window_s),
             Plan::Checkpoint(ck) => workload::checkpoint::merge_summary(ck, summaries),
+            Plan::Kvcache(..) => workload::kvcache::merge_summary(summaries),
             _ => serde_json::Value::Null,
         }
     }
@@ -119,7 +120,7 @@ impl Prepared {
 impl Plan {
     /// The workloads that split their work over MPI ranks so far.
     fn runs_under_mpi(&self) -> bool {
-        matches!(self, Plan::Raw(_) | Plan::Checkpoint(_))
+        matches!(self, Plan::Raw(_) | Plan::Checkpoint(_) | Plan::Kvcache(..))
     }
 }
 
@@ -242,7 +243,7 @@ fn execute_rank(
     Ok(Executed { result, recorder, dir, config_yaml: config_yaml(cfg) })
 }
 
-fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
+fn plan(cfg: &mut RunConfig, world: &World) -> Result<Plan, Error> {
     match cfg.common.workload.as_str() {
         "raw" => {
             let raw = config::raw::RawConfig::from_run_config(cfg)?;
@@ -252,7 +253,8 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
         "kvcache" => {
             let kv = crate::workload::kvcache::config::KvConfig::from_run_config(cfg)?;
             crate::workload::kvcache::check_memory(&kv)?;
-            let feed = crate::workload::kvcache::load_feed(&kv, cfg.common.seed)?;
+            // Each MPI rank samples its input with its own seed (seed + rank).
+            let feed = crate::workload::kvcache::load_feed(&kv, cfg.common.seed + world.rank() as u64)?;
             cfg.record_workload(&kv)?;
             Ok(Plan::Kvcache(Box::new(kv), feed.map(Box::new)))
         }

@@ -14,8 +14,7 @@ use crate::common::{BIN, Run, read_json, scratch};
 
 /// Whether mpirun is on PATH; if not, skips loudly (or fails under CI).
 fn have_mpirun(test: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("mpirun").is_file()));
+    let found = std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("mpirun").is_file()));
     if !found {
         let msg = format!(
             "SKIPPED {test}: `mpirun` is not installed (apt-get install openmpi-bin libopenmpi-dev; .ci/run installs them)"
@@ -200,4 +199,44 @@ fn a_workload_not_split_by_rank_yet_is_refused_on_every_rank() {
     assert_eq!(run.code, 2, "{}", run.show());
     assert!(run.stderr.contains("does not run as an MPI job yet"), "{}", run.show());
     assert!(!tmp.path().join("res").exists(), "a usage error writes no results");
+}
+
+#[test]
+fn kvcache_on_two_ranks_runs_two_clients_and_aggregates_as_mlperf_does() {
+    if !have_mpirun("kvcache_on_two_ranks_runs_two_clients_and_aggregates_as_mlperf_does") {
+        return;
+    }
+    let tmp = scratch();
+    let data = tmp.path().join("data");
+    let target = format!("file://{}", data.display());
+    let run = mpirun(tmp.path(), &[(2, args(tmp.path(), "kvcache", &target, &["--duration", "2s"]))]);
+    assert_eq!(run.code, 0, "{}", run.show());
+    let dir = run_dir(tmp.path());
+    let merged = read_json(&dir.join("results.json"));
+    let ranks: Vec<serde_json::Value> = (0..2).map(|r| read_json(&dir.join(format!("rank-{r}.json")))).collect();
+    let s = &merged["summary"];
+    assert_eq!(merged["status"], "ok");
+    // Rank r is client r: seed 42 + r, its own cache directory.
+    assert_eq!(s["seeds"], serde_json::json!([42, 43]));
+    for r in 0..2 {
+        assert_eq!(ranks[r]["summary"]["seed"], 42 + r as u64);
+        let entries = std::fs::read_dir(data.join(format!("mlpdrive/kvcache/rank_{r}"))).unwrap().count();
+        assert!(entries > 0, "rank {r} stored entries under its own prefix");
+    }
+    let stats = |r: &serde_json::Value, k: &str| r["summary"]["summary"]["cache_stats"][k].as_f64().unwrap();
+    let inner = |r: &serde_json::Value, k: &str| r["summary"]["summary"][k].as_f64().unwrap();
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    for k in ["tier_storage_read_bandwidth_gbps", "tier_storage_write_bandwidth_gbps"] {
+        let want: f64 = ranks.iter().map(|r| stats(r, k)).sum();
+        let got = s[k.trim_start_matches("tier_")].as_f64().unwrap();
+        assert!(want > 0.0 && close(got, want), "{k}: {got} vs the ranks' sum {want}");
+    }
+    let tok: f64 = ranks.iter().map(|r| inner(r, "storage_throughput_tokens_per_sec")).sum();
+    assert!(close(s["storage_throughput_tokens_per_sec"].as_f64().unwrap(), tok));
+    for k in ["storage_read_device_p95_ms", "storage_write_device_p95_ms"] {
+        let want = ranks.iter().map(|r| stats(r, k)).fold(0.0, f64::max);
+        assert_eq!(s[k].as_f64().unwrap(), want, "{k} is the max over ranks");
+    }
+    let reqs: u64 = ranks.iter().map(|r| r["summary"]["requests_completed"].as_u64().unwrap()).sum();
+    assert_eq!(s["requests_completed"].as_u64().unwrap(), reqs);
 }

@@ -3,7 +3,7 @@
 //! outside `mpirun` never loads it.
 //!
 //! Only the handful of calls mlpdrive needs are bound: init (thread level
-//! SERIALIZED), rank, size, allreduce of `int`s with MPI_MAX, gather of the
+//! SERIALIZED), rank, size, barrier, allreduce of `int`s with MPI_MAX, gather of the
 //! byte lengths and gatherv of the bytes to rank 0, abort and finalize.
 //! Every call goes through [`Mpi`], which holds a lock: MPI is asked for
 //! SERIALIZED, so no two threads may be inside MPI at once.
@@ -33,6 +33,7 @@ const MPI_SUCCESS: c_int = 0;
 const LIB_NAMES: &[&str] = &["libmpi.so.40", "libmpi.so"];
 
 type InitThreadFn = unsafe extern "C" fn(*mut c_int, *mut *mut *mut c_char, c_int, *mut c_int) -> c_int;
+type BarrierFn = unsafe extern "C" fn(Handle) -> c_int;
 type CommIntFn = unsafe extern "C" fn(Handle, *mut c_int) -> c_int;
 type AllreduceFn = unsafe extern "C" fn(*const c_void, *mut c_void, c_int, Handle, Handle, Handle) -> c_int;
 type GatherFn = unsafe extern "C" fn(*const c_void, c_int, Handle, *mut c_void, c_int, Handle, c_int, Handle) -> c_int;
@@ -55,6 +56,7 @@ struct Api {
     init_thread: InitThreadFn,
     comm_rank: CommIntFn,
     comm_size: CommIntFn,
+    barrier: BarrierFn,
     allreduce: AllreduceFn,
     gather: GatherFn,
     gatherv: GathervFn,
@@ -157,6 +159,13 @@ impl Mpi {
         // SAFETY: valid communicator handle and out pointer.
         check("MPI_Comm_size", unsafe { (api.comm_size)(api.comm_world, &mut n) })?;
         Ok(n as usize)
+    }
+
+    /// `MPI_Barrier` on MPI_COMM_WORLD. Collective.
+    pub fn barrier(&self) -> Result<(), String> {
+        let api = self.api();
+        // SAFETY: valid communicator handle.
+        check("MPI_Barrier", unsafe { (api.barrier)(api.comm_world) })
     }
 
     /// Element-wise maximum of `values` over all ranks (every rank gets
@@ -267,6 +276,7 @@ impl Api {
             init_thread: func(lib, "MPI_Init_thread")?,
             comm_rank: func(lib, "MPI_Comm_rank")?,
             comm_size: func(lib, "MPI_Comm_size")?,
+            barrier: func(lib, "MPI_Barrier")?,
             allreduce: func(lib, "MPI_Allreduce")?,
             gather: func(lib, "MPI_Gather")?,
             gatherv: func(lib, "MPI_Gatherv")?,

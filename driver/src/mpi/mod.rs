@@ -186,6 +186,17 @@ impl World {
         mpi.gather_bytes(report, self.rank, self.size).map_err(mpi_error)
     }
 
+    /// The last collective, after [`World::finish`]: an `MPI_Barrier` that
+    /// rank 0 enters once it has written the results, so no rank exits
+    /// (and a failed rank's non-zero exit makes mpirun end the job) before
+    /// they are on disk.
+    pub fn release(&self) -> Result<(), Error> {
+        match self.mpi {
+            Some(mpi) => mpi.barrier().map_err(mpi_error),
+            None => Ok(()),
+        }
+    }
+
     /// `MPI_Finalize`, after the last collective.
     pub fn finalize(&self) {
         if let Some(mpi) = self.mpi
