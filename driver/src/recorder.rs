@@ -226,6 +226,110 @@ impl Recorder {
     }
 }
 
+/// A [`Recorder`] in a form that crosses process boundaries (the MPI
+/// gather of every rank's result): each series' exact totals plus its
+/// histogram in HDR's V2 encoding (base64), so rank 0 merges the ranks'
+/// histograms bucket by bucket, never their percentiles.
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct RecorderWire {
+    series: Vec<SeriesWire>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+struct SeriesWire {
+    phase: String,
+    op: String,
+    tier: String,
+    ops: u64,
+    bytes: u64,
+    /// As a decimal string: JSON numbers do not hold a u128 everywhere.
+    sum_ns: String,
+    min_ns: u64,
+    max_ns: u64,
+    hdr_v2_base64: String,
+}
+
+impl Recorder {
+    /// Encodes every series for [`Recorder::from_wire`].
+    pub fn to_wire(&self) -> RecorderWire {
+        use base64::Engine as _;
+        let series = self
+            .series
+            .iter()
+            .map(|(k, s)| {
+                let mut buf = Vec::new();
+                hdrhistogram::serialization::Serializer::serialize(
+                    &mut hdrhistogram::serialization::V2Serializer::new(),
+                    &s.hist,
+                    &mut buf,
+                )
+                .expect("serialising a histogram into memory cannot fail");
+                SeriesWire {
+                    phase: k.phase.to_string(),
+                    op: k.op.as_str().to_string(),
+                    tier: k.tier.to_string(),
+                    ops: s.ops,
+                    bytes: s.bytes,
+                    sum_ns: s.sum_ns.to_string(),
+                    min_ns: s.min_ns,
+                    max_ns: s.max_ns,
+                    hdr_v2_base64: base64::engine::general_purpose::STANDARD.encode(&buf),
+                }
+            })
+            .collect();
+        RecorderWire { series, errors: self.errors, first_error: self.first_error.clone() }
+    }
+
+    /// Decodes what [`Recorder::to_wire`] encoded.
+    pub fn from_wire(w: &RecorderWire) -> Result<Recorder, String> {
+        use base64::Engine as _;
+        let mut rec = Recorder::new();
+        for sw in &w.series {
+            let op = match sw.op.as_str() {
+                "read" => OpKind::Read,
+                "write" => OpKind::Write,
+                "commit" => OpKind::Commit,
+                other => return Err(format!("unknown op {other:?} in a recorder")),
+            };
+            let key = SeriesKey { phase: intern(&sw.phase), op, tier: intern(&sw.tier) };
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&sw.hdr_v2_base64)
+                .map_err(|e| format!("series {}/{}/{}: bad base64: {e}", sw.phase, sw.op, sw.tier))?;
+            let hist: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+                .deserialize(&mut bytes.as_slice())
+                .map_err(|e| format!("series {}/{}/{}: bad histogram: {e:?}", sw.phase, sw.op, sw.tier))?;
+            let sum_ns = sw.sum_ns.parse().map_err(|e| format!("bad sum_ns {:?}: {e}", sw.sum_ns))?;
+            let mut series = Series::new();
+            series.hist.add(&hist).map_err(|e| format!("series {}: {e:?}", sw.phase))?;
+            series.ops = sw.ops;
+            series.bytes = sw.bytes;
+            series.sum_ns = sum_ns;
+            series.min_ns = sw.min_ns;
+            series.max_ns = sw.max_ns;
+            let i = rec.index_of(&key);
+            rec.series[i].1 = series;
+        }
+        rec.errors = w.errors;
+        rec.first_error.clone_from(&w.first_error);
+        Ok(rec)
+    }
+}
+
+/// Phase and tier names are `&'static str` in a [`SeriesKey`]; names read
+/// back from another rank are leaked once each (a handful per run).
+fn intern(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(n) = names.iter().find(|n| **n == name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_string().into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
 /// Live counters shared by all workers, for the progress line and the 1 s
 /// time series. Commits move no bytes and are not counted here (they are in
 /// the recorder's series).
@@ -430,6 +534,27 @@ mod tests {
         assert_eq!(s.ops, 2);
         assert_eq!(s.latency_us.min, 0.0);
         assert_eq!(s.latency_us.max, 120_000_000.0);
+    }
+
+    #[test]
+    fn wire_round_trip_keeps_histograms_mergeable() {
+        let (mut a, mut b) = (Recorder::new(), Recorder::new());
+        let k = key("measure", OpKind::Read);
+        for v in 1..=1_000u64 {
+            a.record(&k, v * 1_000, 10);
+            b.record(&k, 2_000_000 + v * 1_000, 10);
+        }
+        b.record(&key("layout", OpKind::Commit), 7, 0);
+        b.record_error(|| "rank 1: EIO".into());
+        let text = serde_json::to_string(&b.to_wire()).unwrap();
+        let back = Recorder::from_wire(&serde_json::from_str(&text).unwrap()).unwrap();
+        assert_eq!(back.get(&k), b.get(&k));
+        assert_eq!(back.get(&key("layout", OpKind::Commit)), b.get(&key("layout", OpKind::Commit)));
+        assert_eq!((back.errors(), back.first_error()), (1, Some("rank 1: EIO")));
+        let mut direct = a.clone();
+        direct.merge(&b);
+        a.merge(&back);
+        assert_eq!(a.get(&k), direct.get(&k));
     }
 
     #[test]

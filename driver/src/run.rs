@@ -14,8 +14,9 @@ use crate::cli::{ResultsArgs, RunArgs};
 use crate::clock::Clock;
 use crate::config::{self, RunConfig};
 use crate::error::{EXIT_FAILED, EXIT_OK, Error};
+use crate::mpi::World;
 use crate::progress::{Progress, Rates};
-use crate::recorder::{CounterSnapshot, LiveCounters, TimeSeries};
+use crate::recorder::{CounterSnapshot, LiveCounters, Recorder, TimeSeries};
 use crate::results::{self, ErrorRecord, ResultsDir, RunResult, RunStatus, TargetRecord, VerifyRecord};
 use crate::rusage;
 use crate::target::uri::{self, SafetyFlags, TargetSpec, TargetUri};
@@ -32,9 +33,39 @@ enum Plan {
 }
 
 pub fn run(args: &RunArgs) -> Result<i32, Error> {
-    // 1. Validate all input; create nothing.
+    let world = World::init()?;
+    if world.is_multi() {
+        // Ranks of an MPI job: every rank runs, rank 0 merges (job.rs).
+        return crate::job::run(&world, args);
+    }
+    let outcome = prepare(args, &world).and_then(|mut p| {
+        let ex = p.execute(&args.out, &world)?;
+        write_outputs(&args.out, &ex)
+    });
+    world.finalize();
+    outcome
+}
+
+/// A validated run with its target open, ready to execute.
+pub(crate) struct Prepared {
+    pub(crate) cfg: RunConfig,
+    plan: Plan,
+    spec: TargetSpec,
+    target: Box<dyn Target>,
+}
+
+/// Steps 1 and 2: validate all input (creating nothing), then open the
+/// target (which creates the work directory).
+pub(crate) fn prepare(args: &RunArgs, world: &World) -> Result<Prepared, Error> {
     let mut cfg = config::load(&args.workload, &args.set, args.seed, args.duration.as_deref())?;
-    let mut plan = plan(&mut cfg)?;
+    let plan = plan(&mut cfg, world)?;
+    if world.is_multi() && !plan.runs_under_mpi() {
+        return Err(Error::usage(format!(
+            "workload {} does not run as an MPI job yet (not available yet; see docs/scale.md): \
+             run it without mpirun, or use raw, checkpoint or kvcache",
+            cfg.common.workload
+        )));
+    }
     let target_str = args.target.as_deref().unwrap_or(uri::DEFAULT_TARGET);
     let parsed = uri::parse(target_str)?;
     let spec = uri::check(&parsed, &SafetyFlags { allow_raw_device: args.allow_raw_device, force: args.force })?;
@@ -42,34 +73,70 @@ pub fn run(args: &RunArgs) -> Result<i32, Error> {
     check_output_path(args.out.output.as_deref())?;
     check_results_root(&args.out.results)?;
 
-    // 2. Open the target (creates the work directory).
     let opts =
         OpenOptions { direct: cfg.common.io.direct, use_uring: cfg.common.io.engine == config::EngineKind::IoUring };
     let target = open_target(&spec, opts, &cfg.common)?;
-    if !args.out.quiet {
+    if !args.out.quiet && world.is_root() {
         eprintln!("mlpdrive: {} → {}", describe(&cfg), where_it_writes(&spec, target.as_ref()));
     }
+    Ok(Prepared { cfg, plan, spec, target })
+}
 
-    // 3. Run, 4. results.
-    execute(&cfg, &spec, target.as_ref(), &args.out, |env| match &mut plan {
-        Plan::Raw(raw) => workload::raw::run(env, raw),
-        Plan::Kvcache(kv, feed) => {
-            let free = match &spec.uri {
-                TargetUri::File { dir } => workload::kvcache::free_bytes(dir),
-                _ => None,
-            };
-            workload::kvcache::run(env, kv, free, feed.take().map(|f| *f))
+impl Prepared {
+    /// Steps 3 and 4: run the workload and build this process's result.
+    pub(crate) fn execute(&mut self, out: &ResultsArgs, world: &World) -> Result<Executed, Error> {
+        let (cfg, spec, plan) = (&self.cfg, &self.spec, &mut self.plan);
+        execute_rank(cfg, spec, self.target.as_ref(), out, world, |env| match plan {
+            Plan::Raw(raw) => workload::raw::run(env, raw),
+            Plan::Kvcache(kv, feed) => {
+                let free = match &spec.uri {
+                    TargetUri::File { dir } => workload::kvcache::free_bytes(dir),
+                    _ => None,
+                };
+                workload::kvcache::run(env, kv, free, feed.take().map(|f| *f))
+            }
+            Plan::Checkpoint(ck) => workload::checkpoint::run(env, ck),
+            Plan::Training(t) => workload::training::run(env, t),
+            Plan::Vdb(v) => workload::vdb::run(env, v),
+        })
+    }
+
+    /// The job's `summary` from every rank's (rank order) at MPI rank 0.
+    pub(crate) fn merge_summaries(
+        &self,
+        summaries: &[serde_json::Value],
+        recorder: &crate::recorder::Recorder,
+        window_s: f64,
+    ) -> serde_json::Value {
+        match &self.plan {
+            Plan::Raw(_) => workload::raw::merge_summary(summaries, recorder, window_s),
+            Plan::Checkpoint(ck) => workload::checkpoint::merge_summary(ck, summaries),
+            Plan::Kvcache(..) => workload::kvcache::merge_summary(summaries),
+            _ => serde_json::Value::Null,
         }
-        Plan::Checkpoint(ck) => workload::checkpoint::run(env, ck),
-        Plan::Training(t) => workload::training::run(env, t),
-        Plan::Vdb(v) => workload::vdb::run(env, v),
-    })
+    }
+}
+
+impl Plan {
+    /// The workloads that split their work over MPI ranks so far.
+    fn runs_under_mpi(&self) -> bool {
+        matches!(self, Plan::Raw(_) | Plan::Checkpoint(_) | Plan::Kvcache(..))
+    }
+}
+
+/// One process's finished run: its result (not yet written) and the
+/// recorder behind its series (which an MPI job's rank 0 merges).
+pub(crate) struct Executed {
+    pub(crate) result: RunResult,
+    pub(crate) recorder: Recorder,
+    pub(crate) dir: ResultsDir,
+    pub(crate) config_yaml: String,
 }
 
 /// Runs `work` on the opened target with a sampler thread alongside
 /// (progress, 1 s time series, partial results), then writes the results
 /// directory (and `--output`), prints the summary and returns the exit code.
-/// `mlpdrive run` and `mlpdrive replay` both end here.
+/// `mlpdrive replay` ends here.
 pub(crate) fn execute(
     cfg: &RunConfig,
     spec: &TargetSpec,
@@ -77,6 +144,40 @@ pub(crate) fn execute(
     out: &ResultsArgs,
     work: impl FnOnce(&RunEnv) -> Result<WorkloadOutput, Error>,
 ) -> Result<i32, Error> {
+    let ex = execute_rank(cfg, spec, target, out, &World::single(), work)?;
+    write_outputs(out, &ex)
+}
+
+/// Writes the results directory (and `--output`), prints the summary and
+/// returns the exit code.
+pub(crate) fn write_outputs(out: &ResultsArgs, ex: &Executed) -> Result<i32, Error> {
+    let result = &ex.result;
+    let written = ex
+        .dir
+        .write_all(result, &ex.config_yaml)
+        .map_err(|e| Error::failed(format!("cannot write results under {}: {e}", out.results.display())))?;
+    if let Some(path) = &out.output {
+        results::write_json_atomic(path, result)
+            .map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))?;
+    }
+    print!("{}", results::summary::render_text(result));
+    if !out.quiet {
+        eprintln!("mlpdrive: results in {}", written.display());
+    }
+    Ok(if result.status == RunStatus::Ok { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// Runs `work` with a sampler alongside and builds this process's result.
+/// Only MPI rank 0 (or a process alone) shows progress and flushes partial
+/// results.
+fn execute_rank(
+    cfg: &RunConfig,
+    spec: &TargetSpec,
+    target: &dyn Target,
+    out: &ResultsArgs,
+    world: &World,
+    work: impl FnOnce(&RunEnv) -> Result<WorkloadOutput, Error>,
+) -> Result<Executed, Error> {
     // A simulated device brings its own (virtual) clock; otherwise the host's.
     let clock = target.clock().unwrap_or_else(Clock::real);
 
@@ -97,15 +198,24 @@ pub(crate) fn execute(
         sample_in_virtual_time(&clock, &phase, &live, &series);
     }
     let mut target_notes = Vec::new();
+    let quiet = out.quiet || !world.is_root();
+    let partials = world.is_root().then_some(&dir);
     let outcome = std::thread::scope(|s| {
         let sampler = {
             let (live, phase, done, series) = (live.clone(), phase.clone(), sampler_done.clone(), series.clone());
-            let (common, dir, skeleton, quiet) = (&cfg.common, &dir, &skeleton, out.quiet);
+            let (common, skeleton) = (&cfg.common, &skeleton);
             let clock = clock.clone();
-            s.spawn(move || sample(&live, &phase, &done, &series, common, quiet, dir, skeleton, &clock))
+            s.spawn(move || sample(&live, &phase, &done, &series, common, quiet, partials, skeleton, &clock))
         };
-        let env =
-            RunEnv { target, common: &cfg.common, live: live.clone(), stop: stop.clone(), phase, clock: clock.clone() };
+        let env = RunEnv {
+            target,
+            common: &cfg.common,
+            live: live.clone(),
+            stop: stop.clone(),
+            phase,
+            clock: clock.clone(),
+            world,
+        };
         let result = work(&env);
         target_notes.extend(target.finish());
         sampler_done.store(true, Ordering::SeqCst);
@@ -120,8 +230,12 @@ pub(crate) fn execute(
     result.cpu_sys_s = usage.cpu_sys_s;
     result.peak_rss_bytes = usage.peak_rss_bytes;
     result.timeseries = series.lock().expect("series poisoned").points().to_vec();
+    let mut recorder = Recorder::new();
     match outcome {
-        Ok(output) => fill_from_output(&mut result, output, crate::signal::interrupted()),
+        Ok(output) => {
+            recorder = output.recorder.clone();
+            fill_from_output(&mut result, output, crate::signal::interrupted());
+        }
         Err(Error::Failed(msg)) => {
             result.status = RunStatus::Failed;
             result.errors = ErrorRecord { count: 1, first: Some(msg) };
@@ -130,21 +244,10 @@ pub(crate) fn execute(
     }
     result.notes.extend(target_notes);
     result.target.s3 = target.record().filter(|_| target.info().kind == "s3");
-    let written = dir
-        .write_all(&result, &config_yaml(cfg))
-        .map_err(|e| Error::failed(format!("cannot write results under {}: {e}", out.results.display())))?;
-    if let Some(path) = &out.output {
-        results::write_json_atomic(path, &result)
-            .map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))?;
-    }
-    print!("{}", results::summary::render_text(&result));
-    if !out.quiet {
-        eprintln!("mlpdrive: results in {}", written.display());
-    }
-    Ok(if result.status == RunStatus::Ok { EXIT_OK } else { EXIT_FAILED })
+    Ok(Executed { result, recorder, dir, config_yaml: config_yaml(cfg) })
 }
 
-fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
+fn plan(cfg: &mut RunConfig, world: &World) -> Result<Plan, Error> {
     match cfg.common.workload.as_str() {
         "raw" => {
             let raw = config::raw::RawConfig::from_run_config(cfg)?;
@@ -154,7 +257,8 @@ fn plan(cfg: &mut RunConfig) -> Result<Plan, Error> {
         "kvcache" => {
             let kv = crate::workload::kvcache::config::KvConfig::from_run_config(cfg)?;
             crate::workload::kvcache::check_memory(&kv)?;
-            let feed = crate::workload::kvcache::load_feed(&kv, cfg.common.seed)?;
+            // Each MPI rank samples its input with its own seed (seed + rank).
+            let feed = crate::workload::kvcache::load_feed(&kv, cfg.common.seed + world.rank() as u64)?;
             cfg.record_workload(&kv)?;
             Ok(Plan::Kvcache(Box::new(kv), feed.map(Box::new)))
         }
@@ -349,6 +453,7 @@ pub(crate) fn skeleton(
         timeseries: Vec::new(),
         summary: serde_json::Value::Null,
         config: serde_json::to_value(&cfg.effective).unwrap_or_default(),
+        ranks: None,
     }
 }
 
@@ -400,7 +505,7 @@ pub(crate) fn sample(
     series: &Mutex<TimeSeries>,
     common: &config::Common,
     quiet: bool,
-    dir: &ResultsDir,
+    dir: Option<&ResultsDir>,
     skeleton: &RunResult,
     clock: &Clock,
 ) {
@@ -442,8 +547,13 @@ pub(crate) fn sample(
             failed.status = results::RunStatus::Failed;
             failed.errors = ErrorRecord { count: 1, first: Some(msg.clone()) };
             failed.timeseries = series.lock().expect("series poisoned").points().to_vec();
-            let _ = dir.write_partial(&failed);
-            eprintln!("mlpdrive: error: {msg}; partial results in {}", dir.path().display());
+            match dir {
+                Some(dir) => {
+                    let _ = dir.write_partial(&failed);
+                    eprintln!("mlpdrive: error: {msg}; partial results in {}", dir.path().display());
+                }
+                None => eprintln!("mlpdrive: error: {msg}"),
+            }
             std::process::exit(EXIT_FAILED);
         }
         if !virtual_time && !measuring && phase.measure_start().is_some() {
@@ -472,7 +582,9 @@ pub(crate) fn sample(
             let mut partial = skeleton.clone();
             partial.timeseries = series.lock().expect("series poisoned").points().to_vec();
             partial.summary = serde_json::json!({ "partial": snap });
-            let _ = dir.write_partial(&partial);
+            if let Some(dir) = dir {
+                let _ = dir.write_partial(&partial);
+            }
         }
         last = snap;
         last_t = now;

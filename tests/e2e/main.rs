@@ -11,6 +11,7 @@ mod cli;
 mod common;
 mod emu_target;
 mod kvcache;
+mod mpi;
 mod nbd;
 mod raw_runs;
 mod replay;

@@ -7,6 +7,7 @@
 //! Writing and finding results on disk is in [`store`], the human summary in
 //! [`summary`].
 
+pub mod ranks;
 pub mod store;
 pub mod summary;
 
@@ -134,6 +135,9 @@ pub struct RunResult {
     pub summary: serde_json::Value,
     /// The effective config.
     pub config: serde_json::Value,
+    /// An MPI job's ranks (absent for a run of one process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<ranks::RanksRecord>,
 }
 
 /// The recorder's series in results form, sorted by (phase, op, tier).
@@ -228,6 +232,7 @@ pub(crate) mod testutil {
                 },
             }),
             config: serde_json::json!({ "workload": "raw", "rw": "randread", "block_size": "4KiB" }),
+            ranks: None,
         }
     }
 }
@@ -279,6 +284,18 @@ mod tests {
         r.summary["jobs"] = 1.into();
         r.summary["size"] = 1.into();
         r.summary["rwmix_read"] = serde_json::Value::Null;
+        r.ranks = Some(ranks::RanksRecord {
+            size: 1,
+            per_rank: vec![ranks::RankLine {
+                rank: 0,
+                host: "h".into(),
+                status: RunStatus::Ok,
+                duration_s: 1.0,
+                errors: 0,
+                first_error: Some("e".into()),
+                file: Some("rank-0.json".into()),
+            }],
+        });
         let mut all = Vec::new();
         keys("", &serde_json::to_value(&r).expect("value"), &mut all);
         let missing: Vec<&String> = all

@@ -133,6 +133,13 @@ impl ResultsDir {
         Ok(p)
     }
 
+    /// Writes rank `rank`'s own result of an MPI job (`rank-<r>.json`).
+    pub fn write_rank(&self, rank: usize, r: &RunResult) -> io::Result<PathBuf> {
+        let p = self.file(&super::ranks::rank_file(rank))?;
+        write_json_atomic(&p, r)?;
+        Ok(p)
+    }
+
     /// The final write of a run: config.yaml, summary.txt, then results.json
     /// last (a results.json with a final status means the rest is there).
     /// Returns the run directory.

@@ -84,7 +84,9 @@ impl FileTarget {
 /// filesystem that refuses direct I/O is reported before the run, not as a
 /// thousand I/O errors during it.
 fn probe_direct(dir: &Path, align: usize) -> Result<(), Error> {
-    let path = dir.join(".direct-probe");
+    // One probe file per process: the ranks of an MPI job open the same
+    // target at once.
+    let path = dir.join(format!(".direct-probe-{}", std::process::id()));
     let refuse = |what: &str, e: std::io::Error| {
         let _ = std::fs::remove_file(&path);
         // EINVAL is how a filesystem says no to O_DIRECT; anything else

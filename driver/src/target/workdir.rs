@@ -47,7 +47,7 @@ impl WorkDir {
     pub fn open_or_create(dir: &Path) -> Result<WorkDir, Error> {
         ensure_target_dir(dir)?;
         let root = dir.join(WORKDIR_NAME);
-        if inspect(&root)? {
+        if inspect_settled(&root)? {
             return Ok(WorkDir { root });
         }
         match fs::create_dir(&root) {
@@ -55,7 +55,7 @@ impl WorkDir {
             // Another process created it between the look and the mkdir: it
             // must be ours (marked) to be used.
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                if !inspect(&root)? {
+                if !inspect_settled(&root)? {
                     return Err(Error::usage(format!("{} disappeared while it was being opened", root.display())));
                 }
             }
@@ -104,7 +104,7 @@ impl WorkDir {
 /// not a marked work directory. Lets the target check fail before any
 /// directory is made.
 pub(crate) fn check_reusable(dir: &Path) -> Result<(), Error> {
-    inspect(&dir.join(WORKDIR_NAME)).map(|_| ())
+    inspect_settled(&dir.join(WORKDIR_NAME)).map(|_| ())
 }
 
 /// Makes sure DIR is a directory, creating it (one level) if missing.
@@ -134,6 +134,51 @@ fn ensure_target_dir(dir: &Path) -> Result<(), Error> {
         }
         Err(e) => Err(Error::usage(format!("cannot create target directory {}: {e}", dir.display()))),
     }
+}
+
+/// How long [`inspect_settled`] gives another process (an MPI rank on the
+/// same target) to finish writing the marker of a directory it just made.
+const SETTLE_TRIES: u32 = 20;
+const SETTLE_STEP: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// [`inspect`], but a directory that looks like another process is still
+/// creating it (empty, or holding only a shorter-than-complete marker) is
+/// looked at again for up to a second before it is refused: several ranks
+/// of an MPI job open the same `file://` target at once.
+fn inspect_settled(root: &Path) -> Result<bool, Error> {
+    let mut tries = 0;
+    loop {
+        let err = match inspect(root) {
+            Ok(found) => return Ok(found),
+            Err(e) => e,
+        };
+        if tries >= SETTLE_TRIES {
+            return Err(err);
+        }
+        if !being_created(root) {
+            // The creator may have finished between the two looks: one
+            // more look decides.
+            return inspect(root);
+        }
+        tries += 1;
+        std::thread::sleep(SETTLE_STEP);
+    }
+}
+
+/// `root` is a directory that is empty or holds only a partial marker.
+fn being_created(root: &Path) -> bool {
+    let Ok(rd) = fs::read_dir(root) else { return false };
+    let complete = marker_content().len() as u64;
+    let mut entries = 0;
+    for e in rd.flatten() {
+        entries += 1;
+        let partial_marker =
+            e.file_name() == MARKER_NAME && e.metadata().is_ok_and(|m| m.is_file() && m.len() < complete);
+        if entries > 1 || !partial_marker {
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether `root` is a work directory mlpdrive can use: `Ok(true)` if it

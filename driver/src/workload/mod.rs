@@ -20,6 +20,8 @@ use crate::clock::Clock;
 use crate::config::Common;
 use crate::datagen::VerifyOutcome;
 use crate::engine::{Control, ErrorTally, WorkerReport};
+use crate::error::Error;
+use crate::mpi::World;
 use crate::recorder::{LiveCounters, Recorder};
 use crate::target::{IoMode, Target};
 
@@ -42,6 +44,10 @@ pub struct RunEnv<'a> {
     /// The run's clock: workloads read time only through it (or the engine's
     /// `now`), never from the host directly.
     pub clock: Clock,
+    /// This process's place in an MPI job (a world of one without mpirun):
+    /// workloads split their work by rank and call `world.sync` before the
+    /// measured phase (see [`RunEnv::begin_measure`]).
+    pub world: &'a World,
 }
 
 /// Called once, in the thread that starts the measured window, with its
@@ -93,6 +99,14 @@ impl PhaseState {
 }
 
 impl RunEnv<'_> {
+    /// Waits for every MPI rank (a no-op alone), then starts the measured
+    /// window: the ranks' windows start together. Fails if another rank
+    /// failed before getting here.
+    pub fn begin_measure(&self) -> Result<Instant, Error> {
+        self.world.sync("the measured phase")?;
+        Ok(self.phase.begin_measure(self.clock.now()))
+    }
+
     /// Engine control for a phase: `deadline` bounds it (None: until the
     /// sources are done).
     pub fn control(&self, deadline: Option<Instant>, verify: bool) -> Control {

@@ -64,7 +64,7 @@ pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
     let mut untimed = Recorder::new();
     let mut files = Vec::new();
     for j in 0..cfg.jobs {
-        let name = format!("raw/job{j}.dat");
+        let name = job_file(env, j);
         let key = datagen::object_key(&name);
         let handle = match cfg.rw {
             Rw::Write => create(env.target, &name, size)?,
@@ -77,7 +77,7 @@ pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
     }
 
     // The measured window.
-    let start = env.phase.begin_measure(env.clock.now());
+    let start = env.begin_measure()?;
     let deadline = env.common.duration.map(|d| start + d);
     let ctl = env.control(deadline, env.common.verify && env.target.info().caps.stores_data);
     let budget = cfg.bytes.map(|b| b.0.div_ceil(u64::from(cfg.jobs)));
@@ -151,6 +151,27 @@ pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
         io_mode: io_mode.expect("at least one job"),
         notes,
     })
+}
+
+/// Job `j`'s file: `raw/jobJ.dat`, or `raw/rankR/jobJ.dat` for MPI rank R
+/// of a job with more than one rank (each rank has its own files, as each
+/// fio job has).
+fn job_file(env: &RunEnv, j: u32) -> String {
+    if env.world.is_multi() { format!("raw/rank{}/job{j}.dat", env.world.rank()) } else { format!("raw/job{j}.dat") }
+}
+
+/// The summary of an MPI job (rank 0, after the gather): rank 0's keys,
+/// with `jobs` counting every rank's jobs, and `read`/`write` recomputed
+/// from the merged histograms over the longest rank's window (total bytes
+/// and ops over the job's window, as fio's group reporting does).
+pub fn merge_summary(summaries: &[serde_json::Value], recorder: &Recorder, window_s: f64) -> serde_json::Value {
+    let Some(mut out) = summaries.iter().find(|s| s.is_object()).cloned() else { return serde_json::Value::Null };
+    let jobs: u64 = summaries.iter().filter_map(|s| s["jobs"].as_u64()).sum();
+    out["jobs"] = jobs.into();
+    out["ranks"] = summaries.len().into();
+    out["read"] = raw_op_summary(recorder.get(&key("measure", OpKind::Read)), window_s);
+    out["write"] = raw_op_summary(recorder.get(&key("measure", OpKind::Write)), window_s);
+    out
 }
 
 fn key(phase: &'static str, op: OpKind) -> SeriesKey {

@@ -55,7 +55,19 @@ pub fn run(env: &RunEnv, cfg: &CheckpointConfig) -> Result<WorkloadOutput, Error
     let verify = env.common.verify && env.target.info().caps.stores_data;
     let ctl = env.control(None, verify);
     let between = cfg.checkpoint.time_between_checkpoints.0;
-    let rank_bytes: Vec<u64> = (0..plan.ranks()).map(|r| plan.rank_bytes(r)).collect();
+    // MPI ranks are checkpoint ranks: this process runs its share of them
+    // (all of them alone), each as a thread.
+    let hosted = env.world.share(plan.ranks());
+    if hosted.is_empty() {
+        return Err(Error::usage(format!(
+            "config key `ranks`: {} checkpoint ranks cannot be shared by {} MPI processes; set --set ranks={} \
+             or more, or start fewer processes",
+            plan.ranks(),
+            env.world.size(),
+            env.world.size()
+        )));
+    }
+    let rank_bytes: Vec<u64> = hosted.clone().map(|r| plan.rank_bytes(r)).collect();
 
     let mut saves = Vec::new();
     let mut loads = Vec::new();
@@ -66,7 +78,7 @@ pub fn run(env: &RunEnv, cfg: &CheckpointConfig) -> Result<WorkloadOutput, Error
         let (out_tx, out_rx) = mpsc::channel::<RankOutcome>();
         let mut job_txs = Vec::new();
         let mut handles = Vec::new();
-        for r in 0..plan.ranks() {
+        for r in hosted.clone() {
             let (tx, rx) = mpsc::channel::<RankJob>();
             job_txs.push(tx);
             let out = out_tx.clone();
@@ -75,12 +87,14 @@ pub fn run(env: &RunEnv, cfg: &CheckpointConfig) -> Result<WorkloadOutput, Error
             handles.push(s.spawn(move || rank::serve(r, target, ctl, params, rx, out)));
         }
         drop(out_tx);
-        let measure_start = env.phase.begin_measure(env.clock.now());
-        start = Some(measure_start);
-        let mut run_phase = |dir: Direction, step: u32| -> Option<StepTiming> {
+        let mut run_phase = |dir: Direction, step: u32| -> Result<Option<StepTiming>, Error> {
+            // Every MPI rank starts each checkpoint together (DLIO: sleep,
+            // barrier, save).
+            env.world.sync(&format!("checkpoint {} {step}", dir.phase()))?;
             env.phase.set(dir.phase());
             let start_at = env.clock.now() + between;
-            for (r, tx) in job_txs.iter().enumerate() {
+            for (i, tx) in job_txs.iter().enumerate() {
+                let r = hosted.start + i;
                 let files = plan.files[r]
                     .iter()
                     .map(|f| (format!("{}/{}", step_dir(&folder, step), f.name), f.bytes))
@@ -89,40 +103,42 @@ pub fn run(env: &RunEnv, cfg: &CheckpointConfig) -> Result<WorkloadOutput, Error
                 // join below reports.
                 let _ = tx.send(RankJob { dir, step, start_at, files });
             }
-            let mut durations = vec![None; plan.ranks()];
-            for _ in 0..plan.ranks() {
+            let mut durations = vec![None; hosted.len()];
+            for _ in 0..hosted.len() {
                 let Ok(o) = out_rx.recv() else { break };
-                durations[o.rank] = o.duration_s;
+                durations[o.rank - hosted.start] = o.duration_s;
                 reports.push(o.report);
             }
             let all: Option<Vec<f64>> = durations.into_iter().collect();
-            all.map(|rank_duration_s| StepTiming { step, rank_duration_s })
+            Ok(all.map(|rank_duration_s| StepTiming { step, rank_duration_s }))
         };
-        let mut failed = false;
-        for step in 1..=writes {
-            match run_phase(Direction::Save, step) {
-                Some(t) => saves.push(t),
-                None => {
-                    failed = true;
-                    break;
+        let mut phases = || -> Result<(), Error> {
+            let measure_start = env.begin_measure()?;
+            start = Some(measure_start);
+            for step in 1..=writes {
+                match run_phase(Direction::Save, step)? {
+                    Some(t) => saves.push(t),
+                    None => return Ok(()),
                 }
             }
-        }
-        if !failed
-            && reads > 0
-            && writes > 0
-            && let Err(e) = check_present(env, &plan, &folder, reads)
-        {
-            list_error = Some(e.to_string());
-            failed = true;
-        }
-        if !failed {
+            if reads > 0 && writes > 0 {
+                // Every rank's files are written before any rank lists them.
+                env.world.sync("listing the checkpoints")?;
+                if let Err(e) = check_present(env, &plan, &folder, reads) {
+                    list_error = Some(e.to_string());
+                    return Ok(());
+                }
+            }
             for step in 1..=reads {
-                match run_phase(Direction::Load, step) {
+                match run_phase(Direction::Load, step)? {
                     Some(t) => loads.push(t),
-                    None => break,
+                    None => return Ok(()),
                 }
             }
+            Ok(())
+        };
+        if let Err(e) = phases() {
+            list_error = Some(e.to_string());
         }
         drop(job_txs);
         handles.into_iter().map(|h| h.join().expect("checkpoint rank thread panicked")).collect::<Vec<_>>()
@@ -137,35 +153,15 @@ pub fn run(env: &RunEnv, cfg: &CheckpointConfig) -> Result<WorkloadOutput, Error
             errors.first.clone().unwrap_or_else(|| "unknown error".into())
         ))
     })?;
-    let start = start.expect("measure started");
-    let window_s = last.map_or(0.0, |l: Instant| l.saturating_duration_since(start).as_secs_f64());
+    let window_s = match start {
+        Some(start) => last.map_or(0.0, |l: Instant| l.saturating_duration_since(start).as_secs_f64()),
+        None => 0.0,
+    };
 
-    let total = plan.total_bytes();
-    let save = metrics::phase(&saves, total, &rank_bytes);
-    let load = metrics::phase(&loads, total, &rank_bytes);
-    let metric = metrics::reference_metric(&save, &load, saves.len(), loads.len(), total);
-    let summary = json!({
-        "model": plan.model,
-        "parameters": plan.shape.parameters(),
-        "tensor_parallelism": plan.parallel.tp,
-        "pipeline_parallelism": plan.parallel.pp,
-        "data_parallelism": plan.parallel.dp,
-        "zero_stage": plan.parallel.zero_stage,
-        "mode": plan.mode.as_str(),
-        "ranks": plan.ranks(),
-        "files_per_checkpoint": plan.file_count(),
-        "checkpoint_bytes": total,
-        "rank_bytes_min": plan.rank_bytes_min(),
-        "rank_bytes_max": plan.rank_bytes_max(),
-        "checkpoint_folder": folder,
-        "durability": "fdatasync per file after its O_DIRECT writes completed (timed)",
-        "transfer_size": transfer,
-        "queue_depth": cfg.queue_depth,
-        "buffer_bytes": transfer * u64::from(cfg.queue_depth) * plan.ranks() as u64,
-        "save": save.json,
-        "load": load.json,
-        "metric": metric,
-    });
+    // Alone, the figures are the job's; under MPI they are this rank's
+    // share (its checkpoint ranks' bytes and durations), and rank 0 merges
+    // the shares with `merge_summary`.
+    let summary = summary_of(cfg, &plan, &folder, &saves, &loads, &rank_bytes, hosted.clone());
     let mut notes = Vec::new();
     if saves.len() < writes as usize || loads.len() < reads as usize {
         notes.push(format!("only {} of {writes} saves and {} of {reads} loads completed", saves.len(), loads.len()));
@@ -175,6 +171,109 @@ pub fn run(env: &RunEnv, cfg: &CheckpointConfig) -> Result<WorkloadOutput, Error
             .into(),
     );
     Ok(WorkloadOutput { summary, recorder, verify: verify_outcome, errors, window_s, io_mode, notes })
+}
+
+/// The summary over the checkpoint ranks `hosted` (all of them alone),
+/// whose bytes per rank are `rank_bytes` and whose durations the steps hold.
+fn summary_of(
+    cfg: &CheckpointConfig,
+    plan: &CheckpointPlan,
+    folder: &str,
+    saves: &[StepTiming],
+    loads: &[StepTiming],
+    rank_bytes: &[u64],
+    hosted: std::ops::Range<usize>,
+) -> serde_json::Value {
+    let transfer = cfg.transfer_size.bytes();
+    let total: u64 = rank_bytes.iter().sum();
+    let save = metrics::phase(saves, total, rank_bytes);
+    let load = metrics::phase(loads, total, rank_bytes);
+    let metric = metrics::reference_metric(&save, &load, saves.len(), loads.len(), total);
+    let mut summary = json!({
+        "model": plan.model,
+        "parameters": plan.shape.parameters(),
+        "tensor_parallelism": plan.parallel.tp,
+        "pipeline_parallelism": plan.parallel.pp,
+        "data_parallelism": plan.parallel.dp,
+        "zero_stage": plan.parallel.zero_stage,
+        "mode": plan.mode.as_str(),
+        "ranks": plan.ranks(),
+        "files_per_checkpoint": plan.file_count(),
+        "checkpoint_bytes": plan.total_bytes(),
+        "rank_bytes_min": plan.rank_bytes_min(),
+        "rank_bytes_max": plan.rank_bytes_max(),
+        "checkpoint_folder": folder,
+        "durability": "fdatasync per file after its O_DIRECT writes completed (timed)",
+        "transfer_size": transfer,
+        "queue_depth": cfg.queue_depth,
+        "buffer_bytes": transfer * u64::from(cfg.queue_depth) * hosted.len() as u64,
+        "save": save.json,
+        "load": load.json,
+        "metric": metric,
+    });
+    if hosted.len() != plan.ranks() {
+        summary["hosted_ranks"] = json!([hosted.start, hosted.end]);
+        summary["hosted_bytes"] = total.into();
+    }
+    summary
+}
+
+/// The job's summary at MPI rank 0: every rank's per-checkpoint durations
+/// (its `hosted_ranks`, in rank order) joined into one vector per
+/// checkpoint, then the figures recomputed over all checkpoint ranks, so a
+/// checkpoint's duration is the slowest rank's across all hosts. Needs every
+/// rank's share; a missing one leaves rank 0's keys with a `merge_error`.
+pub fn merge_summary(cfg: &CheckpointConfig, summaries: &[serde_json::Value]) -> serde_json::Value {
+    let plan = CheckpointPlan::from_config(cfg);
+    let steps = |phase: &str| -> Result<Vec<StepTiming>, String> {
+        let mut out: Vec<StepTiming> = Vec::new();
+        let mut next_rank = 0u64;
+        for (i, s) in summaries.iter().enumerate() {
+            let hosted = s["hosted_ranks"].as_array().and_then(|a| Some((a.first()?.as_u64()?, a.get(1)?.as_u64()?)));
+            let Some((lo, hi)) = hosted else { return Err(format!("rank {i} has no checkpoint figures")) };
+            if lo != next_rank {
+                return Err(format!("rank {i} hosted checkpoint ranks from {lo}, expected {next_rank}"));
+            }
+            next_rank = hi;
+            let per = s[phase]["per_checkpoint"].as_array().cloned().unwrap_or_default();
+            if i > 0 && per.len() != out.len() {
+                return Err(format!("rank {i} completed {} {phase} checkpoints, rank 0 {}", per.len(), out.len()));
+            }
+            for (k, c) in per.iter().enumerate() {
+                let d: Vec<f64> = c["rank_duration_s"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+                    .unwrap_or_default();
+                if i == 0 {
+                    out.push(StepTiming {
+                        step: c["step"].as_u64().unwrap_or(k as u64 + 1) as u32,
+                        rank_duration_s: d,
+                    });
+                } else {
+                    out[k].rank_duration_s.extend(d);
+                }
+            }
+        }
+        if next_rank != plan.ranks() as u64 {
+            return Err(format!("the ranks hosted {next_rank} of {} checkpoint ranks", plan.ranks()));
+        }
+        Ok(out)
+    };
+    let (saves, loads) = match (steps("save"), steps("load")) {
+        (Ok(s), Ok(l)) => (s, l),
+        (Err(e), _) | (_, Err(e)) => {
+            let mut out = summaries.first().cloned().unwrap_or_default();
+            if out.is_object() {
+                out["merge_error"] = e.into();
+            }
+            return out;
+        }
+    };
+    let rank_bytes: Vec<u64> = (0..plan.ranks()).map(|r| plan.rank_bytes(r)).collect();
+    let folder = summaries[0]["checkpoint_folder"].as_str().unwrap_or_default().to_string();
+    let mut out = summary_of(cfg, &plan, &folder, &saves, &loads, &rank_bytes, 0..plan.ranks());
+    out["mpi_ranks"] = summaries.len().into();
+    out
 }
 
 /// Lists the checkpoint folder once and checks checkpoints 1..=`reads` are
@@ -378,7 +477,7 @@ mod tests {
         walk(&m, &mut keys);
         // The top-level keys `run` writes.
         let src = include_str!("mod.rs");
-        let top = src.split("let summary = json!({").nth(1).unwrap().split("});").next().unwrap();
+        let top = src.split("let mut summary = json!({").nth(1).unwrap().split("});").next().unwrap();
         for line in top.lines() {
             if let Some(k) = line.trim().strip_prefix('"').and_then(|l| l.split('"').next()) {
                 keys.push(format!("summary.{k}"));

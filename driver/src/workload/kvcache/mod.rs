@@ -180,7 +180,17 @@ pub fn run(
             "storage tier unbounded: the target's free space is unknown; set storage_capacity_gb to bound it".into(),
         );
     }
-    let mut p = params(cfg, env.common.seed, storage, env.clock.clone())?;
+    // MPI rank R is its own client with seed `seed + R` and its own storage
+    // prefix, as kv-cache.py's ranks are (seed 42 + r, cache dir rank_r/).
+    let seed = env.common.seed + env.world.rank() as u64;
+    let prefix = source::rank_prefix(env.world.rank(), env.world.size());
+    if env.world.is_multi() && cfg.trace.path.is_some() {
+        return Err(Error::usage(
+            "config key `trace.path`: writing an I/O trace from an MPI job is not available yet (every rank would \
+             write the same file); run without mpirun to trace",
+        ));
+    }
+    let mut p = params(cfg, seed, storage, env.clock.clone())?;
     p.continue_on_error = env.common.continue_on_error;
     if p.write_npy_header && !cfg.trace.only && !env.target.keeps_any_bytes() {
         p.write_npy_header = false;
@@ -211,6 +221,7 @@ pub fn run(
             sim.begin_setup(prefix, *count, phase, now);
             now = source::run_logical(&mut sim, &mut trace, now, &stop).0;
         }
+        env.world.sync("the measured phase")?;
         let start = env.phase.begin_measure(now);
         sim.begin_measure(start, env.common.duration, drain);
         let (end, _) = source::run_logical(&mut sim, &mut trace, start, &stop);
@@ -225,10 +236,8 @@ pub fn run(
             env.target.queue(qd, &mut pool).map_err(|e| Error::failed(format!("cannot set up the I/O queue: {e}")))?;
         // Like kv-cache.py, start from an empty cache: entries an earlier
         // run left behind (only mlpdrive's own kvcache/ objects) are removed.
-        let stale = env
-            .target
-            .list(sim::STORAGE_PREFIX)
-            .map_err(|e| Error::failed(format!("cannot list earlier kvcache entries: {e}")))?;
+        let stale =
+            env.target.list(&prefix).map_err(|e| Error::failed(format!("cannot list earlier kvcache entries: {e}")))?;
         let names: Vec<String> = stale.iter().map(|(name, _)| name.clone()).collect();
         env.target
             .delete_many(&names)
@@ -236,7 +245,7 @@ pub fn run(
         if !stale.is_empty() {
             notes.push(format!("removed {} cache entries left on the target by an earlier run", stale.len()));
         }
-        let mut sim = Sim::new(p, Box::new(TargetBackend { target: env.target }));
+        let mut sim = Sim::new(p, Box::new(TargetBackend { target: env.target, prefix: prefix.clone() }));
         sim.feed = feed;
         let verify = env.common.verify && env.target.info().caps.stores_data;
         let mut reports = Vec::new();
@@ -250,7 +259,7 @@ pub fn run(
             rep.verify.merge(&src.verify);
             reports.push(rep);
         }
-        let start = env.phase.begin_measure(env.clock.now());
+        let start = env.begin_measure()?;
         sim.begin_measure(start, env.common.duration, drain);
         let mut rep = WorkerReport::default();
         {
@@ -301,7 +310,7 @@ pub fn run(
         trace_rows: trace.rows,
         storage_capacity_bytes: storage,
     };
-    let summary = output::summary(&sim, cfg, env.common.seed, times, &facts);
+    let summary = output::summary(&sim, cfg, seed, times, &facts);
     if sim.stats.late_requests > 0 {
         notes.push(format!(
             "{} requests completed after the {:.1} s window; the reference-compatible rates count them (as kv-cache.py does), `extras` separates them",
@@ -309,4 +318,30 @@ pub fn run(
         ));
     }
     Ok(WorkloadOutput { summary, recorder, verify, errors, window_s: times.spanned_s, io_mode, notes })
+}
+
+/// The job's summary at MPI rank 0, aggregated as MLPerf's kvcache rules
+/// aggregate clients: storage read and write bandwidth and tok/s are sums
+/// over ranks, device P95 the maximum over ranks (a rank without storage
+/// entries contributes 0). Each rank's full reference summary is in its
+/// `rank-<r>.json`; pooled latency percentiles are the merged `series`.
+pub fn merge_summary(summaries: &[serde_json::Value]) -> serde_json::Value {
+    let inner = |s: &serde_json::Value, k: &str| s["summary"][k].as_f64().unwrap_or(0.0);
+    let cache = |s: &serde_json::Value, k: &str| s["summary"]["cache_stats"][k].as_f64().unwrap_or(0.0);
+    let sum = |f: &dyn Fn(&serde_json::Value) -> f64| summaries.iter().map(f).sum::<f64>();
+    let max = |f: &dyn Fn(&serde_json::Value) -> f64| summaries.iter().map(f).fold(0.0, f64::max);
+    let count = |k: &str| summaries.iter().filter_map(|s| s[k].as_u64()).sum::<u64>();
+    serde_json::json!({
+        "mpi_ranks": summaries.len(),
+        "ranks_with_results": summaries.iter().filter(|s| s.get("summary").is_some()).count(),
+        "seeds": summaries.iter().map(|s| s["seed"].clone()).collect::<Vec<_>>(),
+        "requests_completed": count("requests_completed"),
+        "total_tokens_generated": count("total_tokens_generated"),
+        "storage_read_bandwidth_gbps": sum(&|s| cache(s, "tier_storage_read_bandwidth_gbps")),
+        "storage_write_bandwidth_gbps": sum(&|s| cache(s, "tier_storage_write_bandwidth_gbps")),
+        "storage_throughput_tokens_per_sec": sum(&|s| inner(s, "storage_throughput_tokens_per_sec")),
+        "avg_throughput_tokens_per_sec": sum(&|s| inner(s, "avg_throughput_tokens_per_sec")),
+        "storage_read_device_p95_ms": max(&|s| cache(s, "storage_read_device_p95_ms")),
+        "storage_write_device_p95_ms": max(&|s| cache(s, "storage_write_device_p95_ms")),
+    })
 }

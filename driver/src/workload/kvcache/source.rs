@@ -16,15 +16,38 @@ const TRACE_FLUSH_ROWS: usize = 4096;
 /// Storage namespace operations on the run's target.
 pub struct TargetBackend<'a> {
     pub target: &'a dyn Target,
+    /// Where this process's entries live: `kvcache/` alone, or
+    /// `kvcache/rank_R/` for MPI rank R of a larger job (each rank is its
+    /// own cache, as each kv-cache.py client has its own cache directory).
+    pub prefix: String,
+}
+
+impl TargetBackend<'_> {
+    /// The stored name of the simulation's object `name` (`kvcache/KEY.npy`).
+    fn stored(&self, name: &str) -> String {
+        match name.strip_prefix(super::sim::STORAGE_PREFIX) {
+            Some(rest) => format!("{}{rest}", self.prefix),
+            None => name.to_string(),
+        }
+    }
+}
+
+/// The storage prefix of MPI rank `rank` in a job of `size` ranks.
+pub fn rank_prefix(rank: usize, size: usize) -> String {
+    if size > 1 {
+        format!("{}rank_{rank}/", super::sim::STORAGE_PREFIX)
+    } else {
+        super::sim::STORAGE_PREFIX.to_string()
+    }
 }
 
 impl Backend for TargetBackend<'_> {
     fn create(&mut self, name: &str, size_bytes: u64) -> Result<ObjectHandle, String> {
-        self.target.create(name, size_bytes).map_err(|e| e.to_string())
+        self.target.create(&self.stored(name), size_bytes).map_err(|e| e.to_string())
     }
 
     fn delete(&mut self, name: &str) -> Result<(), String> {
-        self.target.delete(name).map_err(|e| e.to_string())
+        self.target.delete(&self.stored(name)).map_err(|e| e.to_string())
     }
 }
 
