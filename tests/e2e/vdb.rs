@@ -96,3 +96,64 @@ fn a_virtual_clock_run_is_deterministic() {
     assert_eq!(a["build_s"], serde_json::Value::Null);
     assert!(a["p99_latency_ms"].as_f64().unwrap() > 0.0, "{a}");
 }
+
+#[test]
+fn a_sweep_runs_every_point_on_one_index_and_prints_the_curve() {
+    let d = scratch();
+    let mut args: Vec<&str> = SMALL.to_vec();
+    args.extend_from_slice(&["--set", "sweep.search_list=[12,48]", "--set", "sweep.beam_width=[1,4]"]);
+    let r = run_in(d.path(), "vdb/vdb-smoke", &args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let res = read_json(&only_run_dir(&d.path().join("res")).join("results.json"));
+    let s = &res["summary"];
+    let sweep = s["sweep"].as_array().expect("sweep array");
+    let point = |w: u64, l: u64| {
+        sweep
+            .iter()
+            .find(|p| p["beam_width"] == w && p["search_list"] == l)
+            .unwrap_or_else(|| panic!("W {w} L {l}: {s}"))
+    };
+    assert_eq!(sweep.len(), 4, "{s}");
+    for w in [1, 4] {
+        let (small, big) = (point(w, 12), point(w, 48));
+        assert_eq!(small["queries"], 100);
+        // A longer list reads more and finds more (reads ≈ L + a few).
+        let reads = |p: &serde_json::Value| p["reads_per_query"].as_f64().unwrap();
+        assert!(reads(small) >= 12.0 && reads(small) < reads(big), "W {w}: {small} vs {big}");
+        assert!(big["recall_at_k"].as_f64().unwrap() > small["recall_at_k"].as_f64().unwrap(), "W {w}");
+        assert!(big["recall_at_k"].as_f64().unwrap() >= 0.8, "{big}");
+    }
+    // W 1 takes one read per hop; W 4 fewer hops than reads.
+    assert_eq!(point(1, 48)["hops_per_query"], point(1, 48)["reads_per_query"]);
+    assert!(point(4, 48)["hops_per_query"].as_f64().unwrap() < point(4, 48)["reads_per_query"].as_f64().unwrap() / 2.0);
+    // The top level is the first point; the measure series counts every point's reads.
+    assert_eq!(s["search_list"], 12);
+    assert_eq!(s["beam_width"], 1);
+    assert_eq!(s["recall_at_k"], point(1, 12)["recall_at_k"]);
+    let total: f64 = sweep.iter().map(|p| p["reads_per_query"].as_f64().unwrap() * 100.0).sum();
+    let reads =
+        res["series"].as_array().unwrap().iter().find(|x| x["phase"] == "measure" && x["op"] == "read").unwrap();
+    assert_eq!(reads["ops"].as_f64().unwrap(), total.round());
+    // The curve is printed, one line per point.
+    assert_eq!(r.stdout.matches("vdb sweep: W").count() + r.stderr.matches("vdb sweep: W").count(), 4, "{}", r.show());
+}
+
+#[test]
+fn recall_at_100_is_reported_when_k_is_100() {
+    let d = scratch();
+    let mut args: Vec<&str> = SMALL.to_vec();
+    args.extend_from_slice(&["--set", "k=100", "--set", "search_list=128"]);
+    let r = run_in(d.path(), "vdb/vdb-smoke", &args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let s = &read_json(&only_run_dir(&d.path().join("res")).join("results.json"))["summary"];
+    let r100 = s["recall_at_100"].as_f64().expect("recall_at_100");
+    assert_eq!(s["recall_at_k"].as_f64().unwrap(), r100);
+    assert!(r100 > 0.5 && s["recall_at_10"].as_f64().unwrap() > 0.5, "{s}");
+    let d2 = scratch();
+    let r = run_in(d2.path(), "vdb/vdb-smoke", SMALL);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert_eq!(
+        read_json(&only_run_dir(&d2.path().join("res")).join("results.json"))["summary"]["recall_at_100"],
+        serde_json::Value::Null
+    );
+}

@@ -13,6 +13,7 @@
 pub mod data;
 pub mod graph;
 pub mod layout;
+mod par;
 pub mod quant;
 pub mod search;
 mod write;
@@ -43,6 +44,7 @@ pub struct Prepared {
     pub gt_s: f64,
     pub build_s: f64,
     pub mean_degree: f64,
+    pub build_threads: usize,
 }
 
 /// Builds the data set, ground truth, graph, codes and file bytes.
@@ -54,14 +56,17 @@ pub fn prepare(cfg: &VdbConfig, seed: u64, clock: &dyn Fn() -> Instant) -> Prepa
     let planted = cfg.query_mode == "planted";
     let queries =
         data::queries(seed, &base, cfg.num_query_vectors as usize, planted, cfg.query_noise as f32, normalised);
+    let threads = build_threads(cfg);
     let t0 = clock();
-    let truth = data::ground_truth(&base, &queries, cfg.k as usize);
+    let truth = data::ground_truth(&base, &queries, cfg.k as usize, threads);
     let t1 = clock();
     let params = graph::BuildParams {
         max_degree: cfg.max_degree as usize,
         build_list: cfg.build_list as usize,
         alpha: cfg.alpha as f32,
         seed,
+        passes: cfg.build_passes as usize,
+        threads,
     };
     let g = graph::build(&base, &params);
     let sq = quant::Sq8::encode(&base);
@@ -77,7 +82,13 @@ pub fn prepare(cfg: &VdbConfig, seed: u64, clock: &dyn Fn() -> Instant) -> Prepa
         gt_s: (t1 - t0).as_secs_f64(),
         build_s: (t2 - t1).as_secs_f64(),
         mean_degree,
+        build_threads: threads,
     }
+}
+
+/// Threads of the build and ground truth: `build_threads`, 0 = all cores.
+pub fn build_threads(cfg: &VdbConfig) -> usize {
+    if cfg.build_threads == 0 { par::all_cores() } else { cfg.build_threads as usize }
 }
 
 pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
@@ -87,7 +98,7 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
             "the target's direct-I/O alignment ({align} bytes) does not divide DiskANN's 4096-byte sectors"
         )));
     }
-    env.phase.set("prepare");
+    env.phase.set_cpu_only("prepare");
     let clock = env.clock.clone();
     let p = prepare(cfg, env.common.seed, &|| clock.now());
     // On a virtual clock CPU work takes no simulated time: no build figures.
@@ -99,46 +110,109 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
     let obj = write::write_index(env, INDEX_NAME, &p.file, &mut untimed)?;
     let write_s = env.clock.now().saturating_duration_since(t_write).as_secs_f64();
 
-    // The measured window: queries by beam search.
+    // The measured window: queries by beam search, one sweep point after
+    // another (one point without a sweep).
     let start = env.phase.begin_measure(env.clock.now());
-    let deadline = env.common.duration.map(|d| start + d);
-    let ctl = env.control(deadline, false);
-    let qd = (cfg.queries_in_flight * cfg.beam_width) as usize;
-    let params = SearchParams {
-        beam_width: cfg.beam_width as usize,
-        search_list: cfg.search_list as usize,
-        k: cfg.k as usize,
-        queries_in_flight: cfg.queries_in_flight as usize,
-        total_queries: (cfg.num_query_vectors * cfg.query_passes) as usize,
-    };
-    let mut src = BeamSearch::new(p.layout, obj, &p.sq, &p.queries, params, search::read_key());
-    let mut pool = BufPool::new(qd, p.layout.read_len() as usize, align as usize);
-    let mut queue =
-        env.target.queue(qd, &mut pool).map_err(|e| Error::failed(format!("cannot set up the search queue: {e}")))?;
-    let mut report = WorkerReport::default();
-    engine::run_worker(&mut src, queue.as_mut(), &mut pool, &ctl, &mut report);
-    let io_mode = queue.io_mode();
-    drop(queue);
-    let (mut recorder, verify, mut errors, last) = merge_reports(std::slice::from_ref(&report));
-    recorder.merge(&untimed);
-    if src.bad_records > 0 {
-        errors.count += src.bad_records;
-        if errors.first.is_none() {
-            errors.first = src.first_bad.clone();
+    let mut recorder = Recorder::new();
+    let mut errors = crate::engine::ErrorTally::default();
+    let mut verify = None;
+    let mut io_mode = None;
+    let mut points = Vec::new();
+    let mut last_end = start;
+    let mut failed_queries = 0;
+    for (beam_width, search_list) in cfg.sweep_points() {
+        let point_start = env.clock.now();
+        let deadline = env.common.duration.map(|d| point_start + d);
+        let ctl = env.control(deadline, false);
+        let qd = (cfg.queries_in_flight * beam_width) as usize;
+        let params = SearchParams {
+            beam_width: beam_width as usize,
+            search_list: search_list as usize,
+            k: cfg.k as usize,
+            queries_in_flight: cfg.queries_in_flight as usize,
+            total_queries: (cfg.num_query_vectors * cfg.query_passes) as usize,
+        };
+        let mut src = BeamSearch::new(p.layout, obj, &p.sq, &p.queries, params, search::read_key());
+        let mut pool = BufPool::new(qd, p.layout.read_len() as usize, align as usize);
+        let mut queue = env
+            .target
+            .queue(qd, &mut pool)
+            .map_err(|e| Error::failed(format!("cannot set up the search queue: {e}")))?;
+        let mut report = WorkerReport::default();
+        engine::run_worker(&mut src, queue.as_mut(), &mut pool, &ctl, &mut report);
+        io_mode.get_or_insert(queue.io_mode());
+        drop(queue);
+        let (rec, ver, errs, last) = merge_reports(std::slice::from_ref(&report));
+        recorder.merge(&rec);
+        errors.merge(&errs);
+        match &mut verify {
+            None => verify = Some(ver),
+            Some(v) => v.merge(&ver),
+        }
+        if src.bad_records > 0 {
+            errors.count += src.bad_records;
+            if errors.first.is_none() {
+                errors.first = src.first_bad.clone();
+            }
+        }
+        failed_queries += src.failed_queries;
+        let window_s = last.map_or(0.0, |l| l.saturating_duration_since(point_start).as_secs_f64());
+        last_end = last_end.max(last.unwrap_or(point_start));
+        points.push(Point { beam_width, search_list, answers: src.answers, window_s });
+        let stop = env.stop.load(std::sync::atomic::Ordering::SeqCst);
+        if errors.count > 0 && !env.common.continue_on_error || stop {
+            break;
         }
     }
-    let window_s = last.map_or(0.0, |l| l.saturating_duration_since(start).as_secs_f64());
+    recorder.merge(&untimed);
+    let window_s = last_end.saturating_duration_since(start).as_secs_f64();
     let mut notes = vec![
-        "vdb: the graph is a single-pass Vamana build and the in-RAM codes are SQ8 (not DiskANN's PQ); \
-         see docs/workloads/vdb.md"
-            .to_string(),
+        "vdb: the in-RAM codes are SQ8 (not DiskANN's PQ); see docs/workloads/vdb.md".to_string(),
         "vdb: index reads are checked by parsing each node record (datagen verification does not apply)".to_string(),
     ];
-    if src.failed_queries > 0 {
-        notes.push(format!("vdb: {} queries abandoned after a failed read (not counted)", src.failed_queries));
+    if failed_queries > 0 {
+        notes.push(format!("vdb: {failed_queries} queries abandoned after a failed read (not counted)"));
     }
-    let summary = summary(cfg, &p, &src.answers, window_s, write_s, cpu_timed);
+    let summary = summary(cfg, &p, &points, write_s, cpu_timed);
+    if points.len() > 1 {
+        notes.extend(sweep_lines(cfg, &summary));
+    }
+    let io_mode = io_mode.expect("one sweep point at least");
+    let verify = verify.unwrap_or_default();
     Ok(WorkloadOutput { summary, recorder, verify, errors, window_s, io_mode, notes })
+}
+
+/// One search point's queries.
+pub struct Point {
+    pub beam_width: u64,
+    pub search_list: u64,
+    pub answers: Vec<Answer>,
+    /// From the point's start to its last completion.
+    pub window_s: f64,
+}
+
+/// One printed line per sweep point (the curve), from the summary.
+fn sweep_lines(cfg: &VdbConfig, summary: &serde_json::Value) -> Vec<String> {
+    let Some(points) = summary["sweep"].as_array() else { return Vec::new() };
+    points
+        .iter()
+        .map(|p| {
+            let f = |k: &str| p[k].as_f64().unwrap_or(f64::NAN);
+            format!(
+                "vdb sweep: W {:>2} L {:>4}: recall@{} {:.4}, recall@1 {:.4}, {:.1} reads/query, {:.0} QPS, \
+                 p50 {:.3} ms, p99 {:.3} ms",
+                p["beam_width"],
+                p["search_list"],
+                cfg.k,
+                f("recall_at_k"),
+                f("recall_at_1"),
+                f("reads_per_query"),
+                f("throughput_qps"),
+                f("p50_latency_ms"),
+                f("p99_latency_ms"),
+            )
+        })
+        .collect()
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -150,33 +224,64 @@ fn percentile(sorted: &[u64], pct: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Mean recall@k and recall@1 of the answers against the ground truth.
-pub fn recalls(answers: &[Answer], truth: &[Vec<u32>], k: usize) -> (f64, f64) {
-    if answers.is_empty() {
-        return (0.0, 0.0);
+/// Mean recall@`at` of the answers against the ground truth (`None` when
+/// fewer than `at` neighbours are asked for).
+pub fn mean_recall(answers: &[Answer], truth: &[Vec<u32>], k: usize, at: usize) -> Option<f64> {
+    if at > k {
+        return None;
     }
-    let n = answers.len() as f64;
-    let at_k = answers.iter().map(|a| data::recall(&a.ids, &truth[a.qi], k)).sum::<f64>() / n;
-    let at_1 = answers.iter().map(|a| data::recall(&a.ids, &truth[a.qi], 1)).sum::<f64>() / n;
-    (at_k, at_1)
+    if answers.is_empty() {
+        return Some(0.0);
+    }
+    Some(answers.iter().map(|a| data::recall(&a.ids, &truth[a.qi], at)).sum::<f64>() / answers.len() as f64)
 }
 
-fn summary(
-    cfg: &VdbConfig,
-    p: &Prepared,
-    answers: &[Answer],
-    window_s: f64,
-    write_s: f64,
-    cpu_timed: bool,
-) -> serde_json::Value {
+/// Mean recall@k and recall@1 of the answers against the ground truth.
+pub fn recalls(answers: &[Answer], truth: &[Vec<u32>], k: usize) -> (f64, f64) {
+    (mean_recall(answers, truth, k, k).unwrap_or(0.0), mean_recall(answers, truth, k, 1).unwrap_or(0.0))
+}
+
+/// The figures of one search point.
+fn point_figures(cfg: &VdbConfig, p: &Prepared, pt: &Point) -> serde_json::Map<String, serde_json::Value> {
+    let answers = &pt.answers;
     let mut lat: Vec<u64> = answers.iter().map(|a| a.latency_ns).collect();
     lat.sort_unstable();
     let ms = |ns: u64| ns as f64 / 1e6;
     let n = answers.len() as f64;
     let mean = |f: &dyn Fn(&Answer) -> u64| if n > 0.0 { answers.iter().map(f).sum::<u64>() as f64 / n } else { 0.0 };
-    let (recall_k, recall_1) = recalls(answers, &p.truth, cfg.k as usize);
+    let k = cfg.k as usize;
+    let (recall_k, recall_1) = recalls(answers, &p.truth, k);
     let reads = mean(&|a| a.reads);
-    json!({
+    let v = json!({
+        "beam_width": pt.beam_width,
+        "search_list": pt.search_list,
+        "queries": answers.len(),
+        "throughput_qps": if pt.window_s > 0.0 { n / pt.window_s } else { 0.0 },
+        "mean_latency_ms": if n > 0.0 { lat.iter().sum::<u64>() as f64 / n / 1e6 } else { 0.0 },
+        "p50_latency_ms": ms(percentile(&lat, 50.0)),
+        "p95_latency_ms": ms(percentile(&lat, 95.0)),
+        "p99_latency_ms": ms(percentile(&lat, 99.0)),
+        "p999_latency_ms": ms(percentile(&lat, 99.9)),
+        "p9999_latency_ms": ms(percentile(&lat, 99.99)),
+        "max_latency_ms": ms(lat.last().copied().unwrap_or(0)),
+        "recall_at_k": recall_k,
+        "recall_at_1": recall_1,
+        "recall_at_10": mean_recall(answers, &p.truth, k, 10),
+        "recall_at_100": mean_recall(answers, &p.truth, k, 100),
+        "reads_per_query": reads,
+        "bytes_per_query": reads * p.layout.read_len() as f64,
+        "hops_per_query": mean(&|a| a.hops),
+    });
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!("a JSON object"),
+    }
+}
+
+fn summary(cfg: &VdbConfig, p: &Prepared, points: &[Point], write_s: f64, cpu_timed: bool) -> serde_json::Value {
+    let empty = Point { beam_width: cfg.beam_width, search_list: cfg.search_list, answers: Vec::new(), window_s: 0.0 };
+    let first = point_figures(cfg, p, points.first().unwrap_or(&empty));
+    let mut s = json!({
         "num_vectors": cfg.num_vectors,
         "dim": cfg.dim,
         "metric": cfg.metric,
@@ -186,23 +291,10 @@ fn summary(
         "max_degree": cfg.max_degree,
         "build_list": cfg.build_list,
         "alpha": cfg.alpha,
-        "beam_width": cfg.beam_width,
-        "search_list": cfg.search_list,
+        "build_passes": cfg.build_passes,
+        "build_threads": p.build_threads,
         "k": cfg.k,
         "queries_in_flight": cfg.queries_in_flight,
-        "queries": answers.len(),
-        "throughput_qps": if window_s > 0.0 { n / window_s } else { 0.0 },
-        "mean_latency_ms": if n > 0.0 { lat.iter().sum::<u64>() as f64 / n / 1e6 } else { 0.0 },
-        "p50_latency_ms": ms(percentile(&lat, 50.0)),
-        "p95_latency_ms": ms(percentile(&lat, 95.0)),
-        "p99_latency_ms": ms(percentile(&lat, 99.0)),
-        "p999_latency_ms": ms(percentile(&lat, 99.9)),
-        "max_latency_ms": ms(lat.last().copied().unwrap_or(0)),
-        "recall_at_k": recall_k,
-        "recall_at_1": recall_1,
-        "reads_per_query": reads,
-        "bytes_per_query": reads * p.layout.read_len() as f64,
-        "hops_per_query": mean(&|a| a.hops),
         "index_bytes": p.layout.file_size,
         "node_len_bytes": p.layout.node_len,
         "nodes_per_sector": p.layout.nodes_per_sector,
@@ -211,7 +303,11 @@ fn summary(
         "build_s": cpu_timed.then_some(p.build_s),
         "ground_truth_s": cpu_timed.then_some(p.gt_s),
         "index_write_s": write_s,
-    })
+        "sweep": points.iter().map(|pt| serde_json::Value::Object(point_figures(cfg, p, pt))).collect::<Vec<_>>(),
+    });
+    // The first point's figures at the top level (the only point without a sweep).
+    s.as_object_mut().expect("object").extend(first);
+    s
 }
 
 #[cfg(test)]
@@ -331,7 +427,7 @@ mod tests {
         const DOC: &str = include_str!("../../../../docs/results-schema.md");
         let cfg = small_config();
         let p = prepare(&cfg, 1, &Instant::now);
-        let s = summary(&cfg, &p, &[], 1.0, 0.0, true);
+        let s = summary(&cfg, &p, &[], 0.0, true);
         let missing: Vec<&String> =
             s.as_object().expect("object").keys().filter(|k| !DOC.contains(&format!("`summary.{k}`"))).collect();
         assert!(missing.is_empty(), "vdb summary fields missing from docs/results-schema.md: {missing:?}");
