@@ -157,3 +157,85 @@ fn recall_at_100_is_reported_when_k_is_100() {
         serde_json::Value::Null
     );
 }
+
+/// `n` × `dim` pseudo-random vectors in [0, 1) (a fixed LCG).
+fn lcg_vectors(n: usize, dim: usize, mut state: u64) -> Vec<f32> {
+    (0..n * dim)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+#[test]
+fn base_and_query_files_load_and_the_ground_truth_is_cached_next_to_them() {
+    let d = scratch();
+    let (n, dim, nq) = (3000usize, 32usize, 50usize);
+    let base = lcg_vectors(n, dim, 1);
+    // DiskANN .fbin base; .fvecs queries that are base rows plus a little noise.
+    let mut fbin = Vec::new();
+    fbin.extend_from_slice(&(n as u32).to_le_bytes());
+    fbin.extend_from_slice(&(dim as u32).to_le_bytes());
+    base.iter().for_each(|x| fbin.extend_from_slice(&x.to_le_bytes()));
+    let noise = lcg_vectors(nq, dim, 2);
+    let mut fvecs = Vec::new();
+    for q in 0..nq {
+        fvecs.extend_from_slice(&(dim as i32).to_le_bytes());
+        let row = (q * 37) % n;
+        for j in 0..dim {
+            fvecs.extend_from_slice(&(base[row * dim + j] + 0.01 * (noise[q * dim + j] - 0.5)).to_le_bytes());
+        }
+    }
+    let data = d.path().join("set");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("base.fbin"), &fbin).unwrap();
+    std::fs::write(data.join("query.fvecs"), &fvecs).unwrap();
+    let base_set = format!("base_file={}", data.join("base.fbin").display());
+    let query_set = format!("query_file={}", data.join("query.fvecs").display());
+    let args = [
+        "--set",
+        &base_set,
+        "--set",
+        &query_set,
+        "--set",
+        "num_vectors=3000",
+        "--set",
+        "dim=32",
+        "--set",
+        "num_query_vectors=50",
+        "--set",
+        "max_degree=24",
+        "--set",
+        "build_list=48",
+        "--set",
+        "search_list=48",
+    ];
+    let summary = |dir: &std::path::Path| {
+        let r = run_in(dir, "vdb/vdb-smoke", &args);
+        assert_eq!(r.code, 0, "{}", r.show());
+        read_json(&only_run_dir(&dir.join("res")).join("results.json"))["summary"].clone()
+    };
+    let (r1, r2) = (scratch(), scratch());
+    let first = summary(r1.path());
+    assert_eq!(first["ground_truth_source"], "computed, cached", "{first}");
+    assert_eq!(first["num_vectors"], 3000);
+    assert!(first["recall_at_1"].as_f64().unwrap() >= 0.95, "{first}");
+    let cached: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(cached.len(), 3, "{cached:?}");
+    let second = summary(r2.path());
+    assert_eq!(second["ground_truth_source"], "cache", "{second}");
+    assert_eq!(second["recall_at_k"], first["recall_at_k"]);
+
+    // A truncated base file and a dimension mismatch: usage errors naming the file.
+    std::fs::write(data.join("base.fbin"), &fbin[..fbin.len() - 10]).unwrap();
+    let r = run_in(scratch().path(), "vdb/vdb-smoke", &args);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("base.fbin") && r.stderr.contains("truncated"), "{}", r.show());
+    std::fs::write(data.join("base.fbin"), &fbin).unwrap();
+    let mut wrong_dim = args.to_vec();
+    wrong_dim[7] = "dim=64";
+    let r = run_in(scratch().path(), "vdb/vdb-smoke", &wrong_dim);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("set dim=32"), "{}", r.show());
+}

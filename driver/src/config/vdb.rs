@@ -34,6 +34,20 @@ pub struct VdbConfig {
     pub num_vectors: u64,
     /// Dimension of each vector (f32).
     pub dim: u64,
+    /// Base vectors from a file (`.fvecs`, `.bvecs`, DiskANN `.fbin`/`.bin`
+    /// or `.u8bin`) instead of generated: its first `num_vectors` rows, of
+    /// `dim` coordinates (normalised for `metric: cosine`).
+    #[serde(default)]
+    pub base_file: Option<String>,
+    /// Query vectors from a file (same formats): its first
+    /// `num_query_vectors` rows. Without it queries are generated
+    /// (`query_mode`) from the base vectors.
+    #[serde(default)]
+    pub query_file: Option<String>,
+    /// With `base_file`: keep the exact ground truth next to it (named by a
+    /// hash of the vectors, queries and k) and reuse it when it matches.
+    #[serde(default = "yes")]
+    pub ground_truth_cache: bool,
     /// Base-vector distribution: `uniform` (U[0,1) then L2-normalised, as
     /// the reference's `load_vdb`).
     #[serde(default = "default_distribution")]
@@ -139,6 +153,9 @@ fn default_num_queries() -> u64 {
 fn one() -> u64 {
     1
 }
+fn yes() -> bool {
+    true
+}
 fn two() -> u64 {
     2
 }
@@ -203,6 +220,11 @@ impl VdbConfig {
     pub fn validate(&self) -> Result<(), Error> {
         check_int_range("num_vectors", self.num_vectors, 2, MAX_VECTORS)?;
         check_int_range("dim", self.dim, 1, MAX_DIM)?;
+        for (key, v) in [("base_file", &self.base_file), ("query_file", &self.query_file)] {
+            if v.as_deref().is_some_and(|p| p.trim().is_empty()) {
+                return Err(key_error(key, "expected a path to a vector file, got an empty string"));
+            }
+        }
         check_name("distribution", &self.distribution, &["uniform"], &["normal"])?;
         check_name("metric", &self.metric, &["cosine", "l2"], &["ip"])?;
         check_name("query_mode", &self.query_mode, &["planted", "independent"], &[])?;

@@ -11,6 +11,7 @@
 //!    queries in flight; QPS, per-query latency and recall@k.
 
 pub mod data;
+pub mod files;
 pub mod graph;
 pub mod layout;
 mod par;
@@ -38,6 +39,9 @@ pub const INDEX_NAME: &str = "vdb/index_disk.index";
 pub struct Prepared {
     pub queries: data::Matrix,
     pub truth: Vec<Vec<u32>>,
+    pub truth_source: TruthSource,
+    /// Things to tell the user (a cache that could not be written).
+    pub notes: Vec<String>,
     pub sq: quant::Sq8,
     pub layout: Layout,
     pub file: Vec<u8>,
@@ -47,18 +51,94 @@ pub struct Prepared {
     pub build_threads: usize,
 }
 
-/// Builds the data set, ground truth, graph, codes and file bytes.
-/// `clock` gives the time for the reported build and ground-truth seconds.
-pub fn prepare(cfg: &VdbConfig, seed: u64, clock: &dyn Fn() -> Instant) -> Prepared {
+/// Where the exact ground truth came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TruthSource {
+    Computed,
+    /// Computed and written to the cache next to the base file.
+    Cached,
+    /// Read from the cache (and checked).
+    FromCache,
+}
+
+impl TruthSource {
+    fn name(self) -> &'static str {
+        match self {
+            TruthSource::Computed => "computed",
+            TruthSource::Cached => "computed, cached",
+            TruthSource::FromCache => "cache",
+        }
+    }
+}
+
+/// The base and query vectors: read from files or generated.
+fn vectors(cfg: &VdbConfig, seed: u64) -> Result<(data::Matrix, data::Matrix), Error> {
     let normalised = cfg.metric == "cosine";
     let (n, dim) = (cfg.num_vectors as usize, cfg.dim as usize);
-    let base = data::base_vectors(seed, n, dim, normalised);
-    let planted = cfg.query_mode == "planted";
-    let queries =
-        data::queries(seed, &base, cfg.num_query_vectors as usize, planted, cfg.query_noise as f32, normalised);
+    let base = match &cfg.base_file {
+        Some(path) => {
+            let mut m = files::load(std::path::Path::new(path), Some(n), Some(dim))?;
+            if normalised {
+                files::normalise_rows(&mut m);
+            }
+            m
+        }
+        None => data::base_vectors(seed, n, dim, normalised),
+    };
+    let nq = cfg.num_query_vectors as usize;
+    let queries = match &cfg.query_file {
+        Some(path) => {
+            let mut m = files::load(std::path::Path::new(path), Some(nq), Some(dim))?;
+            if normalised {
+                files::normalise_rows(&mut m);
+            }
+            m
+        }
+        None => data::queries(seed, &base, nq, cfg.query_mode == "planted", cfg.query_noise as f32, normalised),
+    };
+    Ok((base, queries))
+}
+
+/// Exact ground truth: from the cache next to `base_file` when it matches,
+/// else by brute force (then cached when asked).
+fn truth(
+    cfg: &VdbConfig,
+    base: &data::Matrix,
+    queries: &data::Matrix,
+    threads: usize,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<Vec<u32>>, TruthSource), Error> {
+    let k = cfg.k as usize;
+    let cache = cfg
+        .base_file
+        .as_ref()
+        .filter(|_| cfg.ground_truth_cache)
+        .map(|f| files::truth_path(std::path::Path::new(f), k, files::truth_key(base, queries, k)));
+    if let Some(path) = &cache
+        && let Some(t) = files::read_truth(path, base, queries, k)?
+    {
+        return Ok((t, TruthSource::FromCache));
+    }
+    let t = data::ground_truth(base, queries, k, threads);
+    let Some(path) = cache else { return Ok((t, TruthSource::Computed)) };
+    match files::write_truth(&path, base, queries, &t, k) {
+        Ok(()) => Ok((t, TruthSource::Cached)),
+        Err(e) => {
+            notes.push(format!("vdb: could not cache the ground truth at {}: {e}", path.display()));
+            Ok((t, TruthSource::Computed))
+        }
+    }
+}
+
+/// Builds the data set, ground truth, graph, codes and file bytes.
+/// `clock` gives the time for the reported build and ground-truth seconds.
+pub fn prepare(cfg: &VdbConfig, seed: u64, clock: &dyn Fn() -> Instant) -> Result<Prepared, Error> {
+    let (base, queries) = vectors(cfg, seed)?;
+    let n = base.rows();
     let threads = build_threads(cfg);
+    let mut notes = Vec::new();
     let t0 = clock();
-    let truth = data::ground_truth(&base, &queries, cfg.k as usize, threads);
+    let (truth, truth_source) = truth(cfg, &base, &queries, threads, &mut notes)?;
     let t1 = clock();
     let params = graph::BuildParams {
         max_degree: cfg.max_degree as usize,
@@ -73,9 +153,11 @@ pub fn prepare(cfg: &VdbConfig, seed: u64, clock: &dyn Fn() -> Instant) -> Prepa
     let t2 = clock();
     let mean_degree = g.adj.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
     let (layout, file) = layout::encode(&base, &g, cfg.max_degree as usize);
-    Prepared {
+    Ok(Prepared {
         queries,
         truth,
+        truth_source,
+        notes,
         sq,
         layout,
         file,
@@ -83,7 +165,7 @@ pub fn prepare(cfg: &VdbConfig, seed: u64, clock: &dyn Fn() -> Instant) -> Prepa
         build_s: (t2 - t1).as_secs_f64(),
         mean_degree,
         build_threads: threads,
-    }
+    })
 }
 
 /// Threads of the build and ground truth: `build_threads`, 0 = all cores.
@@ -100,7 +182,7 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
     }
     env.phase.set_cpu_only("prepare");
     let clock = env.clock.clone();
-    let p = prepare(cfg, env.common.seed, &|| clock.now());
+    let p = prepare(cfg, env.common.seed, &|| clock.now())?;
     // On a virtual clock CPU work takes no simulated time: no build figures.
     let cpu_timed = !env.clock.is_virtual();
 
@@ -170,6 +252,7 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
         "vdb: the in-RAM codes are SQ8 (not DiskANN's PQ); see docs/workloads/vdb.md".to_string(),
         "vdb: index reads are checked by parsing each node record (datagen verification does not apply)".to_string(),
     ];
+    notes.extend(p.notes.iter().cloned());
     if failed_queries > 0 {
         notes.push(format!("vdb: {failed_queries} queries abandoned after a failed read (not counted)"));
     }
@@ -302,6 +385,7 @@ fn summary(cfg: &VdbConfig, p: &Prepared, points: &[Point], write_s: f64, cpu_ti
         "codes_bytes": p.sq.bytes(),
         "build_s": cpu_timed.then_some(p.build_s),
         "ground_truth_s": cpu_timed.then_some(p.gt_s),
+        "ground_truth_source": p.truth_source.name(),
         "index_write_s": write_s,
         "sweep": points.iter().map(|pt| serde_json::Value::Object(point_figures(cfg, p, pt))).collect::<Vec<_>>(),
     });
@@ -380,7 +464,7 @@ mod tests {
     #[test]
     fn beam_search_recall_on_a_planted_set() {
         let cfg = small_config();
-        let p = prepare(&cfg, 11, &Instant::now);
+        let p = prepare(&cfg, 11, &Instant::now).expect("prepare");
         let (answers, reads) = search_in_memory(&p, &cfg);
         assert_eq!(answers.len(), 60);
         let (at_k, at_1) = recalls(&answers, &p.truth, 10);
@@ -391,7 +475,7 @@ mod tests {
         assert!((48.0..48.0 * 2.0).contains(&per_query), "reads per query {per_query}");
         assert_eq!(answers.iter().map(|a| a.reads).sum::<u64>(), reads);
         // Deterministic for a seed: the same index and answers again.
-        let p2 = prepare(&cfg, 11, &Instant::now);
+        let p2 = prepare(&cfg, 11, &Instant::now).expect("prepare");
         assert_eq!(p.file, p2.file);
         let (again, _) = search_in_memory(&p2, &cfg);
         let ids = |a: &[Answer]| {
@@ -409,7 +493,7 @@ mod tests {
         let mut cfg = small_config();
         cfg.search_list = 10;
         cfg.beam_width = 1;
-        let mut p = prepare(&cfg, 11, &Instant::now);
+        let mut p = prepare(&cfg, 11, &Instant::now).expect("prepare");
         let n = cfg.num_vectors as usize;
         let mut g = graph::Graph { medoid: p.layout.medoid as u32, adj: vec![Vec::new(); n] };
         for (i, list) in g.adj.iter_mut().enumerate() {
@@ -426,7 +510,7 @@ mod tests {
     fn schema_doc_names_every_summary_field() {
         const DOC: &str = include_str!("../../../../docs/results-schema.md");
         let cfg = small_config();
-        let p = prepare(&cfg, 1, &Instant::now);
+        let p = prepare(&cfg, 1, &Instant::now).expect("prepare");
         let s = summary(&cfg, &p, &[], 0.0, true);
         let missing: Vec<&String> =
             s.as_object().expect("object").keys().filter(|k| !DOC.contains(&format!("`summary.{k}`"))).collect();
