@@ -59,22 +59,32 @@ pub fn l2_sq(a: &[f32], b: &[f32]) -> f32 {
 pub fn l2_sq_inline(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
     let body = n / LANES * LANES;
     let mut acc = [0f32; LANES];
-    for (x, y) in a[..body].chunks_exact(LANES).zip(b[..body].chunks_exact(LANES)) {
-        for ((s, p), q) in acc.iter_mut().zip(x).zip(y) {
-            let d = p - q;
-            *s += d * d;
+    // Fixed-size arrays and separate difference / accumulate loops: the
+    // shape LLVM turns into one full-width vector per 16 values.
+    let mut c = 0;
+    while c < body {
+        let x: &[f32; LANES] = a[c..c + LANES].try_into().expect("a lane");
+        let y: &[f32; LANES] = b[c..c + LANES].try_into().expect("a lane");
+        let mut d = [0f32; LANES];
+        for i in 0..LANES {
+            d[i] = x[i] - y[i];
         }
+        for i in 0..LANES {
+            acc[i] += d[i] * d[i];
+        }
+        c += LANES;
     }
-    let tail: f32 = a[body..].iter().zip(&b[body..]).map(|(x, y)| (x - y) * (x - y)).sum();
-    // A fixed reduction of the lanes: halves added lane-wise, then in order.
-    let mut half = [0f32; LANES / 2];
-    for i in 0..LANES / 2 {
-        half[i] = acc[i] + acc[i + LANES / 2];
+    let mut sum = 0f32;
+    for x in acc {
+        sum += x;
     }
-    half.iter().sum::<f32>() + tail
+    for i in body..n {
+        let d = a[i] - b[i];
+        sum += d * d;
+    }
+    sum
 }
 
 fn unit_f32(rng: &mut Xoshiro256PlusPlus) -> f32 {
@@ -173,6 +183,18 @@ mod tests {
         for i in 0..a.rows() {
             let n: f32 = a.row(i).iter().map(|x| x * x).sum();
             assert!((n - 1.0).abs() < 1e-5, "row {i} norm² {n}");
+        }
+    }
+
+    #[test]
+    fn the_distance_loop_matches_a_plain_sum() {
+        let v = base_vectors(3, 2, 200, false);
+        for dim in [1, 15, 16, 17, 128, 200] {
+            let (a, b) = (&v.row(0)[..dim], &v.row(1)[..dim]);
+            let plain: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+            let got = l2_sq(a, b);
+            assert!((f64::from(got) - plain).abs() < 1e-5 * plain.max(1.0), "dim {dim}: {got} vs {plain}");
+            assert_eq!(got, l2_sq_inline(a, b));
         }
     }
 
