@@ -2,13 +2,15 @@
 //! interface, spec vdb.md). Steps:
 //!
 //! 1. `prepare` (untimed, CPU only): seeded synthetic vectors and queries,
-//!    exact ground truth by brute force, an in-memory Vamana graph
-//!    ([`graph`]), the SQ8 codes kept in RAM ([`quant`]) and the
+//!    or vectors read from files ([`files`]), exact ground truth by brute
+//!    force (or from its cache), a two-pass Vamana graph built on all
+//!    cores ([`graph`]), the SQ8 codes kept in RAM ([`quant`]) and the
 //!    `_disk.index` bytes in DiskANN's layout ([`layout`]).
 //! 2. `index-write` (recorded, not in the measured window): the index file
 //!    is written through the target by the engine, then committed.
 //! 3. `measure`: beam search ([`search`]) on one engine worker with many
-//!    queries in flight; QPS, per-query latency and recall@k.
+//!    queries in flight, once per sweep point; QPS, per-query latency and
+//!    recall@1/@10/@100/@k per point.
 
 pub mod data;
 pub mod files;
