@@ -533,7 +533,7 @@ pub(crate) fn sample(
         let now = Instant::now();
         let snap_now = live.snapshot();
         let a = snap_now.read_ops + snap_now.write_ops + snap_now.errors;
-        if a != activity {
+        if a != activity || phase.is_cpu_only() {
             activity = a;
             last_activity = now;
         } else if now - last_activity >= watchdog {

@@ -96,3 +96,146 @@ fn a_virtual_clock_run_is_deterministic() {
     assert_eq!(a["build_s"], serde_json::Value::Null);
     assert!(a["p99_latency_ms"].as_f64().unwrap() > 0.0, "{a}");
 }
+
+#[test]
+fn a_sweep_runs_every_point_on_one_index_and_prints_the_curve() {
+    let d = scratch();
+    let mut args: Vec<&str> = SMALL.to_vec();
+    args.extend_from_slice(&["--set", "sweep.search_list=[12,48]", "--set", "sweep.beam_width=[1,4]"]);
+    let r = run_in(d.path(), "vdb/vdb-smoke", &args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let res = read_json(&only_run_dir(&d.path().join("res")).join("results.json"));
+    let s = &res["summary"];
+    let sweep = s["sweep"].as_array().expect("sweep array");
+    let point = |w: u64, l: u64| {
+        sweep
+            .iter()
+            .find(|p| p["beam_width"] == w && p["search_list"] == l)
+            .unwrap_or_else(|| panic!("W {w} L {l}: {s}"))
+    };
+    assert_eq!(sweep.len(), 4, "{s}");
+    for w in [1, 4] {
+        let (small, big) = (point(w, 12), point(w, 48));
+        assert_eq!(small["queries"], 100);
+        // A longer list reads more and finds more (reads ≈ L + a few).
+        let reads = |p: &serde_json::Value| p["reads_per_query"].as_f64().unwrap();
+        assert!(reads(small) >= 12.0 && reads(small) < reads(big), "W {w}: {small} vs {big}");
+        assert!(big["recall_at_k"].as_f64().unwrap() > small["recall_at_k"].as_f64().unwrap(), "W {w}");
+        assert!(big["recall_at_k"].as_f64().unwrap() >= 0.8, "{big}");
+    }
+    // W 1 takes one read per hop; W 4 fewer hops than reads.
+    assert_eq!(point(1, 48)["hops_per_query"], point(1, 48)["reads_per_query"]);
+    assert!(point(4, 48)["hops_per_query"].as_f64().unwrap() < point(4, 48)["reads_per_query"].as_f64().unwrap() / 2.0);
+    // The top level is the first point; the measure series counts every point's reads.
+    assert_eq!(s["search_list"], 12);
+    assert_eq!(s["beam_width"], 1);
+    assert_eq!(s["recall_at_k"], point(1, 12)["recall_at_k"]);
+    let total: f64 = sweep.iter().map(|p| p["reads_per_query"].as_f64().unwrap() * 100.0).sum();
+    let reads =
+        res["series"].as_array().unwrap().iter().find(|x| x["phase"] == "measure" && x["op"] == "read").unwrap();
+    assert_eq!(reads["ops"].as_f64().unwrap(), total.round());
+    // The curve is printed, one line per point.
+    assert_eq!(r.stdout.matches("vdb sweep: W").count() + r.stderr.matches("vdb sweep: W").count(), 4, "{}", r.show());
+}
+
+#[test]
+fn recall_at_100_is_reported_when_k_is_100() {
+    let d = scratch();
+    let mut args: Vec<&str> = SMALL.to_vec();
+    args.extend_from_slice(&["--set", "k=100", "--set", "search_list=128"]);
+    let r = run_in(d.path(), "vdb/vdb-smoke", &args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let s = &read_json(&only_run_dir(&d.path().join("res")).join("results.json"))["summary"];
+    let r100 = s["recall_at_100"].as_f64().expect("recall_at_100");
+    assert_eq!(s["recall_at_k"].as_f64().unwrap(), r100);
+    assert!(r100 > 0.5 && s["recall_at_10"].as_f64().unwrap() > 0.5, "{s}");
+    let d2 = scratch();
+    let r = run_in(d2.path(), "vdb/vdb-smoke", SMALL);
+    assert_eq!(r.code, 0, "{}", r.show());
+    assert_eq!(
+        read_json(&only_run_dir(&d2.path().join("res")).join("results.json"))["summary"]["recall_at_100"],
+        serde_json::Value::Null
+    );
+}
+
+/// `n` × `dim` pseudo-random vectors in [0, 1) (a fixed LCG).
+fn lcg_vectors(n: usize, dim: usize, mut state: u64) -> Vec<f32> {
+    (0..n * dim)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        })
+        .collect()
+}
+
+#[test]
+fn base_and_query_files_load_and_the_ground_truth_is_cached_next_to_them() {
+    let d = scratch();
+    let (n, dim, nq) = (3000usize, 32usize, 50usize);
+    let base = lcg_vectors(n, dim, 1);
+    // DiskANN .fbin base; .fvecs queries that are base rows plus a little noise.
+    let mut fbin = Vec::new();
+    fbin.extend_from_slice(&(n as u32).to_le_bytes());
+    fbin.extend_from_slice(&(dim as u32).to_le_bytes());
+    base.iter().for_each(|x| fbin.extend_from_slice(&x.to_le_bytes()));
+    let noise = lcg_vectors(nq, dim, 2);
+    let mut fvecs = Vec::new();
+    for q in 0..nq {
+        fvecs.extend_from_slice(&(dim as i32).to_le_bytes());
+        let row = (q * 37) % n;
+        for j in 0..dim {
+            fvecs.extend_from_slice(&(base[row * dim + j] + 0.01 * (noise[q * dim + j] - 0.5)).to_le_bytes());
+        }
+    }
+    let data = d.path().join("set");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("base.fbin"), &fbin).unwrap();
+    std::fs::write(data.join("query.fvecs"), &fvecs).unwrap();
+    let base_set = format!("base_file={}", data.join("base.fbin").display());
+    let query_set = format!("query_file={}", data.join("query.fvecs").display());
+    let args = [
+        "--set",
+        &base_set,
+        "--set",
+        &query_set,
+        "--set",
+        "num_vectors=3000",
+        "--set",
+        "dim=32",
+        "--set",
+        "num_query_vectors=50",
+        "--set",
+        "max_degree=24",
+        "--set",
+        "build_list=48",
+        "--set",
+        "search_list=48",
+    ];
+    let summary = |dir: &std::path::Path| {
+        let r = run_in(dir, "vdb/vdb-smoke", &args);
+        assert_eq!(r.code, 0, "{}", r.show());
+        read_json(&only_run_dir(&dir.join("res")).join("results.json"))["summary"].clone()
+    };
+    let (r1, r2) = (scratch(), scratch());
+    let first = summary(r1.path());
+    assert_eq!(first["ground_truth_source"], "computed, cached", "{first}");
+    assert_eq!(first["num_vectors"], 3000);
+    assert!(first["recall_at_1"].as_f64().unwrap() >= 0.95, "{first}");
+    let cached: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(cached.len(), 3, "{cached:?}");
+    let second = summary(r2.path());
+    assert_eq!(second["ground_truth_source"], "cache", "{second}");
+    assert_eq!(second["recall_at_k"], first["recall_at_k"]);
+
+    // A truncated base file and a dimension mismatch: usage errors naming the file.
+    std::fs::write(data.join("base.fbin"), &fbin[..fbin.len() - 10]).unwrap();
+    let r = run_in(scratch().path(), "vdb/vdb-smoke", &args);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("base.fbin") && r.stderr.contains("truncated"), "{}", r.show());
+    std::fs::write(data.join("base.fbin"), &fbin).unwrap();
+    let mut wrong_dim = args.to_vec();
+    wrong_dim[7] = "dim=64";
+    let r = run_in(scratch().path(), "vdb/vdb-smoke", &wrong_dim);
+    assert_eq!(r.code, 2, "{}", r.show());
+    assert!(r.stderr.contains("set dim=32"), "{}", r.show());
+}

@@ -12,7 +12,7 @@ use super::errors::{check_int_range, key_error};
 use super::{RunConfig, workload_config};
 use crate::error::Error;
 
-/// Most vectors one run builds in memory (the build is in RAM, single-threaded).
+/// Most vectors one run builds in memory (the build is in RAM).
 pub const MAX_VECTORS: u64 = 2_000_000;
 /// Largest vector dimension.
 pub const MAX_DIM: u64 = 4096;
@@ -34,6 +34,20 @@ pub struct VdbConfig {
     pub num_vectors: u64,
     /// Dimension of each vector (f32).
     pub dim: u64,
+    /// Base vectors from a file (`.fvecs`, `.bvecs`, DiskANN `.fbin`/`.bin`
+    /// or `.u8bin`) instead of generated: its first `num_vectors` rows, of
+    /// `dim` coordinates (normalised for `metric: cosine`).
+    #[serde(default)]
+    pub base_file: Option<String>,
+    /// Query vectors from a file (same formats): its first
+    /// `num_query_vectors` rows. Without it queries are generated
+    /// (`query_mode`) from the base vectors.
+    #[serde(default)]
+    pub query_file: Option<String>,
+    /// With `base_file`: keep the exact ground truth next to it (named by a
+    /// hash of the vectors, queries and k) and reuse it when it matches.
+    #[serde(default = "yes")]
+    pub ground_truth_cache: bool,
     /// Base-vector distribution: `uniform` (U[0,1) then L2-normalised, as
     /// the reference's `load_vdb`).
     #[serde(default = "default_distribution")]
@@ -68,6 +82,14 @@ pub struct VdbConfig {
     /// Robust-prune parameter α (≥ 1).
     #[serde(default = "default_alpha")]
     pub alpha: f64,
+    /// Build passes: 2 (the paper's α = 1 pass, then the α pass) or 1
+    /// (the α pass only).
+    #[serde(default = "two")]
+    pub build_passes: u64,
+    /// Threads for the build and the ground truth; 0 = every core. The
+    /// graph does not depend on it.
+    #[serde(default)]
+    pub build_threads: u64,
     /// Compressed vectors kept in RAM to steer the search: `sq8` (one byte
     /// per dimension, per-dimension min/max scalar quantiser).
     #[serde(default = "default_quantizer")]
@@ -93,7 +115,25 @@ pub struct VdbConfig {
     /// Nodes kept in a RAM cache (only 0 so far).
     #[serde(default)]
     pub cache_nodes: u64,
+    /// Search points run one after another on the same index (a recall /
+    /// reads / QPS curve); empty lists mean the single `beam_width` /
+    /// `search_list`.
+    #[serde(default)]
+    pub sweep: Sweep,
 }
+
+/// The sweep grid: every `search_list` × every `beam_width`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    #[serde(default)]
+    pub search_list: Vec<u64>,
+    #[serde(default)]
+    pub beam_width: Vec<u64>,
+}
+
+/// Most points in one sweep.
+pub const MAX_SWEEP_POINTS: usize = 256;
 
 fn default_distribution() -> String {
     "uniform".into()
@@ -112,6 +152,12 @@ fn default_num_queries() -> u64 {
 }
 fn one() -> u64 {
     1
+}
+fn yes() -> bool {
+    true
+}
+fn two() -> u64 {
+    2
 }
 fn default_index() -> String {
     "diskann".into()
@@ -174,6 +220,11 @@ impl VdbConfig {
     pub fn validate(&self) -> Result<(), Error> {
         check_int_range("num_vectors", self.num_vectors, 2, MAX_VECTORS)?;
         check_int_range("dim", self.dim, 1, MAX_DIM)?;
+        for (key, v) in [("base_file", &self.base_file), ("query_file", &self.query_file)] {
+            if v.as_deref().is_some_and(|p| p.trim().is_empty()) {
+                return Err(key_error(key, "expected a path to a vector file, got an empty string"));
+            }
+        }
         check_name("distribution", &self.distribution, &["uniform"], &["normal"])?;
         check_name("metric", &self.metric, &["cosine", "l2"], &["ip"])?;
         check_name("query_mode", &self.query_mode, &["planted", "independent"], &[])?;
@@ -189,16 +240,37 @@ impl VdbConfig {
         if !(self.alpha.is_finite() && (1.0..=4.0).contains(&self.alpha)) {
             return Err(key_error("alpha", format!("expected a number in [1, 4], got {}", self.alpha)));
         }
+        check_int_range("build_passes", self.build_passes, 1, 2)?;
+        check_int_range("build_threads", self.build_threads, 0, 1024)?;
         check_name("quantizer", &self.quantizer, &["sq8"], &["pq"])?;
         check_int_range("beam_width", self.beam_width, 1, MAX_BEAM)?;
         check_int_range("k", self.k, 1, MAX_K.min(self.num_vectors))?;
         check_int_range("search_list", self.search_list, self.k, MAX_LIST)
             .map_err(|e| Error::usage(format!("{e} (search_list must be at least k)")))?;
         check_int_range("queries_in_flight", self.queries_in_flight, 1, MAX_IN_FLIGHT)?;
+        for &l in &self.sweep.search_list {
+            check_int_range("sweep.search_list", l, self.k, MAX_LIST)
+                .map_err(|e| Error::usage(format!("{e} (every search_list must be at least k)")))?;
+        }
+        for &w in &self.sweep.beam_width {
+            check_int_range("sweep.beam_width", w, 1, MAX_BEAM)?;
+        }
+        if self.sweep_points().len() > MAX_SWEEP_POINTS {
+            return Err(key_error("sweep", format!("at most {MAX_SWEEP_POINTS} (search_list, beam_width) points")));
+        }
         not_yet("workers", self.workers, 1, "more than one engine worker thread")?;
         not_yet("segments", self.segments, 1, "segment fan-out (each query searching several indexes)")?;
         not_yet("cache_nodes", self.cache_nodes, 0, "a node cache")?;
         Ok(())
+    }
+
+    /// The (beam_width, search_list) points to search, in order: every
+    /// search list for the first beam width, then the next beam width.
+    pub fn sweep_points(&self) -> Vec<(u64, u64)> {
+        let ls =
+            if self.sweep.search_list.is_empty() { vec![self.search_list] } else { self.sweep.search_list.clone() };
+        let ws = if self.sweep.beam_width.is_empty() { vec![self.beam_width] } else { self.sweep.beam_width.clone() };
+        ws.iter().flat_map(|&w| ls.iter().map(move |&l| (w, l))).collect()
     }
 
     /// Bytes of one node record: vector, neighbour count, R neighbour ids.
@@ -243,5 +315,20 @@ mod tests {
         assert!(message("build_list=8").contains("at least max_degree"));
         assert!(message("bogus=1").contains("bogus"));
         assert!(with("beam_width=8").is_ok());
+        assert!(message("sweep.search_list=[50,5]").contains("`sweep.search_list`"));
+        assert!(message("sweep.beam_width=[0]").contains("`sweep.beam_width`"));
+        assert!(message("sweep.depth=[1]").contains("depth"));
+    }
+
+    #[test]
+    fn a_sweep_is_every_list_for_each_beam_width() {
+        let cfg = with("sweep.search_list=[50,100]").unwrap();
+        assert_eq!(cfg.sweep_points(), vec![(4, 50), (4, 100)]);
+        let cfg =
+            load("vdb/vdb-smoke", &["sweep.search_list=[50,100]".into(), "sweep.beam_width=[1,8]".into()], None, None)
+                .and_then(|c| VdbConfig::from_run_config(&c))
+                .unwrap();
+        assert_eq!(cfg.sweep_points(), vec![(1, 50), (1, 100), (8, 50), (8, 100)]);
+        assert_eq!(with("k=10").unwrap().sweep_points(), vec![(4, 64)]);
     }
 }

@@ -12,7 +12,7 @@ pub mod raw;
 pub mod training;
 pub mod vdb;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -58,6 +58,9 @@ type MeasureHook = Box<dyn Fn(Instant) + Send + Sync>;
 #[derive(Default)]
 pub struct PhaseState {
     name: Mutex<&'static str>,
+    /// The phase does CPU work only (no I/O is expected): the stall
+    /// watchdog does not count its time.
+    cpu_only: AtomicBool,
     measure_start: OnceLock<Instant>,
     on_measure_start: OnceLock<MeasureHook>,
 }
@@ -65,6 +68,18 @@ pub struct PhaseState {
 impl PhaseState {
     pub fn set(&self, name: &'static str) {
         *self.name.lock().expect("phase poisoned") = name;
+        self.cpu_only.store(false, Ordering::SeqCst);
+    }
+
+    /// Enters a phase of CPU work that issues no I/O (building an index):
+    /// the stall watchdog waits for it however long it takes.
+    pub fn set_cpu_only(&self, name: &'static str) {
+        self.set(name);
+        self.cpu_only.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cpu_only(&self) -> bool {
+        self.cpu_only.load(Ordering::SeqCst)
     }
 
     pub fn name(&self) -> &'static str {

@@ -149,7 +149,8 @@ mod tests {
     fn layout_round_trips() {
         for dim in [16usize, 1100] {
             let m = base_vectors(9, 120, dim, true);
-            let g = build(&m, &BuildParams { max_degree: 8, build_list: 16, alpha: 1.2, seed: 9 });
+            let g =
+                build(&m, &BuildParams { max_degree: 8, build_list: 16, alpha: 1.2, seed: 9, passes: 2, threads: 2 });
             let (l, bytes) = encode(&m, &g, 8);
             assert_eq!(bytes.len() as u64, l.file_size);
             assert_eq!(Layout::parse_header(&bytes[..4096]), Some(l));

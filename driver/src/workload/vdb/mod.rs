@@ -2,17 +2,21 @@
 //! interface, spec vdb.md). Steps:
 //!
 //! 1. `prepare` (untimed, CPU only): seeded synthetic vectors and queries,
-//!    exact ground truth by brute force, an in-memory Vamana graph
-//!    ([`graph`]), the SQ8 codes kept in RAM ([`quant`]) and the
+//!    or vectors read from files ([`files`]), exact ground truth by brute
+//!    force (or from its cache), a two-pass Vamana graph built on all
+//!    cores ([`graph`]), the SQ8 codes kept in RAM ([`quant`]) and the
 //!    `_disk.index` bytes in DiskANN's layout ([`layout`]).
 //! 2. `index-write` (recorded, not in the measured window): the index file
 //!    is written through the target by the engine, then committed.
 //! 3. `measure`: beam search ([`search`]) on one engine worker with many
-//!    queries in flight; QPS, per-query latency and recall@k.
+//!    queries in flight, once per sweep point; QPS, per-query latency and
+//!    recall@1/@10/@100/@k per point.
 
 pub mod data;
+pub mod files;
 pub mod graph;
 pub mod layout;
+mod par;
 pub mod quant;
 pub mod search;
 mod write;
@@ -37,47 +41,138 @@ pub const INDEX_NAME: &str = "vdb/index_disk.index";
 pub struct Prepared {
     pub queries: data::Matrix,
     pub truth: Vec<Vec<u32>>,
+    pub truth_source: TruthSource,
+    /// Things to tell the user (a cache that could not be written).
+    pub notes: Vec<String>,
     pub sq: quant::Sq8,
     pub layout: Layout,
     pub file: Vec<u8>,
     pub gt_s: f64,
     pub build_s: f64,
     pub mean_degree: f64,
+    pub build_threads: usize,
+}
+
+/// Where the exact ground truth came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TruthSource {
+    Computed,
+    /// Computed and written to the cache next to the base file.
+    Cached,
+    /// Read from the cache (and checked).
+    FromCache,
+}
+
+impl TruthSource {
+    fn name(self) -> &'static str {
+        match self {
+            TruthSource::Computed => "computed",
+            TruthSource::Cached => "computed, cached",
+            TruthSource::FromCache => "cache",
+        }
+    }
+}
+
+/// The base and query vectors: read from files or generated.
+fn vectors(cfg: &VdbConfig, seed: u64) -> Result<(data::Matrix, data::Matrix), Error> {
+    let normalised = cfg.metric == "cosine";
+    let (n, dim) = (cfg.num_vectors as usize, cfg.dim as usize);
+    let base = match &cfg.base_file {
+        Some(path) => {
+            let mut m = files::load(std::path::Path::new(path), Some(n), Some(dim))?;
+            if normalised {
+                files::normalise_rows(&mut m);
+            }
+            m
+        }
+        None => data::base_vectors(seed, n, dim, normalised),
+    };
+    let nq = cfg.num_query_vectors as usize;
+    let queries = match &cfg.query_file {
+        Some(path) => {
+            let mut m = files::load(std::path::Path::new(path), Some(nq), Some(dim))?;
+            if normalised {
+                files::normalise_rows(&mut m);
+            }
+            m
+        }
+        None => data::queries(seed, &base, nq, cfg.query_mode == "planted", cfg.query_noise as f32, normalised),
+    };
+    Ok((base, queries))
+}
+
+/// Exact ground truth: from the cache next to `base_file` when it matches,
+/// else by brute force (then cached when asked).
+fn truth(
+    cfg: &VdbConfig,
+    base: &data::Matrix,
+    queries: &data::Matrix,
+    threads: usize,
+    notes: &mut Vec<String>,
+) -> Result<(Vec<Vec<u32>>, TruthSource), Error> {
+    let k = cfg.k as usize;
+    let cache = cfg
+        .base_file
+        .as_ref()
+        .filter(|_| cfg.ground_truth_cache)
+        .map(|f| files::truth_path(std::path::Path::new(f), k, files::truth_key(base, queries, k)));
+    if let Some(path) = &cache
+        && let Some(t) = files::read_truth(path, base, queries, k)?
+    {
+        return Ok((t, TruthSource::FromCache));
+    }
+    let t = data::ground_truth(base, queries, k, threads);
+    let Some(path) = cache else { return Ok((t, TruthSource::Computed)) };
+    match files::write_truth(&path, base, queries, &t, k) {
+        Ok(()) => Ok((t, TruthSource::Cached)),
+        Err(e) => {
+            notes.push(format!("vdb: could not cache the ground truth at {}: {e}", path.display()));
+            Ok((t, TruthSource::Computed))
+        }
+    }
 }
 
 /// Builds the data set, ground truth, graph, codes and file bytes.
 /// `clock` gives the time for the reported build and ground-truth seconds.
-pub fn prepare(cfg: &VdbConfig, seed: u64, clock: &dyn Fn() -> Instant) -> Prepared {
-    let normalised = cfg.metric == "cosine";
-    let (n, dim) = (cfg.num_vectors as usize, cfg.dim as usize);
-    let base = data::base_vectors(seed, n, dim, normalised);
-    let planted = cfg.query_mode == "planted";
-    let queries =
-        data::queries(seed, &base, cfg.num_query_vectors as usize, planted, cfg.query_noise as f32, normalised);
+pub fn prepare(cfg: &VdbConfig, seed: u64, clock: &dyn Fn() -> Instant) -> Result<Prepared, Error> {
+    let (base, queries) = vectors(cfg, seed)?;
+    let n = base.rows();
+    let threads = build_threads(cfg);
+    let mut notes = Vec::new();
     let t0 = clock();
-    let truth = data::ground_truth(&base, &queries, cfg.k as usize);
+    let (truth, truth_source) = truth(cfg, &base, &queries, threads, &mut notes)?;
     let t1 = clock();
     let params = graph::BuildParams {
         max_degree: cfg.max_degree as usize,
         build_list: cfg.build_list as usize,
         alpha: cfg.alpha as f32,
         seed,
+        passes: cfg.build_passes as usize,
+        threads,
     };
     let g = graph::build(&base, &params);
     let sq = quant::Sq8::encode(&base);
     let t2 = clock();
     let mean_degree = g.adj.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
     let (layout, file) = layout::encode(&base, &g, cfg.max_degree as usize);
-    Prepared {
+    Ok(Prepared {
         queries,
         truth,
+        truth_source,
+        notes,
         sq,
         layout,
         file,
         gt_s: (t1 - t0).as_secs_f64(),
         build_s: (t2 - t1).as_secs_f64(),
         mean_degree,
-    }
+        build_threads: threads,
+    })
+}
+
+/// Threads of the build and ground truth: `build_threads`, 0 = all cores.
+pub fn build_threads(cfg: &VdbConfig) -> usize {
+    if cfg.build_threads == 0 { par::all_cores() } else { cfg.build_threads as usize }
 }
 
 pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
@@ -87,9 +182,9 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
             "the target's direct-I/O alignment ({align} bytes) does not divide DiskANN's 4096-byte sectors"
         )));
     }
-    env.phase.set("prepare");
+    env.phase.set_cpu_only("prepare");
     let clock = env.clock.clone();
-    let p = prepare(cfg, env.common.seed, &|| clock.now());
+    let p = prepare(cfg, env.common.seed, &|| clock.now())?;
     // On a virtual clock CPU work takes no simulated time: no build figures.
     let cpu_timed = !env.clock.is_virtual();
 
@@ -99,46 +194,110 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
     let obj = write::write_index(env, INDEX_NAME, &p.file, &mut untimed)?;
     let write_s = env.clock.now().saturating_duration_since(t_write).as_secs_f64();
 
-    // The measured window: queries by beam search.
+    // The measured window: queries by beam search, one sweep point after
+    // another (one point without a sweep).
     let start = env.phase.begin_measure(env.clock.now());
-    let deadline = env.common.duration.map(|d| start + d);
-    let ctl = env.control(deadline, false);
-    let qd = (cfg.queries_in_flight * cfg.beam_width) as usize;
-    let params = SearchParams {
-        beam_width: cfg.beam_width as usize,
-        search_list: cfg.search_list as usize,
-        k: cfg.k as usize,
-        queries_in_flight: cfg.queries_in_flight as usize,
-        total_queries: (cfg.num_query_vectors * cfg.query_passes) as usize,
-    };
-    let mut src = BeamSearch::new(p.layout, obj, &p.sq, &p.queries, params, search::read_key());
-    let mut pool = BufPool::new(qd, p.layout.read_len() as usize, align as usize);
-    let mut queue =
-        env.target.queue(qd, &mut pool).map_err(|e| Error::failed(format!("cannot set up the search queue: {e}")))?;
-    let mut report = WorkerReport::default();
-    engine::run_worker(&mut src, queue.as_mut(), &mut pool, &ctl, &mut report);
-    let io_mode = queue.io_mode();
-    drop(queue);
-    let (mut recorder, verify, mut errors, last) = merge_reports(std::slice::from_ref(&report));
-    recorder.merge(&untimed);
-    if src.bad_records > 0 {
-        errors.count += src.bad_records;
-        if errors.first.is_none() {
-            errors.first = src.first_bad.clone();
+    let mut recorder = Recorder::new();
+    let mut errors = crate::engine::ErrorTally::default();
+    let mut verify = None;
+    let mut io_mode = None;
+    let mut points = Vec::new();
+    let mut last_end = start;
+    let mut failed_queries = 0;
+    for (beam_width, search_list) in cfg.sweep_points() {
+        let point_start = env.clock.now();
+        let deadline = env.common.duration.map(|d| point_start + d);
+        let ctl = env.control(deadline, false);
+        let qd = (cfg.queries_in_flight * beam_width) as usize;
+        let params = SearchParams {
+            beam_width: beam_width as usize,
+            search_list: search_list as usize,
+            k: cfg.k as usize,
+            queries_in_flight: cfg.queries_in_flight as usize,
+            total_queries: (cfg.num_query_vectors * cfg.query_passes) as usize,
+        };
+        let mut src = BeamSearch::new(p.layout, obj, &p.sq, &p.queries, params, search::read_key());
+        let mut pool = BufPool::new(qd, p.layout.read_len() as usize, align as usize);
+        let mut queue = env
+            .target
+            .queue(qd, &mut pool)
+            .map_err(|e| Error::failed(format!("cannot set up the search queue: {e}")))?;
+        let mut report = WorkerReport::default();
+        engine::run_worker(&mut src, queue.as_mut(), &mut pool, &ctl, &mut report);
+        io_mode.get_or_insert(queue.io_mode());
+        drop(queue);
+        let (rec, ver, errs, last) = merge_reports(std::slice::from_ref(&report));
+        recorder.merge(&rec);
+        errors.merge(&errs);
+        match &mut verify {
+            None => verify = Some(ver),
+            Some(v) => v.merge(&ver),
+        }
+        if src.bad_records > 0 {
+            errors.count += src.bad_records;
+            if errors.first.is_none() {
+                errors.first = src.first_bad.clone();
+            }
+        }
+        failed_queries += src.failed_queries;
+        let window_s = last.map_or(0.0, |l| l.saturating_duration_since(point_start).as_secs_f64());
+        last_end = last_end.max(last.unwrap_or(point_start));
+        points.push(Point { beam_width, search_list, answers: src.answers, window_s });
+        let stop = env.stop.load(std::sync::atomic::Ordering::SeqCst);
+        if errors.count > 0 && !env.common.continue_on_error || stop {
+            break;
         }
     }
-    let window_s = last.map_or(0.0, |l| l.saturating_duration_since(start).as_secs_f64());
+    recorder.merge(&untimed);
+    let window_s = last_end.saturating_duration_since(start).as_secs_f64();
     let mut notes = vec![
-        "vdb: the graph is a single-pass Vamana build and the in-RAM codes are SQ8 (not DiskANN's PQ); \
-         see docs/workloads/vdb.md"
-            .to_string(),
+        "vdb: the in-RAM codes are SQ8 (not DiskANN's PQ); see docs/workloads/vdb.md".to_string(),
         "vdb: index reads are checked by parsing each node record (datagen verification does not apply)".to_string(),
     ];
-    if src.failed_queries > 0 {
-        notes.push(format!("vdb: {} queries abandoned after a failed read (not counted)", src.failed_queries));
+    notes.extend(p.notes.iter().cloned());
+    if failed_queries > 0 {
+        notes.push(format!("vdb: {failed_queries} queries abandoned after a failed read (not counted)"));
     }
-    let summary = summary(cfg, &p, &src.answers, window_s, write_s, cpu_timed);
+    let summary = summary(cfg, &p, &points, write_s, cpu_timed);
+    if points.len() > 1 {
+        notes.extend(sweep_lines(cfg, &summary));
+    }
+    let io_mode = io_mode.expect("one sweep point at least");
+    let verify = verify.unwrap_or_default();
     Ok(WorkloadOutput { summary, recorder, verify, errors, window_s, io_mode, notes })
+}
+
+/// One search point's queries.
+pub struct Point {
+    pub beam_width: u64,
+    pub search_list: u64,
+    pub answers: Vec<Answer>,
+    /// From the point's start to its last completion.
+    pub window_s: f64,
+}
+
+/// One printed line per sweep point (the curve), from the summary.
+fn sweep_lines(cfg: &VdbConfig, summary: &serde_json::Value) -> Vec<String> {
+    let Some(points) = summary["sweep"].as_array() else { return Vec::new() };
+    points
+        .iter()
+        .map(|p| {
+            let f = |k: &str| p[k].as_f64().unwrap_or(f64::NAN);
+            format!(
+                "vdb sweep: W {:>2} L {:>4}: recall@{} {:.4}, recall@1 {:.4}, {:.1} reads/query, {:.0} QPS, \
+                 p50 {:.3} ms, p99 {:.3} ms",
+                p["beam_width"],
+                p["search_list"],
+                cfg.k,
+                f("recall_at_k"),
+                f("recall_at_1"),
+                f("reads_per_query"),
+                f("throughput_qps"),
+                f("p50_latency_ms"),
+                f("p99_latency_ms"),
+            )
+        })
+        .collect()
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -150,33 +309,64 @@ fn percentile(sorted: &[u64], pct: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Mean recall@k and recall@1 of the answers against the ground truth.
-pub fn recalls(answers: &[Answer], truth: &[Vec<u32>], k: usize) -> (f64, f64) {
-    if answers.is_empty() {
-        return (0.0, 0.0);
+/// Mean recall@`at` of the answers against the ground truth (`None` when
+/// fewer than `at` neighbours are asked for).
+pub fn mean_recall(answers: &[Answer], truth: &[Vec<u32>], k: usize, at: usize) -> Option<f64> {
+    if at > k {
+        return None;
     }
-    let n = answers.len() as f64;
-    let at_k = answers.iter().map(|a| data::recall(&a.ids, &truth[a.qi], k)).sum::<f64>() / n;
-    let at_1 = answers.iter().map(|a| data::recall(&a.ids, &truth[a.qi], 1)).sum::<f64>() / n;
-    (at_k, at_1)
+    if answers.is_empty() {
+        return Some(0.0);
+    }
+    Some(answers.iter().map(|a| data::recall(&a.ids, &truth[a.qi], at)).sum::<f64>() / answers.len() as f64)
 }
 
-fn summary(
-    cfg: &VdbConfig,
-    p: &Prepared,
-    answers: &[Answer],
-    window_s: f64,
-    write_s: f64,
-    cpu_timed: bool,
-) -> serde_json::Value {
+/// Mean recall@k and recall@1 of the answers against the ground truth.
+pub fn recalls(answers: &[Answer], truth: &[Vec<u32>], k: usize) -> (f64, f64) {
+    (mean_recall(answers, truth, k, k).unwrap_or(0.0), mean_recall(answers, truth, k, 1).unwrap_or(0.0))
+}
+
+/// The figures of one search point.
+fn point_figures(cfg: &VdbConfig, p: &Prepared, pt: &Point) -> serde_json::Map<String, serde_json::Value> {
+    let answers = &pt.answers;
     let mut lat: Vec<u64> = answers.iter().map(|a| a.latency_ns).collect();
     lat.sort_unstable();
     let ms = |ns: u64| ns as f64 / 1e6;
     let n = answers.len() as f64;
     let mean = |f: &dyn Fn(&Answer) -> u64| if n > 0.0 { answers.iter().map(f).sum::<u64>() as f64 / n } else { 0.0 };
-    let (recall_k, recall_1) = recalls(answers, &p.truth, cfg.k as usize);
+    let k = cfg.k as usize;
+    let (recall_k, recall_1) = recalls(answers, &p.truth, k);
     let reads = mean(&|a| a.reads);
-    json!({
+    let v = json!({
+        "beam_width": pt.beam_width,
+        "search_list": pt.search_list,
+        "queries": answers.len(),
+        "throughput_qps": if pt.window_s > 0.0 { n / pt.window_s } else { 0.0 },
+        "mean_latency_ms": if n > 0.0 { lat.iter().sum::<u64>() as f64 / n / 1e6 } else { 0.0 },
+        "p50_latency_ms": ms(percentile(&lat, 50.0)),
+        "p95_latency_ms": ms(percentile(&lat, 95.0)),
+        "p99_latency_ms": ms(percentile(&lat, 99.0)),
+        "p999_latency_ms": ms(percentile(&lat, 99.9)),
+        "p9999_latency_ms": ms(percentile(&lat, 99.99)),
+        "max_latency_ms": ms(lat.last().copied().unwrap_or(0)),
+        "recall_at_k": recall_k,
+        "recall_at_1": recall_1,
+        "recall_at_10": mean_recall(answers, &p.truth, k, 10),
+        "recall_at_100": mean_recall(answers, &p.truth, k, 100),
+        "reads_per_query": reads,
+        "bytes_per_query": reads * p.layout.read_len() as f64,
+        "hops_per_query": mean(&|a| a.hops),
+    });
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!("a JSON object"),
+    }
+}
+
+fn summary(cfg: &VdbConfig, p: &Prepared, points: &[Point], write_s: f64, cpu_timed: bool) -> serde_json::Value {
+    let empty = Point { beam_width: cfg.beam_width, search_list: cfg.search_list, answers: Vec::new(), window_s: 0.0 };
+    let first = point_figures(cfg, p, points.first().unwrap_or(&empty));
+    let mut s = json!({
         "num_vectors": cfg.num_vectors,
         "dim": cfg.dim,
         "metric": cfg.metric,
@@ -186,23 +376,10 @@ fn summary(
         "max_degree": cfg.max_degree,
         "build_list": cfg.build_list,
         "alpha": cfg.alpha,
-        "beam_width": cfg.beam_width,
-        "search_list": cfg.search_list,
+        "build_passes": cfg.build_passes,
+        "build_threads": p.build_threads,
         "k": cfg.k,
         "queries_in_flight": cfg.queries_in_flight,
-        "queries": answers.len(),
-        "throughput_qps": if window_s > 0.0 { n / window_s } else { 0.0 },
-        "mean_latency_ms": if n > 0.0 { lat.iter().sum::<u64>() as f64 / n / 1e6 } else { 0.0 },
-        "p50_latency_ms": ms(percentile(&lat, 50.0)),
-        "p95_latency_ms": ms(percentile(&lat, 95.0)),
-        "p99_latency_ms": ms(percentile(&lat, 99.0)),
-        "p999_latency_ms": ms(percentile(&lat, 99.9)),
-        "max_latency_ms": ms(lat.last().copied().unwrap_or(0)),
-        "recall_at_k": recall_k,
-        "recall_at_1": recall_1,
-        "reads_per_query": reads,
-        "bytes_per_query": reads * p.layout.read_len() as f64,
-        "hops_per_query": mean(&|a| a.hops),
         "index_bytes": p.layout.file_size,
         "node_len_bytes": p.layout.node_len,
         "nodes_per_sector": p.layout.nodes_per_sector,
@@ -210,8 +387,13 @@ fn summary(
         "codes_bytes": p.sq.bytes(),
         "build_s": cpu_timed.then_some(p.build_s),
         "ground_truth_s": cpu_timed.then_some(p.gt_s),
+        "ground_truth_source": p.truth_source.name(),
         "index_write_s": write_s,
-    })
+        "sweep": points.iter().map(|pt| serde_json::Value::Object(point_figures(cfg, p, pt))).collect::<Vec<_>>(),
+    });
+    // The first point's figures at the top level (the only point without a sweep).
+    s.as_object_mut().expect("object").extend(first);
+    s
 }
 
 #[cfg(test)]
@@ -284,7 +466,7 @@ mod tests {
     #[test]
     fn beam_search_recall_on_a_planted_set() {
         let cfg = small_config();
-        let p = prepare(&cfg, 11, &Instant::now);
+        let p = prepare(&cfg, 11, &Instant::now).expect("prepare");
         let (answers, reads) = search_in_memory(&p, &cfg);
         assert_eq!(answers.len(), 60);
         let (at_k, at_1) = recalls(&answers, &p.truth, 10);
@@ -295,7 +477,7 @@ mod tests {
         assert!((48.0..48.0 * 2.0).contains(&per_query), "reads per query {per_query}");
         assert_eq!(answers.iter().map(|a| a.reads).sum::<u64>(), reads);
         // Deterministic for a seed: the same index and answers again.
-        let p2 = prepare(&cfg, 11, &Instant::now);
+        let p2 = prepare(&cfg, 11, &Instant::now).expect("prepare");
         assert_eq!(p.file, p2.file);
         let (again, _) = search_in_memory(&p2, &cfg);
         let ids = |a: &[Answer]| {
@@ -313,7 +495,7 @@ mod tests {
         let mut cfg = small_config();
         cfg.search_list = 10;
         cfg.beam_width = 1;
-        let mut p = prepare(&cfg, 11, &Instant::now);
+        let mut p = prepare(&cfg, 11, &Instant::now).expect("prepare");
         let n = cfg.num_vectors as usize;
         let mut g = graph::Graph { medoid: p.layout.medoid as u32, adj: vec![Vec::new(); n] };
         for (i, list) in g.adj.iter_mut().enumerate() {
@@ -330,8 +512,8 @@ mod tests {
     fn schema_doc_names_every_summary_field() {
         const DOC: &str = include_str!("../../../../docs/results-schema.md");
         let cfg = small_config();
-        let p = prepare(&cfg, 1, &Instant::now);
-        let s = summary(&cfg, &p, &[], 1.0, 0.0, true);
+        let p = prepare(&cfg, 1, &Instant::now).expect("prepare");
+        let s = summary(&cfg, &p, &[], 0.0, true);
         let missing: Vec<&String> =
             s.as_object().expect("object").keys().filter(|k| !DOC.contains(&format!("`summary.{k}`"))).collect();
         assert!(missing.is_empty(), "vdb summary fields missing from docs/results-schema.md: {missing:?}");
