@@ -152,11 +152,13 @@ impl BufPool {
 
 /// Rounds `v` down to a multiple of `align` (a power of two).
 pub fn align_down(v: u64, align: u64) -> u64 {
+    debug_assert!(align.is_power_of_two(), "align_down needs a power of two, got {align}");
     v & !(align - 1)
 }
 
 /// Rounds `v` up to a multiple of `align` (a power of two).
 pub fn align_up(v: u64, align: u64) -> u64 {
+    debug_assert!(align.is_power_of_two(), "align_up needs a power of two, got {align}");
     (v + align - 1) & !(align - 1)
 }
 

@@ -18,7 +18,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::json;
 
 use super::{RunEnv, WorkloadOutput, merge_reports};
-use crate::buf::{BufPool, align_down};
+use crate::buf::BufPool;
 use crate::config::raw::{RawConfig, Rw};
 use crate::datagen::{self, Expect};
 use crate::engine::{self, Data, Next, OpSource, Request, WorkerReport};
@@ -53,7 +53,9 @@ pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
             "config key `block_size`: {bs} bytes is not a multiple of the target's direct-I/O alignment ({align} bytes)"
         )));
     }
-    let size = align_down(cfg.size.0, bs);
+    // block_size is a multiple of 4 KiB, not necessarily a power of two
+    // (12 MiB is fine), so round by division, not by mask.
+    let size = whole_blocks(cfg.size.0, bs);
     let mut notes = Vec::new();
     if size != cfg.size.0 {
         notes.push(format!("size rounded down to a multiple of block_size: {size} bytes"));
@@ -470,4 +472,26 @@ fn splitmix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// `bytes` rounded down to whole blocks of `block_bytes` (any non-zero size).
+fn whole_blocks(bytes: u64, block_bytes: u64) -> u64 {
+    bytes / block_bytes * block_bytes
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::whole_blocks;
+
+    #[test]
+    fn sizes_round_down_to_whole_blocks_of_any_size() {
+        const MIB: u64 = 1 << 20;
+        // 12 MiB is a multiple of 4 KiB but not a power of two: a mask would
+        // have turned a 12 MiB file into 4 MiB.
+        assert_eq!(whole_blocks(12 * MIB, 12 * MIB), 12 * MIB);
+        assert_eq!(whole_blocks(30 * MIB, 12 * MIB), 24 * MIB);
+        assert_eq!(whole_blocks(256 * MIB + 4096, MIB), 256 * MIB);
+        assert_eq!(whole_blocks(5 * 4096, 3 * 4096), 3 * 4096);
+    }
 }
