@@ -479,7 +479,6 @@ fn whole_blocks(bytes: u64, block_bytes: u64) -> u64 {
     bytes / block_bytes * block_bytes
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::whole_blocks;
