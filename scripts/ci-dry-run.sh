@@ -40,7 +40,10 @@ fi
 
 bin=${MLPDRIVE_BIN:-}
 if [ -z "$bin" ]; then
-    cargo build --locked -p mlpdrive --bin mlpdrive >&2
+    # The build `cargo test --workspace` makes (a no-op right after it): a
+    # plain `cargo build -p mlpdrive` resolves features without the
+    # dev-dependencies and rebuilds tokio, hyper and the aws crates.
+    cargo test --workspace --locked --no-run >&2
     bin="${CARGO_TARGET_DIR:-target}/debug/mlpdrive"
 fi
 if [ ! -x "$bin" ]; then
