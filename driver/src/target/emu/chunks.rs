@@ -26,6 +26,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::span::spans;
+
 /// Bytes per chunk.
 pub(super) const CHUNK_BYTES: usize = 1 << 20;
 
@@ -65,30 +67,6 @@ pub(super) struct ChunkedBytes {
     pool: Arc<ChunkPool>,
 }
 
-/// One chunk's part of a byte range: chunk index and `[lo, hi)` within it.
-struct Span {
-    chunk: usize,
-    lo: usize,
-    hi: usize,
-}
-
-/// The chunk spans of `len` bytes at object offset `offset`, with each
-/// span's start in the caller's buffer.
-fn spans(offset: u64, len: usize) -> impl Iterator<Item = (usize, Span)> {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        if pos >= len {
-            return None;
-        }
-        let at = offset + pos as u64;
-        let lo = (at % CHUNK_BYTES as u64) as usize;
-        let hi = CHUNK_BYTES.min(lo + (len - pos));
-        let start = pos;
-        pos += hi - lo;
-        Some((start, Span { chunk: (at / CHUNK_BYTES as u64) as usize, lo, hi }))
-    })
-}
-
 impl ChunkedBytes {
     pub(super) fn new(pool: Arc<ChunkPool>) -> ChunkedBytes {
         ChunkedBytes { len: 0, chunks: Vec::new(), pool }
@@ -100,17 +78,18 @@ impl ChunkedBytes {
 
     /// Stores `bytes` at `offset`, growing the object (zeros up to `offset`).
     pub(super) fn write(&mut self, offset: u64, bytes: &[u8]) {
-        for (pos, span) in spans(offset, bytes.len()) {
+        for (pos, span) in spans(offset, bytes.len(), CHUNK_BYTES) {
             let src = &bytes[pos..pos + (span.hi - span.lo)];
-            if self.chunks.len() <= span.chunk {
-                self.chunks.resize_with(span.chunk + 1, Vec::new);
+            let unit = span.unit as usize;
+            if self.chunks.len() <= unit {
+                self.chunks.resize_with(unit + 1, Vec::new);
             }
-            let chunk = &mut self.chunks[span.chunk];
+            let chunk = &mut self.chunks[unit];
             if chunk.capacity() < span.hi {
                 let want = span.hi.max(2 * chunk.capacity()).min(CHUNK_BYTES);
                 // Past the first chunk the object is big already: a whole
                 // chunk wastes at most half, and comes from the pool.
-                if want == CHUNK_BYTES || span.chunk > 0 {
+                if want == CHUNK_BYTES || unit > 0 {
                     let mut full = self.pool.take();
                     full.extend_from_slice(chunk);
                     let old = std::mem::replace(chunk, full);
@@ -136,9 +115,9 @@ impl ChunkedBytes {
             return 0;
         }
         let n = out.len().min((self.len - offset) as usize);
-        for (pos, span) in spans(offset, n) {
+        for (pos, span) in spans(offset, n, CHUNK_BYTES) {
             let dst = &mut out[pos..pos + (span.hi - span.lo)];
-            let stored = self.chunks.get(span.chunk).map_or(&[][..], Vec::as_slice);
+            let stored = self.chunks.get(span.unit as usize).map_or(&[][..], Vec::as_slice);
             let have = stored.len().clamp(span.lo, span.hi) - span.lo;
             if have > 0 {
                 dst[..have].copy_from_slice(&stored[span.lo..span.lo + have]);

@@ -19,6 +19,7 @@
 
 mod chunks;
 mod queue;
+mod span;
 mod store;
 
 pub use store::StoreKind;

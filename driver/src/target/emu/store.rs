@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::chunks::{ChunkPool, ChunkedBytes};
+use super::span::spans;
 use crate::datagen::{self, BLOCK_BYTES, BlockId};
 
 /// Which store an `emu://` target keeps its objects in.
@@ -124,30 +125,6 @@ pub(super) struct IdStore {
     short: BTreeMap<u64, u16>,
 }
 
-/// One block's part of a byte range: block index and `[lo, hi)` within it.
-struct Span {
-    block: u64,
-    lo: usize,
-    hi: usize,
-}
-
-/// The block spans of `len` bytes at object offset `offset`, with each
-/// span's start in the caller's buffer.
-fn spans(offset: u64, len: usize) -> impl Iterator<Item = (usize, Span)> {
-    let mut pos = 0;
-    std::iter::from_fn(move || {
-        if pos >= len {
-            return None;
-        }
-        let at = offset + pos as u64;
-        let lo = (at % BLOCK) as usize;
-        let hi = BLOCK_BYTES.min(lo + (len - pos));
-        let start = pos;
-        pos += hi - lo;
-        Some((start, Span { block: at / BLOCK, lo, hi }))
-    })
-}
-
 fn not_mlpdrive_data(at: u64) -> String {
     format!(
         "emu:// store=none keeps only the identity of each 4 KiB block and regenerates reads from it, so it needs \
@@ -177,10 +154,10 @@ impl IdStore {
         // Check every block first, then apply: a refused write changes nothing.
         let mut plan = Vec::new();
         let mut scratch = [0u8; BLOCK_BYTES];
-        for (pos, span) in spans(offset, bytes.len()) {
+        for (pos, span) in spans(offset, bytes.len(), BLOCK_BYTES) {
             let chunk = &bytes[pos..pos + (span.hi - span.lo)];
-            let at = span.block * BLOCK;
-            let (current, valid) = self.state(span.block);
+            let at = span.unit * BLOCK;
+            let (current, valid) = self.state(span.unit);
             let hi = span.hi as u16;
             let matches = |id: BlockId, scratch: &mut [u8; BLOCK_BYTES]| {
                 datagen::fill_block(scratch, id);
@@ -221,7 +198,7 @@ impl IdStore {
             if id == UNWRITTEN {
                 return Err(not_mlpdrive_data(at));
             }
-            plan.push((span.block, id, new_valid));
+            plan.push((span.unit, id, new_valid));
         }
         for (block, id, valid) in plan {
             let i = block as usize;
@@ -245,9 +222,9 @@ impl IdStore {
         }
         let n = out.len().min((self.len - offset) as usize);
         let mut scratch = [0u8; BLOCK_BYTES];
-        for (pos, span) in spans(offset, n) {
+        for (pos, span) in spans(offset, n, BLOCK_BYTES) {
             let dst = &mut out[pos..pos + (span.hi - span.lo)];
-            let (id, valid) = self.state(span.block);
+            let (id, valid) = self.state(span.unit);
             let Some(id) = id else {
                 dst.fill(0);
                 continue;
