@@ -52,7 +52,7 @@ impl Rates {
             parts.push(format!("write {} IOPS {}/s", si(self.write_iops), mib(self.write_bytes_per_s)));
         }
         if parts.is_empty() {
-            parts.push("waiting for I/O".into());
+            parts.push("no I/O this interval".into());
         }
         if self.errors > 0 {
             parts.push(format!("ERRORS {}", self.errors));
