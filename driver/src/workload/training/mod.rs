@@ -229,9 +229,12 @@ fn notes_for(t: &TrainingConfig) -> Vec<String> {
 
 /// Percentiles of a list of nanosecond values, in microseconds.
 fn latency_us(ns: &[u64]) -> Value {
-    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    // `saturating_record` would clamp to the initial 2 ns bound instead of
+    // growing the histogram: size it for a minute and let it grow beyond.
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds are valid");
+    h.auto(true);
     for &v in ns {
-        h.saturating_record(v.max(1));
+        let _ = h.record(v.max(1));
     }
     let us = |q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e3 };
     json!({
@@ -325,6 +328,14 @@ pub fn build_summary(
 mod tests {
     use super::metrics::EpochTimeline;
     use super::*;
+
+    #[test]
+    fn batch_load_percentiles_are_of_the_real_values() {
+        let v = latency_us(&[1_000_000; 99].iter().copied().chain([40_000_000]).collect::<Vec<_>>());
+        assert_eq!(v["count"], 100);
+        assert!((v["p50"].as_f64().unwrap() - 1000.0).abs() < 1.0, "{v}");
+        assert!((v["max"].as_f64().unwrap() - 40_000.0).abs() < 40.0, "{v}");
+    }
 
     /// docs/results-schema.md names every key of the training summary.
     #[test]

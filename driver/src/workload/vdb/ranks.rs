@@ -38,11 +38,18 @@ pub fn open_index(env: &RunEnv, name: &str, bytes: u64) -> Result<ObjectHandle, 
     }
 }
 
+/// Per-query latencies in ns: sized for a minute, growing beyond.
+fn histogram() -> Histogram<u64> {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds are valid");
+    h.auto(true);
+    h
+}
+
 /// A histogram of per-query latencies (ns), as base64 of HDR's V2 encoding.
 fn latency_wire(point: &Point) -> String {
-    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    let mut h = histogram();
     for a in &point.answers {
-        h.saturating_record(a.latency_ns.max(1));
+        let _ = h.record(a.latency_ns.max(1));
     }
     let mut buf = Vec::new();
     V2Serializer::new().serialize(&h, &mut buf).expect("serialising a histogram into memory cannot fail");
@@ -101,7 +108,7 @@ fn merge_point(points: &[&Value]) -> Value {
             None => Value::Null,
         };
     }
-    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    let mut h = histogram();
     for p in points {
         if let Some(x) = p["latency_wire"].as_str().and_then(latency_from_wire) {
             let _ = h.add(&x);
