@@ -100,7 +100,8 @@ fn root_or_rank(world: &World, args: &RunArgs) -> Result<i32, Error> {
         let msg = reports.iter().find_map(|r| r.error.clone().map(|m| format!("rank {}: {m}", r.rank)));
         return Err(Error::failed(msg.unwrap_or_else(|| "rank 0 did not run".into())));
     };
-    let merged = ranks::merge(&reports, |s, rec, w| p.merge_summaries(s, rec, w)).map_err(Error::failed)?;
+    let hosts: Vec<String> = reports.iter().map(|r| r.host.clone()).collect();
+    let merged = ranks::merge(&reports, |s, rec, w| p.merge_summaries(s, rec, w, &hosts)).map_err(Error::failed)?;
     write(&args.out, ex, &merged, &reports)
 }
 

@@ -59,17 +59,10 @@ pub(crate) struct Prepared {
 pub(crate) fn prepare(args: &RunArgs, world: &World) -> Result<Prepared, Error> {
     let mut cfg = config::load(&args.workload, &args.set, args.seed, args.duration.as_deref())?;
     let plan = plan(&mut cfg, world)?;
-    if world.is_multi() && !plan.runs_under_mpi() {
-        return Err(Error::usage(format!(
-            "workload {} does not run as an MPI job yet (not available yet; see docs/scale.md): \
-             run it without mpirun, or use raw, checkpoint or kvcache",
-            cfg.common.workload
-        )));
-    }
     let target_str = args.target.as_deref().unwrap_or(uri::DEFAULT_TARGET);
     let parsed = uri::parse(target_str)?;
     let spec = uri::check(&parsed, &SafetyFlags { allow_raw_device: args.allow_raw_device, force: args.force })?;
-    check_virtual_clock(&spec, &plan)?;
+    check_virtual_clock(&spec, &plan, world)?;
     check_output_path(args.out.output.as_deref())?;
     check_results_root(&args.out.results)?;
 
@@ -102,25 +95,21 @@ impl Prepared {
     }
 
     /// The job's `summary` from every rank's (rank order) at MPI rank 0.
+    /// `hosts` are every rank's host names.
     pub(crate) fn merge_summaries(
         &self,
         summaries: &[serde_json::Value],
         recorder: &crate::recorder::Recorder,
         window_s: f64,
+        hosts: &[String],
     ) -> serde_json::Value {
         match &self.plan {
             Plan::Raw(_) => workload::raw::merge_summary(summaries, recorder, window_s),
             Plan::Checkpoint(ck) => workload::checkpoint::merge_summary(ck, summaries),
             Plan::Kvcache(..) => workload::kvcache::merge_summary(summaries),
-            _ => serde_json::Value::Null,
+            Plan::Training(_) => workload::training::ranks::merge_summary(summaries, recorder, hosts, window_s),
+            Plan::Vdb(_) => workload::vdb::ranks::merge_summary(summaries),
         }
-    }
-}
-
-impl Plan {
-    /// The workloads that split their work over MPI ranks so far.
-    fn runs_under_mpi(&self) -> bool {
-        matches!(self, Plan::Raw(_) | Plan::Checkpoint(_) | Plan::Kvcache(..))
     }
 }
 
@@ -270,6 +259,7 @@ fn plan(cfg: &mut RunConfig, world: &World) -> Result<Plan, Error> {
         "training" => {
             let t = config::training::TrainingConfig::from_run_config(cfg)?;
             workload::training::check(&t)?;
+            workload::training::hosted_accelerators(&t, world)?;
             cfg.record_workload(&t)?;
             Ok(Plan::Training(Box::new(t)))
         }
@@ -288,12 +278,19 @@ fn plan(cfg: &mut RunConfig, world: &World) -> Result<Plan, Error> {
 /// A virtual clock gives a deterministic run only when one engine worker
 /// thread drives it (see clock.rs), so settings that ask for more are
 /// refused rather than silently serialised.
-fn check_virtual_clock(spec: &TargetSpec, plan: &Plan) -> Result<(), Error> {
+fn check_virtual_clock(spec: &TargetSpec, plan: &Plan, world: &World) -> Result<(), Error> {
     let TargetUri::Emu(emu) = &spec.uri else { return Ok(()) };
     if !emu.virtual_clock {
         return Ok(());
     }
     match plan {
+        // Each rank's simulated time is its own, so a barrier every step
+        // across ranks (which waits in real time) has no meaning in it.
+        Plan::Training(_) if world.is_multi() => Err(Error::usage(format!(
+            "target {}: a training MPI job synchronises its ranks every step in real time, and clock=virtual gives \
+             each rank its own simulated time; use clock=real (the default) under mpirun",
+            spec.display
+        ))),
         Plan::Raw(raw) if raw.jobs > 1 => Err(Error::usage(format!(
             "config key `jobs`: {} is a deterministic simulation driven by one worker thread, and jobs={} asks for \
              {} threads; set --set jobs=1 (raise queue_depth for more I/O in flight) or use clock=real",

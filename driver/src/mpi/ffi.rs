@@ -3,8 +3,12 @@
 //! outside `mpirun` never loads it.
 //!
 //! Only the handful of calls mlpdrive needs are bound: init (thread level
-//! SERIALIZED), rank, size, barrier, allreduce of `int`s with MPI_MAX, gather of the
-//! byte lengths and gatherv of the bytes to rank 0, abort and finalize.
+//! SERIALIZED), rank, size, barrier, allreduce of `int`s with MPI_MAX (always
+//! as the nonblocking `MPI_Iallreduce`, completed by `MPI_Wait` or polled with
+//! `MPI_Test`: nonblocking and blocking collectives never match each other, so
+//! every allreduce is the nonblocking kind), broadcast of bytes from rank 0,
+//! gather of the byte lengths and gatherv of the bytes to rank 0, abort and
+//! finalize.
 //! Every call goes through [`Mpi`], which holds a lock: MPI is asked for
 //! SERIALIZED, so no two threads may be inside MPI at once.
 //!
@@ -35,7 +39,11 @@ const LIB_NAMES: &[&str] = &["libmpi.so.40", "libmpi.so"];
 type InitThreadFn = unsafe extern "C" fn(*mut c_int, *mut *mut *mut c_char, c_int, *mut c_int) -> c_int;
 type BarrierFn = unsafe extern "C" fn(Handle) -> c_int;
 type CommIntFn = unsafe extern "C" fn(Handle, *mut c_int) -> c_int;
-type AllreduceFn = unsafe extern "C" fn(*const c_void, *mut c_void, c_int, Handle, Handle, Handle) -> c_int;
+type IallreduceFn =
+    unsafe extern "C" fn(*const c_void, *mut c_void, c_int, Handle, Handle, Handle, *mut Handle) -> c_int;
+type TestFn = unsafe extern "C" fn(*mut Handle, *mut c_int, *mut c_void) -> c_int;
+type WaitFn = unsafe extern "C" fn(*mut Handle, *mut c_void) -> c_int;
+type BcastFn = unsafe extern "C" fn(*mut c_void, c_int, Handle, c_int, Handle) -> c_int;
 type GatherFn = unsafe extern "C" fn(*const c_void, c_int, Handle, *mut c_void, c_int, Handle, c_int, Handle) -> c_int;
 type GathervFn = unsafe extern "C" fn(
     *const c_void,
@@ -57,7 +65,10 @@ struct Api {
     comm_rank: CommIntFn,
     comm_size: CommIntFn,
     barrier: BarrierFn,
-    allreduce: AllreduceFn,
+    iallreduce: IallreduceFn,
+    test: TestFn,
+    wait: WaitFn,
+    bcast: BcastFn,
     gather: GatherFn,
     gatherv: GathervFn,
     abort: AbortFn,
@@ -169,18 +180,89 @@ impl Mpi {
     }
 
     /// Element-wise maximum of `values` over all ranks (every rank gets
-    /// it). Collective: every rank must call it with the same length.
+    /// it). Collective: every rank must call it (or [`Mpi::start_allreduce_max`])
+    /// with the same length.
     pub fn allreduce_max(&self, values: &[i32]) -> Result<Vec<i32>, String> {
+        let mut pending = self.start_allreduce_max(values)?;
         let api = self.api();
-        let mut out = vec![0i32; values.len()];
+        // SAFETY: `pending.request` is the live request of the Iallreduce
+        // started above, whose buffers `pending` owns; MPI_STATUS_IGNORE is
+        // a null pointer in Open MPI.
+        let rc = unsafe { (api.wait)(&mut pending.request, std::ptr::null_mut()) };
+        pending.done = true;
+        check("MPI_Wait", rc)?;
+        Ok(std::mem::take(&mut pending.recv))
+    }
+
+    /// Starts an element-wise maximum over all ranks (`MPI_Iallreduce`);
+    /// [`Mpi::test`] polls it. Collective, like [`Mpi::allreduce_max`].
+    pub fn start_allreduce_max(&self, values: &[i32]) -> Result<PendingAllreduce, String> {
+        let api = self.api();
         let n = c_int::try_from(values.len()).map_err(|_| "allreduce: too many values".to_string())?;
-        // SAFETY: send and receive buffers hold `n` ints each and do not
-        // overlap; handles are Open MPI's predefined objects.
-        let rc = unsafe {
-            (api.allreduce)(values.as_ptr().cast(), out.as_mut_ptr().cast(), n, api.int, api.op_max, api.comm_world)
+        let mut p = PendingAllreduce {
+            send: values.to_vec(),
+            recv: vec![0i32; values.len()],
+            request: std::ptr::null_mut(),
+            done: false,
         };
-        check("MPI_Allreduce", rc)?;
-        Ok(out)
+        // SAFETY: send and receive buffers hold `n` ints each and do not
+        // overlap; they are heap buffers owned by `p`, which does not let
+        // them go before the request completed (see its Drop); handles are
+        // Open MPI's predefined objects; `request` is a valid out pointer.
+        let rc = unsafe {
+            (api.iallreduce)(
+                p.send.as_ptr().cast(),
+                p.recv.as_mut_ptr().cast(),
+                n,
+                api.int,
+                api.op_max,
+                api.comm_world,
+                &mut p.request,
+            )
+        };
+        if rc != MPI_SUCCESS {
+            p.done = true;
+        }
+        check("MPI_Iallreduce", rc)?;
+        Ok(p)
+    }
+
+    /// Polls a started allreduce: `Some(result)` once it completed.
+    pub fn test(&self, p: &mut PendingAllreduce) -> Result<Option<Vec<i32>>, String> {
+        if p.done {
+            return Err("allreduce: already completed".into());
+        }
+        let api = self.api();
+        let mut flag: c_int = 0;
+        // SAFETY: `p.request` is a live request (not completed yet, see
+        // `done`); `flag` is a valid out pointer; MPI_STATUS_IGNORE is null.
+        let rc = unsafe { (api.test)(&mut p.request, &mut flag, std::ptr::null_mut()) };
+        if rc != MPI_SUCCESS {
+            p.done = true;
+        }
+        check("MPI_Test", rc)?;
+        if flag == 0 {
+            return Ok(None);
+        }
+        p.done = true;
+        Ok(Some(std::mem::take(&mut p.recv)))
+    }
+
+    /// Rank 0's `bytes` on every rank (`MPI_Bcast` of the length, then of
+    /// the bytes). Collective; other ranks' `bytes` are ignored.
+    pub fn broadcast_bytes(&self, bytes: &[u8], rank: usize) -> Result<Vec<u8>, String> {
+        let api = self.api();
+        let mut len =
+            c_int::try_from(bytes.len()).map_err(|_| format!("broadcast: {} bytes is too much", bytes.len()))?;
+        // SAFETY: one int, at a valid address, on every rank.
+        let rc = unsafe { (api.bcast)((&mut len as *mut c_int).cast(), 1, api.int, 0, api.comm_world) };
+        check("MPI_Bcast", rc)?;
+        let mut buf = if rank == 0 { bytes.to_vec() } else { vec![0u8; len.max(0) as usize] };
+        // SAFETY: `buf` holds `len` bytes on every rank (rank 0's data, a
+        // zeroed buffer of the broadcast length elsewhere).
+        let rc = unsafe { (api.bcast)(buf.as_mut_ptr().cast(), len, api.byte, 0, api.comm_world) };
+        check("MPI_Bcast", rc)?;
+        Ok(buf)
     }
 
     /// Gathers every rank's `bytes` at rank 0 (in rank order). Collective.
@@ -254,6 +336,36 @@ impl Mpi {
     }
 }
 
+/// A started `MPI_Iallreduce`: owns its buffers until MPI is done with
+/// them.
+pub struct PendingAllreduce {
+    send: Vec<i32>,
+    recv: Vec<i32>,
+    request: Handle,
+    done: bool,
+}
+
+// SAFETY: the request handle is only used through `Mpi`, whose lock
+// serialises every MPI call; the buffers are plain heap memory.
+unsafe impl Send for PendingAllreduce {}
+
+impl Drop for PendingAllreduce {
+    /// MPI still writes into `recv` until the request completes, so a
+    /// pending allreduce is completed (waited for) before its buffers go.
+    /// It completes once every rank made its matching call, which every
+    /// rank does (see `super::World`).
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(mpi) = super::MPI.get() {
+            let api = mpi.api();
+            // SAFETY: a live request whose buffers are still owned here.
+            unsafe { (api.wait)(&mut self.request, std::ptr::null_mut()) };
+        }
+    }
+}
+
 impl Api {
     fn bind(lib: &Library) -> Result<Api, String> {
         fn func<T: Copy>(lib: &Library, name: &str) -> Result<T, String> {
@@ -277,7 +389,10 @@ impl Api {
             comm_rank: func(lib, "MPI_Comm_rank")?,
             comm_size: func(lib, "MPI_Comm_size")?,
             barrier: func(lib, "MPI_Barrier")?,
-            allreduce: func(lib, "MPI_Allreduce")?,
+            iallreduce: func(lib, "MPI_Iallreduce")?,
+            test: func(lib, "MPI_Test")?,
+            wait: func(lib, "MPI_Wait")?,
+            bcast: func(lib, "MPI_Bcast")?,
             gather: func(lib, "MPI_Gather")?,
             gatherv: func(lib, "MPI_Gatherv")?,
             abort: func(lib, "MPI_Abort")?,

@@ -8,10 +8,11 @@
 //! outside `mpirun`, it is a world of one and nothing is loaded.
 //!
 //! **No rank waits forever for a rank that failed.** Every collective is an
-//! `MPI_Allreduce` (max) of a small status vector followed, at the end, by
-//! one gather:
+//! allreduce (max, always as `MPI_Iallreduce`, see [`ffi`]) of a small
+//! status vector followed, at the end, by one gather:
 //! - [`World::sync`] (a barrier: no rank leaves before every rank entered)
-//!   says "I am at a sync point, healthy";
+//!   says "I am at a sync point, healthy" ([`World::start_sync`] is the
+//!   same without blocking the caller);
 //! - [`World::finish`] says "I am done (ok or failed)" and repeats the
 //!   allreduce until every rank says so, then gathers.
 //!
@@ -51,6 +52,15 @@ pub enum Launch {
 /// Looks at the environment the launcher sets.
 pub fn detect() -> Launch {
     detect_from(|k| std::env::var_os(k).is_some())
+}
+
+/// The number of processes the MPI launcher started, read from its
+/// environment without loading MPI (1 outside a launcher).
+pub fn launched_size() -> usize {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().and_then(|v| v.parse().ok()))
+        .unwrap_or(1)
 }
 
 fn detect_from(has: impl Fn(&str) -> bool) -> Launch {
@@ -149,17 +159,35 @@ impl World {
     /// waiting for it. No-op in a world of one.
     pub fn sync(&self, what: &str) -> Result<(), Error> {
         let Some(mpi) = self.mpi else { return Ok(()) };
-        let mut v = [0i32; SLOTS];
-        v[AT_SYNC] = 1;
-        let r = mpi.allreduce_max(&v).map_err(mpi_error)?;
-        if r[FAILED_RANK] > 0 || r[DONE_RANK] > 0 {
-            STOPPED_BY_PEER.store(true, Ordering::SeqCst);
-            let who = if r[FAILED_RANK] > 0 { r[FAILED_RANK] } else { r[DONE_RANK] } - 1;
-            return Err(Error::failed(format!(
-                "stopped before {what}: rank {who} failed or finished early (its error is in the results)"
-            )));
+        let r = mpi.allreduce_max(&at_sync_status()).map_err(mpi_error)?;
+        sync_outcome(&r, what).map_err(|s| s.error)
+    }
+
+    /// [`World::sync`] without blocking: starts it, and
+    /// [`PendingSync::poll`] tells when every rank got there. The caller
+    /// keeps doing its work meanwhile (a training rank keeps its reads in
+    /// flight at the step barrier, as DLIO's loader workers do while the
+    /// main process waits in `MPI_Barrier`). In a world of one it is
+    /// complete at once.
+    pub fn start_sync(&self, what: &str) -> Result<PendingSync, Error> {
+        let pending = match self.mpi {
+            Some(mpi) => Some(mpi.start_allreduce_max(&at_sync_status()).map_err(mpi_error)?),
+            None => None,
+        };
+        Ok(PendingSync { mpi: self.mpi, pending, what: what.to_string() })
+    }
+
+    /// Rank 0's `bytes` on every rank (`MPI_Bcast`); alone, `bytes`.
+    ///
+    /// Not a status-carrying collective: a rank that failed would never
+    /// join it. So call it only right after a [`World::sync`] that passed,
+    /// with nothing in between that can fail or stop a rank (rank 0 sends
+    /// its failure as the bytes instead).
+    pub fn broadcast_from_root(&self, bytes: &[u8]) -> Result<Vec<u8>, Error> {
+        match self.mpi {
+            Some(mpi) => mpi.broadcast_bytes(bytes, self.rank).map_err(mpi_error),
+            None => Ok(bytes.to_vec()),
         }
-        Ok(())
     }
 
     /// The end of the run on every rank: waits (through any `sync` other
@@ -214,6 +242,65 @@ impl World {
     }
 }
 
+/// A sync started with [`World::start_sync`]. Dropping it unfinished
+/// waits for it (MPI owns its buffers until then).
+pub struct PendingSync {
+    mpi: Option<&'static Mpi>,
+    pending: Option<ffi::PendingAllreduce>,
+    what: String,
+}
+
+impl PendingSync {
+    /// `None` while some rank has not reached the sync yet; then, once,
+    /// what [`World::sync`] would have returned, telling a peer's failure
+    /// from a peer that finished (e.g. at the end of a timed run).
+    pub fn poll(&mut self) -> Option<Result<(), PeerStop>> {
+        let (Some(mpi), Some(p)) = (self.mpi, self.pending.as_mut()) else { return Some(Ok(())) };
+        match mpi.test(p) {
+            Ok(None) => None,
+            Ok(Some(r)) => {
+                self.pending = None;
+                Some(sync_outcome(&r, &self.what))
+            }
+            Err(e) => {
+                self.pending = None;
+                Some(Err(PeerStop { peer_failed: true, error: mpi_error(e) }))
+            }
+        }
+    }
+}
+
+/// The status vector of a rank at a sync point.
+fn at_sync_status() -> [i32; SLOTS] {
+    let mut v = [0i32; SLOTS];
+    v[AT_SYNC] = 1;
+    v
+}
+
+/// Why a sync ended this rank's work: another rank failed (or MPI did),
+/// or another rank finished without failing.
+#[derive(Debug)]
+pub struct PeerStop {
+    pub peer_failed: bool,
+    pub error: Error,
+}
+
+/// What a completed sync means for this rank: go on, or stop because
+/// another rank failed or finished.
+fn sync_outcome(r: &[i32], what: &str) -> Result<(), PeerStop> {
+    if r[FAILED_RANK] > 0 || r[DONE_RANK] > 0 {
+        STOPPED_BY_PEER.store(true, Ordering::SeqCst);
+        let who = if r[FAILED_RANK] > 0 { r[FAILED_RANK] } else { r[DONE_RANK] } - 1;
+        return Err(PeerStop {
+            peer_failed: r[FAILED_RANK] > 0,
+            error: Error::failed(format!(
+                "stopped before {what}: rank {who} failed or finished early (its error is in the results)"
+            )),
+        });
+    }
+    Ok(())
+}
+
 fn mpi_error(e: String) -> Error {
     Error::failed(format!("MPI: {e}"))
 }
@@ -262,6 +349,7 @@ mod tests {
         let w = World::single();
         assert!(w.is_root() && !w.is_multi());
         w.sync("the measured phase").unwrap();
+        assert!(w.start_sync("step 1").unwrap().poll().unwrap().is_ok());
         assert!(w.finish(false, b"x").unwrap().is_none());
         w.finalize();
     }

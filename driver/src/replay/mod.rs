@@ -31,6 +31,15 @@ use plan::Deletes;
 const MAX_QUEUE_DEPTH: u32 = 1024;
 
 pub fn replay(args: &ReplayArgs) -> Result<i32, Error> {
+    // Every rank would replay the whole trace into the same place and
+    // write its own results: refused until replay splits a trace by rank.
+    let ranks = crate::mpi::launched_size();
+    if ranks > 1 {
+        return Err(Error::usage(format!(
+            "mlpdrive replay does not run as an MPI job (not available yet; see docs/scale.md), and this is one of \
+             {ranks} ranks: run it without mpirun (one process replays the whole trace)"
+        )));
+    }
     // 1. Validate all input, read and plan the trace; create nothing.
     let deletes = match (&args.capacity, args.no_delete) {
         (Some(text), false) => {

@@ -49,6 +49,7 @@ pub fn run(env: &RunEnv, cfg: &CheckpointConfig) -> Result<WorkloadOutput, Error
     if writes == 0 {
         // A read-only run reads what an earlier run wrote: check it is all
         // there before starting (one listing, not one per rank).
+        env.world.sync("listing the checkpoints")?;
         check_present(env, &plan, &folder, reads)?;
     }
     let params = RankParams { queue_depth: cfg.queue_depth as usize, transfer_bytes: transfer, seed: env.common.seed };
@@ -277,14 +278,20 @@ pub fn merge_summary(cfg: &CheckpointConfig, summaries: &[serde_json::Value]) ->
 }
 
 /// Lists the checkpoint folder once and checks checkpoints 1..=`reads` are
-/// all there with the sizes this configuration writes.
+/// all there with the sizes this configuration writes. In an MPI job rank 0
+/// lists and broadcasts the listing (the spec: one listing, not one per
+/// rank); call it right after a sync every rank passed.
 fn check_present(env: &RunEnv, plan: &CheckpointPlan, folder: &str, reads: u32) -> Result<(), Error> {
-    let listed: HashMap<String, u64> = env
-        .target
-        .list(&format!("{folder}/"))
-        .map_err(|e| Error::failed(format!("cannot list the checkpoint folder {folder}: {e}")))?
-        .into_iter()
-        .collect();
+    let listing: Result<Vec<(String, u64)>, String> = if env.world.is_root() {
+        env.target.list(&format!("{folder}/")).map_err(|e| format!("cannot list the checkpoint folder {folder}: {e}"))
+    } else {
+        Ok(Vec::new())
+    };
+    let bytes = serde_json::to_vec(&listing).expect("a listing is plain data and always serialises");
+    let shared = env.world.broadcast_from_root(&bytes)?;
+    let listing: Result<Vec<(String, u64)>, String> = serde_json::from_slice(&shared)
+        .map_err(|e| Error::failed(format!("the checkpoint listing from rank 0 is unreadable: {e}")))?;
+    let listed: HashMap<String, u64> = listing.map_err(Error::failed)?.into_iter().collect();
     for step in 1..=reads {
         let dir = step_dir(folder, step);
         for f in plan.files.iter().flatten() {

@@ -7,6 +7,11 @@
 //! its size and fsynced). So a file whose size is right and whose first
 //! block holds the expected bytes was completely written: a rerun keeps it
 //! (resumable generation) and rewrites anything else.
+//!
+//! As the ranks of an MPI job (`mpirun -np N mlpdrive datagen …`) the files
+//! are shared out as DLIO's datagen does: rank r of N writes files r, r+N,
+//! r+2N, … (train files, then valid files, in one list); rank 0 gathers
+//! the counts and prints the job's line. See docs/scale.md.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +23,8 @@ use crate::config::{self, training::TrainingConfig};
 use crate::datasets::compose::Composer;
 use crate::datasets::{DatasetSpec, Split};
 use crate::engine::{self, Control, Data, Next, OpSource, Request, WorkerReport};
-use crate::error::{EXIT_FAILED, EXIT_OK, Error};
+use crate::error::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Error};
+use crate::mpi::World;
 use crate::recorder::{LiveCounters, SeriesKey};
 use crate::target::uri;
 use crate::target::{Completion, ObjectHandle, Op, OpKind, OpenOptions, Target};
@@ -38,7 +44,110 @@ struct Tally {
     bytes: AtomicU64,
 }
 
+/// What one process's generation did.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Outcome {
+    folder: String,
+    written: u64,
+    kept: u64,
+    bytes: u64,
+    secs: f64,
+    errors: u64,
+    first_error: Option<String>,
+    interrupted: bool,
+    /// A usage error (exit 2) stopped it before it wrote anything.
+    usage_error: Option<String>,
+}
+
 pub fn run(args: &DatagenArgs) -> Result<i32, Error> {
+    let world = World::init()?;
+    if !world.is_multi() {
+        let out = generate(args, &world)?;
+        world.finalize();
+        println!("{}", line(&out, 1));
+        return Ok(exit_code(&out));
+    }
+    // An MPI job: every rank takes part in the gather, whatever happened.
+    let out = generate(args, &world).unwrap_or_else(|e| match e {
+        Error::Usage(m) => Outcome { usage_error: Some(m), ..Outcome::default() },
+        Error::Failed(m) => Outcome { errors: 1, first_error: Some(m), ..Outcome::default() },
+    });
+    let bytes = serde_json::to_vec(&out).expect("a datagen outcome is plain data and always serialises");
+    let failed = out.usage_error.is_some() || exit_code(&out) != EXIT_OK;
+    let gathered = match world.finish(failed, &bytes) {
+        Ok(g) => g,
+        Err(e) => {
+            // MPI itself failed: end the job rather than risk a hang.
+            world.abort(EXIT_FAILED);
+            return Err(e);
+        }
+    };
+    let released = world.release();
+    world.finalize();
+    released?;
+    let Some(all) = gathered else {
+        // Not rank 0: this rank's own outcome, as it would be alone.
+        if let Some(m) = out.usage_error {
+            return Err(Error::usage(format!("rank {}: {m}", world.rank())));
+        }
+        if let Some(e) = &out.first_error {
+            eprintln!("mlpdrive datagen: rank {}: error: {e}", world.rank());
+        }
+        return Ok(exit_code(&out));
+    };
+    let outs: Vec<Outcome> = all
+        .iter()
+        .enumerate()
+        .map(|(r, b)| serde_json::from_slice(b).map_err(|e| Error::failed(format!("rank {r}: bad report: {e}"))))
+        .collect::<Result<_, _>>()?;
+    if let Some((r, m)) = outs.iter().enumerate().find_map(|(r, o)| o.usage_error.as_ref().map(|m| (r, m))) {
+        return Err(Error::usage(format!("rank {r}: {m}")));
+    }
+    let mut job = Outcome { folder: outs[0].folder.clone(), ..Outcome::default() };
+    for (r, o) in outs.iter().enumerate() {
+        job.written += o.written;
+        job.kept += o.kept;
+        job.bytes += o.bytes;
+        job.secs = job.secs.max(o.secs);
+        job.errors += o.errors;
+        job.interrupted |= o.interrupted;
+        if job.first_error.is_none() {
+            job.first_error = o.first_error.as_ref().map(|e| format!("rank {r}: {e}"));
+        }
+    }
+    println!("{}", line(&job, outs.len()));
+    Ok(exit_code(&job))
+}
+
+/// The summary line (the job's totals under MPI).
+fn line(o: &Outcome, ranks: usize) -> String {
+    let by = if ranks > 1 { format!(" by {ranks} MPI ranks") } else { String::new() };
+    format!(
+        "datagen {}: {} files written, {} kept (already valid), {} bytes in {:.1} s ({:.1} MB/s){by}",
+        o.folder,
+        o.written,
+        o.kept,
+        o.bytes,
+        o.secs,
+        o.bytes as f64 / 1e6 / o.secs.max(1e-9)
+    )
+}
+
+/// Prints the error, if any, and gives the exit code.
+fn exit_code(o: &Outcome) -> i32 {
+    if o.usage_error.is_some() {
+        return EXIT_USAGE;
+    }
+    if o.errors > 0 || o.interrupted {
+        let why = o.first_error.clone().unwrap_or_else(|| "interrupted".into());
+        eprintln!("mlpdrive datagen: error: {why} ({} errors); rerun to resume", o.errors);
+        return EXIT_FAILED;
+    }
+    EXIT_OK
+}
+
+/// This process's share of the data set (all of it alone).
+fn generate(args: &DatagenArgs, world: &World) -> Result<Outcome, Error> {
     let cfg = config::load(&args.workload, &args.set, None, None)?;
     if cfg.common.workload != "training" {
         return Err(Error::usage(format!(
@@ -60,13 +169,23 @@ pub fn run(args: &DatagenArgs) -> Result<i32, Error> {
     let opts =
         OpenOptions { direct: cfg.common.io.direct, use_uring: cfg.common.io.engine == config::EngineKind::IoUring };
     let target = crate::run::open_target(&tspec, opts, &cfg.common)?;
-    let files: Vec<(Split, u64)> =
+    let all: Vec<(Split, u64)> =
         [Split::Train, Split::Valid].into_iter().flat_map(|s| (0..spec.count(s)).map(move |i| (s, i))).collect();
+    // Rank r of N: files r, r+N, r+2N, … (alone: all of them).
+    let files: Vec<(Split, u64)> = all.into_iter().skip(world.rank()).step_by(world.size()).collect();
     let total = files.len() as u64;
-    if !args.quiet {
+    let quiet = args.quiet || !world.is_root();
+    if world.is_multi() && !quiet {
+        let n = world.size();
+        eprintln!(
+            "mlpdrive datagen: {n} MPI ranks: rank r writes files r, r+{n}, r+{}, … (progress is rank 0's)",
+            2 * n
+        );
+    }
+    if !quiet {
         eprintln!(
             "mlpdrive datagen: {} files ({} train, {} valid) of {} under {} in {}, {jobs} jobs",
-            total,
+            spec.num_files_train + spec.num_files_eval,
             spec.num_files_train,
             spec.num_files_eval,
             spec.format.as_str(),
@@ -90,7 +209,7 @@ pub fn run(args: &DatagenArgs) -> Result<i32, Error> {
         clock: clock.clone(),
     };
     let reports: Vec<Result<WorkerReport, Error>> = std::thread::scope(|s| {
-        let printer = (!args.quiet).then(|| s.spawn(|| progress(&tally, &done, total)));
+        let printer = (!quiet).then(|| s.spawn(|| progress(&tally, &done, total)));
         let handles: Vec<_> = (0..jobs)
             .map(|j| {
                 let mine: Vec<(Split, u64)> = files.iter().copied().skip(j as usize).step_by(jobs as usize).collect();
@@ -126,19 +245,17 @@ pub fn run(args: &DatagenArgs) -> Result<i32, Error> {
         errors.merge(&r?.errors);
     }
     let secs = clock.now().saturating_duration_since(started).as_secs_f64();
-    let (written, kept, bytes) =
-        (tally.written.load(Ordering::SeqCst), tally.kept.load(Ordering::SeqCst), tally.bytes.load(Ordering::SeqCst));
-    println!(
-        "datagen {}: {written} files written, {kept} kept (already valid), {bytes} bytes in {secs:.1} s ({:.1} MB/s)",
-        spec.folder,
-        bytes as f64 / 1e6 / secs.max(1e-9)
-    );
-    if errors.count > 0 || crate::signal::interrupted() {
-        let why = errors.first.unwrap_or_else(|| "interrupted".into());
-        eprintln!("mlpdrive datagen: error: {why} ({} errors); rerun to resume", errors.count);
-        return Ok(EXIT_FAILED);
-    }
-    Ok(EXIT_OK)
+    Ok(Outcome {
+        folder: spec.folder.clone(),
+        written: tally.written.load(Ordering::SeqCst),
+        kept: tally.kept.load(Ordering::SeqCst),
+        bytes: tally.bytes.load(Ordering::SeqCst),
+        secs,
+        errors: errors.count,
+        first_error: errors.first,
+        interrupted: crate::signal::interrupted(),
+        usage_error: None,
+    })
 }
 
 fn progress(tally: &Tally, done: &AtomicBool, total: u64) {

@@ -77,6 +77,12 @@ pub fn reference_metrics(epochs: &[Vec<EpochTimeline>], p: &MetricParams) -> Val
         au.push(mean_stdev(&per).0);
         thr.push(accs.iter().map(|a| a.throughput_samples_per_s(p.batch_size, p.dlio_v2_throughput)).sum::<f64>());
     }
+    metrics_from_epochs(au, thr, p)
+}
+
+/// The metric keys from per-epoch AU (percent, mean over accelerators)
+/// and throughput (samples/s, sum over accelerators).
+pub fn metrics_from_epochs(au: Vec<f64>, thr: Vec<f64>, p: &MetricParams) -> Value {
     let (au_mean, au_sd) = mean_stdev(&au);
     let (thr_mean, thr_sd) = mean_stdev(&thr);
     let mib = (1u64 << 20) as f64;

@@ -12,8 +12,10 @@
 pub mod datagen;
 pub mod metrics;
 pub mod plan;
+pub mod ranks;
 pub mod source;
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
@@ -25,6 +27,7 @@ use crate::config::training::{MIN_STEPS_PER_EPOCH, TrainingConfig};
 use crate::datasets::{DatasetSpec, Split};
 use crate::engine::{self, WorkerReport};
 use crate::error::Error;
+use crate::mpi::World;
 use crate::results::raw_op_summary;
 use metrics::{MetricParams, mean_stdev, reference_metrics};
 use source::{EpochRecord, READ_KEY, SourceParams, TrainSource};
@@ -60,8 +63,28 @@ pub fn check(t: &TrainingConfig) -> Result<Vec<String>, Error> {
     Ok(invalid)
 }
 
+/// In an MPI job every rank runs the same number of the job's
+/// `accelerators` (the rules: every host runs the same number of simulated
+/// accelerators). Returns the ones this process runs.
+pub fn hosted_accelerators(t: &TrainingConfig, world: &World) -> Result<Range<u32>, Error> {
+    let n = world.size() as u32;
+    if !t.accelerators.is_multiple_of(n) {
+        return Err(Error::usage(format!(
+            "config key `accelerators`: {} accelerators cannot be shared evenly by {n} MPI ranks (every rank runs the \
+             same number, as every MLPerf host does); set --set accelerators={} (a multiple of {n}) or start a \
+             number of ranks that divides {}",
+            t.accelerators,
+            n * t.accelerators.div_ceil(n),
+            t.accelerators
+        )));
+    }
+    let r = world.share(t.accelerators as usize);
+    Ok(r.start as u32..r.end as u32)
+}
+
 pub fn run(env: &RunEnv, t: &TrainingConfig) -> Result<WorkloadOutput, Error> {
     let invalid = check(t)?;
+    let hosted = hosted_accelerators(t, env.world)?;
     let seed = env.common.seed;
     let spec = Arc::new(DatasetSpec::from_config(t, seed));
     let mut notes = notes_for(t);
@@ -98,7 +121,7 @@ pub fn run(env: &RunEnv, t: &TrainingConfig) -> Result<WorkloadOutput, Error> {
 
     let align = env.target.info().caps.align as u64;
     let request_bytes = align_up(t.request_bytes(), align);
-    let readers = t.accelerators as usize * t.reader.read_threads as usize;
+    let readers = hosted.len() * t.reader.read_threads as usize;
     // One spare slot so the engine can always ask the source for its next
     // move (a compute end) while every reader has a request in flight.
     let depth = readers * t.reader_queue_depth as usize + 1;
@@ -107,6 +130,8 @@ pub fn run(env: &RunEnv, t: &TrainingConfig) -> Result<WorkloadOutput, Error> {
         spec: spec.clone(),
         handles,
         accelerators: t.accelerators,
+        hosted: hosted.clone(),
+        world: *env.world,
         read_threads: t.reader.read_threads,
         reader_depth: t.reader_queue_depth,
         batches_in_flight: t.batches_in_flight(),
@@ -125,7 +150,8 @@ pub fn run(env: &RunEnv, t: &TrainingConfig) -> Result<WorkloadOutput, Error> {
         env.target.queue(depth, &mut pool).map_err(|e| Error::failed(format!("cannot set up the read queue: {e}")))?;
     let mut src = TrainSource::new(params);
     let usage0 = crate::rusage::self_usage();
-    let start = env.phase.begin_measure(env.clock.now());
+    // Every MPI rank starts reading together (alone: at once).
+    let start = env.begin_measure()?;
     let deadline = env.common.duration.map(|d| start + d);
     let ctl = env.control(deadline, false);
     let mut report = WorkerReport::default();
@@ -138,6 +164,13 @@ pub fn run(env: &RunEnv, t: &TrainingConfig) -> Result<WorkloadOutput, Error> {
     let mut errors = report.errors;
     if let Some(e) = src.error.take() {
         errors.add(|| e);
+    }
+    if src.peer_finished && deadline.is_none() {
+        errors.add(|| {
+            "another MPI rank finished its run while this one had steps left (was it given a shorter --duration or \
+             fewer epochs?)"
+                .into()
+        });
     }
     if errors.count == 0 && !src.finished && !crate::signal::interrupted() && deadline.is_none() {
         errors.add(|| "internal: the training loop stopped before its last epoch".into());
@@ -152,7 +185,7 @@ pub fn run(env: &RunEnv, t: &TrainingConfig) -> Result<WorkloadOutput, Error> {
     let mut verify_outcome = std::mem::take(&mut src.verify);
     verify_outcome.merge(&report.verify);
     let cpu_s = usage.cpu_user_s + usage.cpu_sys_s;
-    let summary = build_summary(
+    let mut summary = build_summary(
         t,
         &src.epochs_done,
         &src.batch_load_ns,
@@ -161,7 +194,11 @@ pub fn run(env: &RunEnv, t: &TrainingConfig) -> Result<WorkloadOutput, Error> {
         cpu_s,
         &invalid,
         dataset_bytes,
+        hosted.len() as u32,
     );
+    if env.world.is_multi() {
+        ranks::add_rank_keys(&mut summary, env.world, &hosted, &src.batch_load_ns);
+    }
     if !invalid.is_empty() {
         notes.push(format!("results INVALID for submission: {}", invalid.join("; ")));
     }
@@ -192,9 +229,12 @@ fn notes_for(t: &TrainingConfig) -> Vec<String> {
 
 /// Percentiles of a list of nanosecond values, in microseconds.
 fn latency_us(ns: &[u64]) -> Value {
-    let mut h = Histogram::<u64>::new(3).expect("histogram");
+    // `saturating_record` would clamp to the initial 2 ns bound instead of
+    // growing the histogram: size it for a minute and let it grow beyond.
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds are valid");
+    h.auto(true);
     for &v in ns {
-        h.saturating_record(v.max(1));
+        let _ = h.record(v.max(1));
     }
     let us = |q: f64| if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e3 };
     json!({
@@ -218,6 +258,7 @@ pub fn build_summary(
     cpu_s: f64,
     invalid: &[String],
     dataset_bytes: u64,
+    hosted_accelerators: u32,
 ) -> Value {
     let timelines: Vec<Vec<_>> = epochs.iter().map(|e| e.accelerators.clone()).collect();
     let params = MetricParams {
@@ -227,7 +268,7 @@ pub fn build_summary(
         dlio_v2_throughput: t.dlio_v2_throughput,
     };
     let metric = reference_metrics(&timelines, &params);
-    let samples_per_epoch = t.steps_per_epoch() * t.reader.batch_size * u64::from(t.accelerators);
+    let samples_per_epoch = t.steps_per_epoch() * t.reader.batch_size * u64::from(hosted_accelerators);
     let per_epoch: Vec<Value> = epochs
         .iter()
         .enumerate()
@@ -288,6 +329,14 @@ mod tests {
     use super::metrics::EpochTimeline;
     use super::*;
 
+    #[test]
+    fn batch_load_percentiles_are_of_the_real_values() {
+        let v = latency_us(&[1_000_000; 99].iter().copied().chain([40_000_000]).collect::<Vec<_>>());
+        assert_eq!(v["count"], 100);
+        assert!((v["p50"].as_f64().unwrap() - 1000.0).abs() < 1.0, "{v}");
+        assert!((v["max"].as_f64().unwrap() - 40_000.0).abs() < 40.0, "{v}");
+    }
+
     /// docs/results-schema.md names every key of the training summary.
     #[test]
     fn schema_doc_names_every_summary_field() {
@@ -298,7 +347,16 @@ mod tests {
         let epochs = vec![EpochRecord { accelerators: vec![tl.clone(), tl], bytes_read: 10, wall_s: 2.0 }];
         let mut rec = crate::recorder::Recorder::new();
         rec.record(&READ_KEY, 1000, 10);
-        let s = build_summary(&t, &epochs, &[5, 6], &rec, 2.0, 0.1, &["short".into()], 10);
+        let mut s = build_summary(&t, &epochs, &[5, 6], &rec, 2.0, 0.1, &["short".into()], 10, 2);
+        // The keys an MPI rank adds to its own summary, and the merged one's.
+        let w = World::single();
+        ranks::add_rank_keys(&mut s, &w, &(0..2), &[5, 6]);
+        let merged = ranks::merge_summary(&[s.clone(), s.clone()], &rec, &["h".into(), "h".into()], 2.0);
+        for (k, v) in merged.as_object().unwrap() {
+            if s.get(k).is_none() {
+                s[k] = v.clone();
+            }
+        }
         fn keys(prefix: &str, v: &Value, out: &mut Vec<String>) {
             match v {
                 Value::Object(o) => {
@@ -314,6 +372,8 @@ mod tests {
         }
         let mut all = Vec::new();
         keys("", &s, &mut all);
+        // The histogram a rank ships to rank 0 is documented as one key.
+        all.retain(|p| !p.starts_with("measured.batch_load_wire."));
         let section = DOC.split("### summary (training)").nth(1).expect("a training summary section");
         let missing: Vec<&String> = all
             .iter()

@@ -9,11 +9,19 @@
 //! (`reader_queue_depth` in flight), finishing a file before it opens the
 //! next. Step i: wait for batch i (load), wait `computation_time`
 //! (compute, via `Next::WaitUntil`), then a barrier across all
-//! accelerators. Epochs start and end with a barrier.
+//! accelerators — of this process and, in an MPI job, of every rank
+//! (a nonblocking sync polled while the readers keep prefetching, as
+//! DLIO's loader workers read on while the rank waits in `MPI_Barrier`).
+//! Epochs start and end with a barrier.
+//!
+//! In an MPI job the epoch's sample plan is the job's (every accelerator
+//! of every rank, one seeded shuffle); this process runs the accelerators
+//! `hosted`, so together the ranks read each file once per epoch.
 //!
 //! Time comes only from the engine's `now` and completion timestamps.
 
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +34,7 @@ use crate::datagen::VerifyOutcome;
 use crate::datasets::compose::Layout;
 use crate::datasets::{DatasetSpec, Split};
 use crate::engine::{Data, Next, OpSource, Request};
+use crate::mpi::{PendingSync, World};
 use crate::recorder::SeriesKey;
 use crate::target::{Completion, ObjectHandle, Op, OpKind};
 
@@ -33,12 +42,21 @@ use super::metrics::EpochTimeline;
 
 pub const READ_KEY: SeriesKey = SeriesKey { phase: "measure", op: OpKind::Read, tier: "storage" };
 
+/// How often a step barrier across MPI ranks is polled while it waits.
+const RANK_BARRIER_POLL: Duration = Duration::from_micros(200);
+
 /// Everything the source needs that does not change during the run.
 pub struct SourceParams {
     pub spec: Arc<DatasetSpec>,
     /// Handle of every training file, by index.
     pub handles: Vec<ObjectHandle>,
+    /// Accelerators of the whole job (every MPI rank's).
     pub accelerators: u32,
+    /// The ones this process runs (all of them alone).
+    pub hosted: Range<u32>,
+    /// This process's MPI job (a world of one alone): the step barrier
+    /// spans its ranks.
+    pub world: World,
     pub read_threads: u32,
     pub reader_depth: u32,
     pub batches_in_flight: u64,
@@ -123,6 +141,18 @@ pub struct TrainSource {
     pub finished: bool,
     /// Steps completed over all epochs.
     pub steps_done: u64,
+    /// The step barrier across MPI ranks, while it waits.
+    rank_sync: Option<PendingSync>,
+    /// Another rank finished (without failing) while this one waited at a
+    /// step barrier: the end of a timed run.
+    pub peer_finished: bool,
+}
+
+/// Where the step barrier across MPI ranks stands.
+enum RankBarrier {
+    Waiting,
+    Passed,
+    Stopped,
 }
 
 impl TrainSource {
@@ -142,6 +172,44 @@ impl TrainSource {
             error: None,
             finished: false,
             steps_done: 0,
+            rank_sync: None,
+            peer_finished: false,
+        }
+    }
+
+    /// The step barrier across MPI ranks (passed at once alone). A rank
+    /// that failed or finished stops this one: a failure as an error, a
+    /// peer that finished (its `--duration` ran out) as the end of the run.
+    fn rank_barrier(&mut self) -> RankBarrier {
+        if !self.p.world.is_multi() {
+            return RankBarrier::Passed;
+        }
+        if self.rank_sync.is_none() {
+            let step = self.accels.first().map_or(0, |a| a.step) + 2;
+            let what = format!("step {step} of epoch {}", self.epoch + 1);
+            match self.p.world.start_sync(&what) {
+                Ok(s) => self.rank_sync = Some(s),
+                Err(e) => {
+                    self.error.get_or_insert_with(|| e.to_string());
+                    return RankBarrier::Stopped;
+                }
+            }
+        }
+        match self.rank_sync.as_mut().and_then(PendingSync::poll) {
+            None => RankBarrier::Waiting,
+            Some(Ok(())) => {
+                self.rank_sync = None;
+                RankBarrier::Passed
+            }
+            Some(Err(stop)) => {
+                self.rank_sync = None;
+                if stop.peer_failed {
+                    self.error.get_or_insert_with(|| stop.error.to_string());
+                } else {
+                    self.peer_finished = true;
+                }
+                RankBarrier::Stopped
+            }
         }
     }
 
@@ -150,7 +218,7 @@ impl TrainSource {
     }
 
     fn start_epoch(&mut self, now: Instant) {
-        let plans = epoch_samples(
+        let all = epoch_samples(
             self.p.shuffle,
             self.p.seed,
             self.epoch,
@@ -160,6 +228,7 @@ impl TrainSource {
             self.p.steps,
             self.p.batch,
         );
+        let plans = all.into_iter().skip(self.p.hosted.start as usize).take(self.p.hosted.len());
         let w = self.p.read_threads as usize;
         let start_s = self.secs(now);
         self.accels = plans
@@ -211,6 +280,14 @@ impl TrainSource {
         }
         // The barrier: everyone's step done → the next step (or epoch end).
         if !self.accels.is_empty() && self.accels.iter().all(|a| matches!(a.phase, Phase::Barrier)) {
+            match self.rank_barrier() {
+                RankBarrier::Passed => {}
+                RankBarrier::Waiting => {
+                    let poll = now + RANK_BARRIER_POLL;
+                    return (Some(wake.map_or(poll, |w| w.min(poll))), changed);
+                }
+                RankBarrier::Stopped => return (None, true),
+            }
             self.steps_done += 1;
             for a in &mut self.accels {
                 a.step += 1;
@@ -353,7 +430,7 @@ impl TrainSource {
 
 impl OpSource for TrainSource {
     fn next(&mut self, now: Instant) -> Next {
-        if self.error.is_some() || self.finished {
+        if self.error.is_some() || self.finished || self.peer_finished {
             return Next::Done;
         }
         if self.origin.is_none() {
@@ -373,7 +450,7 @@ impl OpSource for TrainSource {
                 }
             }
             let (wake, advanced) = self.advance(now);
-            if self.finished {
+            if self.finished || self.error.is_some() || self.peer_finished {
                 return Next::Done;
             }
             if let Some(req) = self.next_read() {

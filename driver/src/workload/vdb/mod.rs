@@ -18,6 +18,7 @@ pub mod graph;
 pub mod layout;
 mod par;
 pub mod quant;
+pub mod ranks;
 pub mod search;
 mod write;
 
@@ -191,12 +192,26 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
     env.phase.set("index-write");
     let mut untimed = Recorder::new();
     let t_write = env.clock.now();
-    let obj = write::write_index(env, INDEX_NAME, &p.file, &mut untimed)?;
-    let write_s = env.clock.now().saturating_duration_since(t_write).as_secs_f64();
+    // In an MPI job rank 0 writes the index and every rank searches that
+    // one file (vdbbench: one collection, every worker queries it); each
+    // rank built the same index in RAM (same seed) for its codes.
+    let obj = if env.world.is_root() {
+        let obj = write::write_index(env, INDEX_NAME, &p.file, &mut untimed)?;
+        env.world.sync("opening the index")?;
+        obj
+    } else {
+        env.world.sync("opening the index")?;
+        ranks::open_index(env, INDEX_NAME, p.layout.file_size)?
+    };
+    // Only rank 0 wrote: another rank's wait for it is not a write time.
+    let write_s =
+        if env.world.is_root() { env.clock.now().saturating_duration_since(t_write).as_secs_f64() } else { 0.0 };
+    // This rank's share of the queries (all of them alone).
+    let queries = env.world.share((cfg.num_query_vectors * cfg.query_passes) as usize);
 
     // The measured window: queries by beam search, one sweep point after
-    // another (one point without a sweep).
-    let start = env.phase.begin_measure(env.clock.now());
+    // another (one point without a sweep); every rank starts each together.
+    let start = env.begin_measure()?;
     let mut recorder = Recorder::new();
     let mut errors = crate::engine::ErrorTally::default();
     let mut verify = None;
@@ -204,7 +219,10 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
     let mut points = Vec::new();
     let mut last_end = start;
     let mut failed_queries = 0;
-    for (beam_width, search_list) in cfg.sweep_points() {
+    for (i, (beam_width, search_list)) in cfg.sweep_points().into_iter().enumerate() {
+        if i > 0 {
+            env.world.sync(&format!("sweep point {}", i + 1))?;
+        }
         let point_start = env.clock.now();
         let deadline = env.common.duration.map(|d| point_start + d);
         let ctl = env.control(deadline, false);
@@ -214,7 +232,8 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
             search_list: search_list as usize,
             k: cfg.k as usize,
             queries_in_flight: cfg.queries_in_flight as usize,
-            total_queries: (cfg.num_query_vectors * cfg.query_passes) as usize,
+            total_queries: queries.len(),
+            first_query: queries.start,
         };
         let mut src = BeamSearch::new(p.layout, obj, &p.sq, &p.queries, params, search::read_key());
         let mut pool = BufPool::new(qd, p.layout.read_len() as usize, align as usize);
@@ -258,7 +277,10 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
     if failed_queries > 0 {
         notes.push(format!("vdb: {failed_queries} queries abandoned after a failed read (not counted)"));
     }
-    let summary = summary(cfg, &p, &points, write_s, cpu_timed);
+    let mut summary = summary(cfg, &p, &points, write_s, cpu_timed);
+    if env.world.is_multi() {
+        ranks::add_rank_keys(&mut summary, env.world, &queries, &points);
+    }
     if points.len() > 1 {
         notes.extend(sweep_lines(cfg, &summary));
     }
@@ -422,6 +444,7 @@ mod tests {
             k: cfg.k as usize,
             queries_in_flight: cfg.queries_in_flight as usize,
             total_queries: cfg.num_query_vectors as usize,
+            first_query: 0,
         };
         let mut src = BeamSearch::new(p.layout, ObjectHandle(0), &p.sq, &p.queries, params, search::read_key());
         let mut now = Instant::now();
@@ -513,7 +536,9 @@ mod tests {
         const DOC: &str = include_str!("../../../../docs/results-schema.md");
         let cfg = small_config();
         let p = prepare(&cfg, 1, &Instant::now).expect("prepare");
-        let s = summary(&cfg, &p, &[], 0.0, true);
+        let mut s = summary(&cfg, &p, &[], 0.0, true);
+        // With the keys an MPI rank adds to its own.
+        ranks::add_rank_keys(&mut s, &crate::mpi::World::single(), &(0..1), &[]);
         let missing: Vec<&String> =
             s.as_object().expect("object").keys().filter(|k| !DOC.contains(&format!("`summary.{k}`"))).collect();
         assert!(missing.is_empty(), "vdb summary fields missing from docs/results-schema.md: {missing:?}");

@@ -28,6 +28,9 @@ pub struct SearchParams {
     pub queries_in_flight: usize,
     /// Queries to run: the query set cycled this many times in total.
     pub total_queries: usize,
+    /// The serial number of the first (an MPI rank runs its share of the
+    /// job's queries, `first_query..first_query + total_queries`).
+    pub first_query: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -54,7 +57,7 @@ struct Query {
 }
 
 /// One finished query.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Answer {
     pub qi: usize,
     pub ids: Vec<u32>,
@@ -113,7 +116,7 @@ impl<'a> BeamSearch<'a> {
     }
 
     fn start(&mut self, slot: usize, now: Instant) {
-        let serial = self.started;
+        let serial = self.p.first_query + self.started;
         let qi = serial % self.queries.rows();
         self.started += 1;
         let m = self.layout.medoid as u32;
