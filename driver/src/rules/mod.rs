@@ -96,6 +96,12 @@ impl Finding {
         self.verdict = verdict;
         self
     }
+
+    /// Names the flag that supplies a missing input (for `NOT CHECKED`).
+    pub fn expected_flag(mut self, flag: &str) -> Finding {
+        self.expected = format!("{} (give {flag})", self.expected);
+        self
+    }
 }
 
 /// Inputs the results do not hold, from the command line.
@@ -245,7 +251,7 @@ pub fn check(runs: &[Run], division: Division, inputs: &Inputs) -> RulesReport {
         findings.extend(common::check_run(run, division));
         match run.result.workload.as_str() {
             "training" => findings.extend(training::check_run(run, division, inputs)),
-            "checkpoint" => findings.extend(checkpoint::check_run(run, division)),
+            "checkpoint" => findings.extend(checkpoint::check_run(run, division, inputs)),
             "kvcache" => findings.extend(kvcache::check_run(run, division)),
             "vdb" => findings.extend(vdb::check_run(run, division, inputs)),
             _ => {}
