@@ -104,7 +104,7 @@ fn smoke_suite_runs_every_workload_checks_the_rules_and_reports_them_all() {
     assert!(html.contains("NOT A VALID MLPERF SUBMISSION"));
     assert!(html.contains("7 run(s)"), "one report over all runs");
     for workload in ["training", "checkpoint", "kvcache", "vdb"] {
-        assert!(html.contains(&format!("({workload})")), "{workload} in the HTML report");
+        assert!(html.contains(&format!("<tr><th>workload</th><td>{workload} (")), "{workload} in the HTML report");
     }
     assert!(html.contains("data-plot=\"au-per-epoch\"") && html.contains("data-plot=\"checkpoint-ranks\""));
     let md = std::fs::read_to_string(out.join("report.md")).expect("report.md");
