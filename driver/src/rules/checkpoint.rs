@@ -188,7 +188,9 @@ fn phase_pause(r: &crate::results::RunResult) -> Finding {
             "checkpoint.phase-pause",
             id,
             false,
-            format!("a run of one phase ({writes} saves, {reads} loads): the pause to the other run is not in the results"),
+            format!(
+                "a run of one phase ({writes} saves, {reads} loads): the pause to the other run is not in the results"
+            ),
             format!("{want}; run saves and loads in one run to have it checked"),
         )
         .with(Verdict::NotChecked);
@@ -383,9 +385,15 @@ mod tests {
         assert_eq!(verdict(&g, "checkpoint.count"), Verdict::Fail);
         assert!(finding(&g, "checkpoint.count").found.contains("5 saves and 0 loads"));
         // OPEN: 16 ranks is a multiple of TP x PP = 8.
-        assert_eq!(verdict(&check_run(&run, Division::Open, &Inputs::default()), "checkpoint.processes"), Verdict::Pass);
+        assert_eq!(
+            verdict(&check_run(&run, Division::Open, &Inputs::default()), "checkpoint.processes"),
+            Verdict::Pass
+        );
         run.result.config["ranks"] = 12.into();
-        assert_eq!(verdict(&check_run(&run, Division::Open, &Inputs::default()), "checkpoint.processes"), Verdict::Fail);
+        assert_eq!(
+            verdict(&check_run(&run, Division::Open, &Inputs::default()), "checkpoint.processes"),
+            Verdict::Fail
+        );
     }
 
     #[test]
@@ -400,7 +408,10 @@ mod tests {
         let f = check_run(&run, Division::Closed, &Inputs::default());
         assert_eq!(verdict(&f, "checkpoint.reference"), Verdict::Fail, "there is no 8b subset");
         let smoke = run_of("checkpoint-smoke", summary("checkpoint-smoke", 2, 2));
-        assert_eq!(verdict(&check_run(&smoke, Division::Open, &Inputs::default()), "checkpoint.reference"), Verdict::Fail);
+        assert_eq!(
+            verdict(&check_run(&smoke, Division::Open, &Inputs::default()), "checkpoint.reference"),
+            Verdict::Fail
+        );
     }
 
     #[test]

@@ -123,7 +123,10 @@ pub fn check_run(run: &Run, division: Division) -> Vec<Finding> {
                 id,
                 ok,
                 format!("rank seeds {}", shown(&got)),
-                format!("rank r with seed {SEED} + r: {}", want.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
+                format!(
+                    "rank r with seed {SEED} + r: {}",
+                    want.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                ),
             )
             .with(if ok || closed { verdict(ok) } else { Verdict::Info }),
         );
