@@ -46,6 +46,60 @@ pub enum Command {
     /// MLPerf Storage run rules (`rules check RESULTS_DIR`).
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Run a whole benchmark sequence (`suite mlperf`: every MLPerf Storage run, the rules check, one report).
+    #[command(subcommand)]
+    Suite(SuiteCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SuiteCommand {
+    /// The MLPerf Storage sequence: training datagen + warm-up + 5 runs, checkpoint 10 + 10,
+    /// KV cache options 1-3 x 3 trials, vdb x 5; then `rules check` and one report (docs/suite.md).
+    Mlperf(SuiteArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SuiteArgs {
+    /// Where every step's I/O goes: file://DIR, dev:///dev/X, nbd://HOST:PORT/EXPORT, s3://BUCKET[/PREFIX].
+    #[arg(long, short = 't', value_name = "URI")]
+    pub target: String,
+    /// The division whose rules the check applies.
+    #[arg(long, value_enum, default_value = "closed")]
+    pub division: crate::rules::Division,
+    /// The suite's directory (new, or empty): one subdirectory per step, suite.json, rules and reports
+    /// [default: a new ./mlpdrive-suite-<time>].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// full: the MLPerf-sized presets, repetitions and pauses (hours); smoke: CI-sized, one
+    /// repetition each, near-zero pauses (seconds), NOT a valid submission.
+    #[arg(long, value_enum, default_value = "full")]
+    pub scale: crate::suite::plan::Scale,
+    /// Training preset or YAML file [default: training/unet3d_h100; smoke: training-smoke].
+    #[arg(long, value_name = "PRESET")]
+    pub training: Option<String>,
+    /// Checkpoint preset or YAML file [default: checkpoint/llama3-8b; smoke: checkpoint-smoke].
+    #[arg(long, value_name = "PRESET")]
+    pub checkpoint: Option<String>,
+    /// Vector database preset or YAML file [default: vdb/vdb-smoke, the only one there is].
+    #[arg(long, value_name = "PRESET")]
+    pub vdb: Option<String>,
+    /// Override a key of one workload's runs, e.g. --set training:dataset.num_files_train=28000 (repeatable).
+    #[arg(long = "set", short = 's', value_name = "WORKLOAD:KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Pause between the KV cache options [default: 90s; smoke: 200ms].
+    #[arg(long, value_name = "D")]
+    pub kv_option_delay: Option<String>,
+    /// Memory of each client host in GiB (the rules check's training data set size rule).
+    #[arg(long, value_name = "GIB")]
+    pub client_memory_gib: Option<f64>,
+    /// The minimum recall@k the vdb runs must reach (the rules check).
+    #[arg(long, value_name = "R")]
+    pub vdb_min_recall: Option<f64>,
+    /// No progress bars of the runs on stderr (the suite's step lines stay).
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub safety: SafetyArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -413,6 +467,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             },
             json: args.json,
         }),
+        Command::Suite(SuiteCommand::Mlperf(args)) => crate::suite::run(&suite_options(&args)?),
         Command::Check(args) => crate::check::run(&crate::check::CheckOptions {
             oplog: args.oplog,
             journal: args.journal,
@@ -422,6 +477,34 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
             quiet: args.quiet,
         }),
     }
+}
+
+fn suite_options(args: &SuiteArgs) -> Result<crate::suite::SuiteOptions, Error> {
+    let sets = args.set.iter().map(|s| crate::suite::plan::parse_set(s)).collect::<Result<Vec<_>, _>>()?;
+    let kv_option_delay = args
+        .kv_option_delay
+        .as_deref()
+        .map(|d| {
+            humantime::parse_duration(d)
+                .map_err(|e| Error::usage(format!("--kv-option-delay '{d}': {e}; give a duration like 90s or 200ms")))
+        })
+        .transpose()?;
+    Ok(crate::suite::SuiteOptions {
+        target: args.target.clone(),
+        division: args.division,
+        out: args.out.clone(),
+        choice: crate::suite::plan::Choice {
+            scale: args.scale,
+            training: args.training.clone(),
+            checkpoint: args.checkpoint.clone(),
+            vdb: args.vdb.clone(),
+            sets,
+            kv_option_delay,
+        },
+        inputs: crate::rules::Inputs { client_memory_gib: args.client_memory_gib, vdb_min_recall: args.vdb_min_recall },
+        safety: args.safety.flags(),
+        quiet: args.quiet,
+    })
 }
 
 fn workloads_text() -> String {

@@ -31,6 +31,7 @@ pub mod serve;
 pub mod shim_cmd;
 pub mod shim_verify;
 pub mod signal;
+pub mod suite;
 pub mod target;
 pub mod units;
 pub mod workload;

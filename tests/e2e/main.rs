@@ -20,6 +20,7 @@ mod roundtrip;
 mod s3;
 mod s3_server;
 mod shim;
+mod suite;
 mod training;
 mod vdb;
 mod virtual_clock;

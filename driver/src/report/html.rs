@@ -42,6 +42,12 @@ pub fn esc(s: &str) -> String {
 }
 
 pub fn render(report: &Report) -> String {
+    render_with_preface(report, "")
+}
+
+/// The page with `preface` (trusted HTML, e.g. the suite's summary from
+/// `mlpdrive suite`) placed after the heading, before the runs.
+pub fn render_with_preface(report: &Report, preface: &str) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
@@ -50,6 +56,7 @@ pub fn render(report: &Report) -> String {
         report.runs.len(),
         esc(&report.mlpdrive_version)
     );
+    out.push_str(preface);
     if let Some(c) = &report.comparison {
         out.push_str("<section id=\"comparison\">\n<h2>Comparison (ratios to [1])</h2>\n");
         if let Some(w) = report.mixed_workloads() {

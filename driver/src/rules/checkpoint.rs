@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::reference::{self, HARNESS_KEYS};
-use super::{Division, Finding, Run, Verdict};
+use super::{Division, Finding, Inputs, Run, Verdict};
 use crate::report::metrics::at;
 
 /// MPI processes of the CLOSED job, per model.
@@ -61,7 +61,7 @@ pub fn reference_bytes(preset: &str) -> Option<u64> {
     Some(crate::workload::checkpoint::model::CheckpointPlan::from_config(&ck).total_bytes())
 }
 
-pub fn check_run(run: &Run, division: Division) -> Vec<Finding> {
+pub fn check_run(run: &Run, division: Division, inputs: &Inputs) -> Vec<Finding> {
     let r = &run.result;
     let id = r.run_id.as_str();
     let c = &r.config;
@@ -155,7 +155,151 @@ pub fn check_run(run: &Run, division: Division) -> Vec<Finding> {
             format!("at most {ranks} x 80 GB = {memory} bytes (the checker's accelerator memory)"),
         ));
     }
+    out.push(phase_pause(r));
+    let hosts = ranks_per_host(r, ranks);
+    out.push(processes_per_host(id, &hosts));
+    out.push(cache_flush(r, inputs, bytes, hosts.len() as u64));
     out
+}
+
+/// The v3 validator's longest pause between the save phase and the load phase.
+pub const MAX_PHASE_PAUSE_S: f64 = 30.0;
+
+/// The rules ask for more than this many processes per host.
+pub const MIN_PROCESSES_PER_HOST_EXCLUSIVE: u64 = 4;
+
+/// Below this many times the client's RAM of data written per host, the
+/// page cache could hold the checkpoints, so the rules want a flush
+/// between saves and loads (`checkpointDataSizeRatio`).
+pub const CACHE_FLUSH_RATIO: f64 = 3.0;
+
+/// `checkpoint.phase-pause`: in a run of both phases, the first load starts
+/// `time_between_checkpoints` after the last save (every checkpoint does),
+/// which must be at most 30 s. Separate save and load runs: their gap is not
+/// in the results (a run records its start, not its end).
+fn phase_pause(r: &crate::results::RunResult) -> Finding {
+    let c = &r.config;
+    let n = |k: &str| at(c, k).and_then(Value::as_u64).unwrap_or(0);
+    let (writes, reads) = (n("checkpoint.num_checkpoints_write"), n("checkpoint.num_checkpoints_read"));
+    let id = r.run_id.as_str();
+    let want = format!("at most {MAX_PHASE_PAUSE_S} s between the last save and the first load");
+    if writes == 0 || reads == 0 {
+        return Finding::new(
+            "checkpoint.phase-pause",
+            id,
+            false,
+            format!(
+                "a run of one phase ({writes} saves, {reads} loads): the pause to the other run is not in the results"
+            ),
+            format!("{want}; run saves and loads in one run to have it checked"),
+        )
+        .with(Verdict::NotChecked);
+    }
+    let pause = at(c, "checkpoint.time_between_checkpoints")
+        .and_then(Value::as_str)
+        .and_then(|t| humantime::parse_duration(t).ok());
+    match pause {
+        Some(p) => Finding::new(
+            "checkpoint.phase-pause",
+            id,
+            p.as_secs_f64() <= MAX_PHASE_PAUSE_S,
+            format!(
+                "the loads started {} after the saves (checkpoint.time_between_checkpoints, in one run)",
+                humantime::format_duration(p)
+            ),
+            want,
+        ),
+        None => Finding::new("checkpoint.phase-pause", id, false, "no checkpoint.time_between_checkpoints", want)
+            .with(Verdict::NotChecked),
+    }
+}
+
+/// Checkpoint ranks per host: an MPI job's processes each run their share
+/// of the ranks (`World::share`) on the host each reported; a run without
+/// MPI runs every rank on its own host.
+fn ranks_per_host(r: &crate::results::RunResult, ranks: u64) -> BTreeMap<String, u64> {
+    let mut hosts = BTreeMap::new();
+    match &r.ranks {
+        Some(job) if job.size > 0 => {
+            let (n, s) = (ranks as u128, job.size as u128);
+            for line in &job.per_rank {
+                let i = line.rank as u128;
+                let share = ((i + 1) * n / s - i * n / s) as u64;
+                *hosts.entry(line.host.clone()).or_insert(0) += share;
+            }
+        }
+        _ => {
+            hosts.insert(r.host.clone(), ranks);
+        }
+    }
+    hosts
+}
+
+/// `checkpoint.processes-per-host`: more than 4 checkpoint processes on
+/// every host (specs/checkpoint.md §6).
+fn processes_per_host(id: &str, hosts: &BTreeMap<String, u64>) -> Finding {
+    let min = hosts.values().copied().min().unwrap_or(0);
+    let found = hosts.iter().map(|(h, n)| format!("{n} on {h}")).collect::<Vec<_>>().join(", ");
+    Finding::new(
+        "checkpoint.processes-per-host",
+        id,
+        min > MIN_PROCESSES_PER_HOST_EXCLUSIVE,
+        format!("{found} (ranks per host)"),
+        format!("more than {MIN_PROCESSES_PER_HOST_EXCLUSIVE} processes on every host"),
+    )
+}
+
+/// `checkpoint.cache-flush`: loads must not be served by the client's page
+/// cache. O_DIRECT loads (and targets without a client page cache) never
+/// are; buffered loads need the data written per host to be at least 3 x
+/// its RAM, or a flush between the phases, which one run of both phases
+/// cannot have.
+fn cache_flush(r: &crate::results::RunResult, inputs: &Inputs, bytes: Option<u64>, hosts: u64) -> Finding {
+    let id = r.run_id.as_str();
+    let c = &r.config;
+    let n = |k: &str| at(c, k).and_then(Value::as_u64).unwrap_or(0);
+    let (writes, reads) = (n("checkpoint.num_checkpoints_write"), n("checkpoint.num_checkpoints_read"));
+    let want = format!(
+        "loads not served from the page cache: O_DIRECT, or data written per host >= {CACHE_FLUSH_RATIO} x its RAM,          or a cache flush between saves and loads"
+    );
+    let rule = "checkpoint.cache-flush";
+    if reads == 0 {
+        return Finding::new(rule, id, true, "no loads in this run", want);
+    }
+    let kind = r.target.kind.as_str();
+    if !matches!(kind, "file" | "dev") {
+        return Finding::new(rule, id, true, format!("{kind} target: no client page cache in the data path"), want);
+    }
+    if r.io_mode.direct {
+        return Finding::new(rule, id, true, "loads used O_DIRECT: they bypass the page cache", want);
+    }
+    let (Some(gib), Some(b)) = (inputs.client_memory_gib, bytes) else {
+        return Finding::new(rule, id, false, "buffered loads (io.direct=false); the client's memory is unknown", want)
+            .with(Verdict::NotChecked)
+            .expected_flag("--client-memory-gib");
+    };
+    if writes == 0 {
+        return Finding::new(
+            rule,
+            id,
+            false,
+            "a buffered load-only run: the flush before it is done outside mlpdrive and is not in the results",
+            want,
+        )
+        .with(Verdict::NotChecked);
+    }
+    let per_host = (b * writes) as f64 / hosts.max(1) as f64;
+    let ratio = per_host / (gib * (1u64 << 30) as f64);
+    Finding::new(
+        rule,
+        id,
+        ratio >= CACHE_FLUSH_RATIO,
+        format!(
+            "buffered loads; {:.2} GiB written per host = {ratio:.2} x {gib} GiB of RAM, and no flush is possible              inside one run of saves and loads",
+            per_host / (1u64 << 30) as f64
+        ),
+        format!("{want}; use io.direct=true, or separate save and load runs with a flush in between"),
+    )
 }
 
 /// `checkpoint.count`: 10 saves and 10 loads over all runs of a model (and mode).
@@ -212,7 +356,7 @@ mod tests {
         let p = "checkpoint/llama3-70b-subset";
         let mut run = run_of(p, summary(p, 10, 10));
         run.result.config["checkpoint"]["checkpoint_folder"] = "elsewhere".into();
-        let f = check_run(&run, Division::Closed);
+        let f = check_run(&run, Division::Closed, &Inputs::default());
         for rule in [
             "checkpoint.reference",
             "checkpoint.overrides",
@@ -232,7 +376,7 @@ mod tests {
         let mut run = run_of(p, summary(p, 5, 0));
         run.result.config["ranks"] = 16.into();
         run.result.config["checkpoint"]["time_between_checkpoints"] = "0s".into();
-        let f = check_run(&run, Division::Closed);
+        let f = check_run(&run, Division::Closed, &Inputs::default());
         assert_eq!(verdict(&f, "checkpoint.processes"), Verdict::Fail);
         assert!(finding(&f, "checkpoint.processes").expected.contains("exactly 64 processes"));
         assert_eq!(verdict(&f, "checkpoint.overrides"), Verdict::Fail);
@@ -241,9 +385,15 @@ mod tests {
         assert_eq!(verdict(&g, "checkpoint.count"), Verdict::Fail);
         assert!(finding(&g, "checkpoint.count").found.contains("5 saves and 0 loads"));
         // OPEN: 16 ranks is a multiple of TP x PP = 8.
-        assert_eq!(verdict(&check_run(&run, Division::Open), "checkpoint.processes"), Verdict::Pass);
+        assert_eq!(
+            verdict(&check_run(&run, Division::Open, &Inputs::default()), "checkpoint.processes"),
+            Verdict::Pass
+        );
         run.result.config["ranks"] = 12.into();
-        assert_eq!(verdict(&check_run(&run, Division::Open), "checkpoint.processes"), Verdict::Fail);
+        assert_eq!(
+            verdict(&check_run(&run, Division::Open, &Inputs::default()), "checkpoint.processes"),
+            Verdict::Fail
+        );
     }
 
     #[test]
@@ -251,13 +401,64 @@ mod tests {
         let p = "checkpoint/llama3-8b";
         let mut run = run_of(p, summary(p, 10, 10));
         run.result.summary["checkpoint_bytes"] = 18_000_000_000_000u64.into();
-        let f = check_run(&run, Division::Closed);
+        let f = check_run(&run, Division::Closed, &Inputs::default());
         assert_eq!(verdict(&f, "checkpoint.size"), Verdict::Fail);
         assert_eq!(verdict(&f, "checkpoint.accelerator-memory"), Verdict::Fail);
         run.result.config["checkpoint"]["mode"] = "subset".into();
-        let f = check_run(&run, Division::Closed);
+        let f = check_run(&run, Division::Closed, &Inputs::default());
         assert_eq!(verdict(&f, "checkpoint.reference"), Verdict::Fail, "there is no 8b subset");
         let smoke = run_of("checkpoint-smoke", summary("checkpoint-smoke", 2, 2));
-        assert_eq!(verdict(&check_run(&smoke, Division::Open), "checkpoint.reference"), Verdict::Fail);
+        assert_eq!(
+            verdict(&check_run(&smoke, Division::Open, &Inputs::default()), "checkpoint.reference"),
+            Verdict::Fail
+        );
+    }
+
+    #[test]
+    fn phase_pause_processes_per_host_and_cache_flush() {
+        let p = "checkpoint/llama3-8b";
+        let mut run = run_of(p, summary(p, 10, 10));
+        let none = Inputs::default();
+        let f = check_run(&run, Division::Closed, &none);
+        assert_eq!(verdict(&f, "checkpoint.phase-pause"), Verdict::Pass, "5 s in the preset");
+        assert_eq!(verdict(&f, "checkpoint.processes-per-host"), Verdict::Pass, "8 ranks on one host");
+        assert!(finding(&f, "checkpoint.processes-per-host").found.contains("8 on bench1"));
+        assert_eq!(verdict(&f, "checkpoint.cache-flush"), Verdict::Pass, "O_DIRECT loads");
+
+        run.result.config["checkpoint"]["time_between_checkpoints"] = "45s".into();
+        assert_eq!(verdict(&check_run(&run, Division::Closed, &none), "checkpoint.phase-pause"), Verdict::Fail);
+        run.result.config["checkpoint"]["num_checkpoints_read"] = 0.into();
+        assert_eq!(verdict(&check_run(&run, Division::Closed, &none), "checkpoint.phase-pause"), Verdict::NotChecked);
+
+        // An MPI job of 2 processes on two hosts: 4 ranks per host is not more than 4.
+        let mut mpi = run_of(p, summary(p, 10, 10));
+        let line = |rank: usize, host: &str| crate::results::ranks::RankLine {
+            rank,
+            host: host.into(),
+            status: crate::results::RunStatus::Ok,
+            duration_s: 1.0,
+            errors: 0,
+            first_error: None,
+            file: None,
+        };
+        mpi.result.ranks =
+            Some(crate::results::ranks::RanksRecord { size: 2, per_rank: vec![line(0, "a"), line(1, "b")] });
+        let f = check_run(&mpi, Division::Closed, &none);
+        assert_eq!(verdict(&f, "checkpoint.processes-per-host"), Verdict::Fail);
+        assert_eq!(finding(&f, "checkpoint.processes-per-host").found, "4 on a, 4 on b (ranks per host)");
+
+        // Buffered loads: the data written per host against 3 x its RAM.
+        let mut buffered = run_of(p, summary(p, 10, 10));
+        buffered.result.io_mode.direct = false;
+        let f = check_run(&buffered, Division::Closed, &none);
+        assert_eq!(verdict(&f, "checkpoint.cache-flush"), Verdict::NotChecked);
+        assert!(finding(&f, "checkpoint.cache-flush").expected.contains("--client-memory-gib"));
+        // 8B is about 105 GiB per checkpoint, 10 saves: about 1 TiB written.
+        let big = Inputs { client_memory_gib: Some(256.0), ..Inputs::default() };
+        assert_eq!(verdict(&check_run(&buffered, Division::Closed, &big), "checkpoint.cache-flush"), Verdict::Pass);
+        let small = Inputs { client_memory_gib: Some(1024.0), ..Inputs::default() };
+        let f = check_run(&buffered, Division::Closed, &small);
+        assert_eq!(verdict(&f, "checkpoint.cache-flush"), Verdict::Fail);
+        assert!(finding(&f, "checkpoint.cache-flush").found.contains("x 1024 GiB of RAM"), "{f:#?}");
     }
 }

@@ -108,6 +108,30 @@ pub fn check_run(run: &Run, division: Division) -> Vec<Finding> {
             .with(if r.seed == SEED || closed { verdict(r.seed == SEED) } else { Verdict::Info }),
     );
 
+    // Several clients (MPI ranks): rank r ran with seed + r (the merged
+    // summary lists the seed each rank's run used).
+    if let Some(seeds) = r.summary.get("seeds").and_then(serde_json::Value::as_array) {
+        let got: Vec<Option<u64>> = seeds.iter().map(serde_json::Value::as_u64).collect();
+        let want: Vec<u64> = (0..seeds.len() as u64).map(|i| SEED + i).collect();
+        let ok = got.iter().zip(&want).all(|(g, w)| *g == Some(*w));
+        let shown = |v: &[Option<u64>]| {
+            v.iter().map(|s| s.map_or("?".to_string(), |s| s.to_string())).collect::<Vec<_>>().join(", ")
+        };
+        out.push(
+            Finding::new(
+                "kvcache.rank-seeds",
+                id,
+                ok,
+                format!("rank seeds {}", shown(&got)),
+                format!(
+                    "rank r with seed {SEED} + r: {}",
+                    want.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+                ),
+            )
+            .with(if ok || closed { verdict(ok) } else { Verdict::Info }),
+        );
+    }
+
     let long_enough = r.duration_s >= DURATION_S * 0.999;
     out.push(
         Finding::new(
@@ -222,5 +246,19 @@ mod tests {
         assert!(finding(&g, "kvcache.options").found.contains("mlperf-option1"));
         let smoke = run_of("kvcache/kvcache-smoke", serde_json::json!({}));
         assert_eq!(v(&check_run(&smoke, Division::Open), "kvcache.option"), Verdict::Fail);
+    }
+
+    #[test]
+    fn rank_seeds_of_a_multi_client_run_are_42_plus_rank() {
+        let mut run = trial("kvcache/mlperf-option1");
+        let f = check_run(&run, Division::Closed);
+        assert!(f.iter().all(|f| f.rule != "kvcache.rank-seeds"), "one client: the seed rule covers it");
+        run.result.summary["seeds"] = serde_json::json!([42, 43, 44]);
+        assert_eq!(v(&check_run(&run, Division::Closed), "kvcache.rank-seeds"), Verdict::Pass);
+        run.result.summary["seeds"] = serde_json::json!([42, 42]);
+        let f = check_run(&run, Division::Closed);
+        assert_eq!(v(&f, "kvcache.rank-seeds"), Verdict::Fail);
+        assert_eq!(finding(&f, "kvcache.rank-seeds").found, "rank seeds 42, 42");
+        assert_eq!(v(&check_run(&run, Division::Open), "kvcache.rank-seeds"), Verdict::Info);
     }
 }

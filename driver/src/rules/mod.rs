@@ -19,6 +19,7 @@ pub mod checkpoint;
 pub mod common;
 pub mod kvcache;
 pub mod reference;
+pub mod suite;
 pub mod training;
 pub mod vdb;
 
@@ -30,7 +31,7 @@ use crate::error::{EXIT_FAILED, EXIT_OK, Error};
 use crate::results::{RESULTS_FILE, RunResult};
 
 /// The MLPerf division whose rules apply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Division {
     Closed,
@@ -95,6 +96,12 @@ impl Finding {
         self.verdict = verdict;
         self
     }
+
+    /// Names the flag that supplies a missing input (for `NOT CHECKED`).
+    pub fn expected_flag(mut self, flag: &str) -> Finding {
+        self.expected = format!("{} (give {flag})", self.expected);
+        self
+    }
 }
 
 /// Inputs the results do not hold, from the command line.
@@ -104,6 +111,23 @@ pub struct Inputs {
     pub client_memory_gib: Option<f64>,
     /// The minimum recall@k the vdb rules ask for.
     pub vdb_min_recall: Option<f64>,
+}
+
+impl Inputs {
+    /// Checks the values given on the command line (exit 2 when out of range).
+    pub fn validate(&self) -> Result<(), Error> {
+        if let Some(m) = self.client_memory_gib
+            && !(m.is_finite() && m > 0.0)
+        {
+            return Err(Error::usage("--client-memory-gib must be a number of GiB greater than 0"));
+        }
+        if let Some(r) = self.vdb_min_recall
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(Error::usage("--vdb-min-recall must be a fraction between 0 and 1, e.g. 0.9"));
+        }
+        Ok(())
+    }
 }
 
 /// One loaded run.
@@ -164,7 +188,9 @@ impl RulesReport {
 }
 
 /// Loads every run under `dir`: `dir` itself when it holds a results.json,
-/// else each subdirectory that does. A results.json that does not load is a
+/// the run directories of every step when it is a suite directory
+/// (`mlpdrive suite`: a suite.json and `STEP/RUN_ID/results.json`), else
+/// each subdirectory that does. A results.json that does not load is a
 /// usage error naming it.
 pub fn load_runs(dir: &Path) -> Result<Vec<Run>, Error> {
     if !dir.is_dir() {
@@ -176,6 +202,15 @@ pub fn load_runs(dir: &Path) -> Result<Vec<Run>, Error> {
     let mut files = Vec::new();
     if dir.join(RESULTS_FILE).is_file() {
         files.push(dir.join(RESULTS_FILE));
+    } else if dir.join(crate::suite::manifest::SUITE_FILE).is_file() {
+        for step in subdirs(dir)? {
+            for run in subdirs(&step)? {
+                let f = run.join(RESULTS_FILE);
+                if f.is_file() {
+                    files.push(f);
+                }
+            }
+        }
     } else {
         let entries =
             fs::read_dir(dir).map_err(|e| Error::usage(format!("{}: cannot list directory: {e}", dir.display())))?;
@@ -203,6 +238,12 @@ pub fn load_runs(dir: &Path) -> Result<Vec<Run>, Error> {
     Ok(runs)
 }
 
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let entries =
+        fs::read_dir(dir).map_err(|e| Error::usage(format!("{}: cannot list directory: {e}", dir.display())))?;
+    Ok(entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+}
+
 /// Applies every rule to `runs`.
 pub fn check(runs: &[Run], division: Division, inputs: &Inputs) -> RulesReport {
     let mut findings = Vec::new();
@@ -210,7 +251,7 @@ pub fn check(runs: &[Run], division: Division, inputs: &Inputs) -> RulesReport {
         findings.extend(common::check_run(run, division));
         match run.result.workload.as_str() {
             "training" => findings.extend(training::check_run(run, division, inputs)),
-            "checkpoint" => findings.extend(checkpoint::check_run(run, division)),
+            "checkpoint" => findings.extend(checkpoint::check_run(run, division, inputs)),
             "kvcache" => findings.extend(kvcache::check_run(run, division)),
             "vdb" => findings.extend(vdb::check_run(run, division, inputs)),
             _ => {}
@@ -220,6 +261,7 @@ pub fn check(runs: &[Run], division: Division, inputs: &Inputs) -> RulesReport {
     findings.extend(checkpoint::check_group(runs));
     findings.extend(kvcache::check_group(runs, division));
     findings.extend(vdb::check_group(runs));
+    findings.extend(suite::check_group(runs));
     RulesReport { division, runs: runs.len(), findings }
 }
 
@@ -234,16 +276,7 @@ pub struct CheckOptions {
 
 /// `mlpdrive rules check`: prints the findings; exit 0 only if every rule passed.
 pub fn run(opts: &CheckOptions) -> Result<i32, Error> {
-    if let Some(m) = opts.inputs.client_memory_gib
-        && !(m.is_finite() && m > 0.0)
-    {
-        return Err(Error::usage("--client-memory-gib must be a number of GiB greater than 0"));
-    }
-    if let Some(r) = opts.inputs.vdb_min_recall
-        && !(0.0..=1.0).contains(&r)
-    {
-        return Err(Error::usage("--vdb-min-recall must be a fraction between 0 and 1, e.g. 0.9"));
-    }
+    opts.inputs.validate()?;
     let runs = load_runs(&opts.dir)?;
     let report = check(&runs, opts.division, &opts.inputs);
     print!("{}", report.render_text());
