@@ -322,14 +322,16 @@ pub fn run(
 
 /// The job's summary at MPI rank 0, aggregated as MLPerf's kvcache rules
 /// aggregate clients: storage read and write bandwidth and tok/s are sums
-/// over ranks, device P95 the maximum over ranks (a rank without storage
-/// entries contributes 0). Each rank's full reference summary is in its
+/// over ranks, device P95 the maximum over the ranks that measured one
+/// (null when none did: a 0 ms P95 would be a figure no operation made). Each rank's full reference summary is in its
 /// `rank-<r>.json`; pooled latency percentiles are the merged `series`.
 pub fn merge_summary(summaries: &[serde_json::Value]) -> serde_json::Value {
     let inner = |s: &serde_json::Value, k: &str| s["summary"][k].as_f64().unwrap_or(0.0);
     let cache = |s: &serde_json::Value, k: &str| s["summary"]["cache_stats"][k].as_f64().unwrap_or(0.0);
     let sum = |f: &dyn Fn(&serde_json::Value) -> f64| summaries.iter().map(f).sum::<f64>();
-    let max = |f: &dyn Fn(&serde_json::Value) -> f64| summaries.iter().map(f).fold(0.0, f64::max);
+    let max = |k: &str| {
+        summaries.iter().filter_map(|s| s["summary"]["cache_stats"][k].as_f64()).reduce(f64::max)
+    };
     let count = |k: &str| summaries.iter().filter_map(|s| s[k].as_u64()).sum::<u64>();
     serde_json::json!({
         "mpi_ranks": summaries.len(),
@@ -341,7 +343,7 @@ pub fn merge_summary(summaries: &[serde_json::Value]) -> serde_json::Value {
         "storage_write_bandwidth_gbps": sum(&|s| cache(s, "tier_storage_write_bandwidth_gbps")),
         "storage_throughput_tokens_per_sec": sum(&|s| inner(s, "storage_throughput_tokens_per_sec")),
         "avg_throughput_tokens_per_sec": sum(&|s| inner(s, "avg_throughput_tokens_per_sec")),
-        "storage_read_device_p95_ms": max(&|s| cache(s, "storage_read_device_p95_ms")),
-        "storage_write_device_p95_ms": max(&|s| cache(s, "storage_write_device_p95_ms")),
+        "storage_read_device_p95_ms": max("storage_read_device_p95_ms"),
+        "storage_write_device_p95_ms": max("storage_write_device_p95_ms"),
     })
 }
