@@ -31,7 +31,8 @@ use mlpdrive_emu::{Capacity, Device, Profile, RealClock};
 
 pub use backend::Backing;
 pub use control::{
-    FuseMount, UnmountOutcome, crash, daemon_pid, fuse_mount_of, is_daemon_gone_errno, is_shim_mount, unmount,
+    FuseMount, UnmountOutcome, crash, daemon_pid, dead_fuse_mount_of, fuse_mount_of, is_daemon_gone_errno,
+    is_shim_mount, unmount,
 };
 pub use crash::CrashCounts;
 pub use daemon::{Daemon, fork_daemon};
