@@ -254,6 +254,8 @@ pub enum ShimCommand {
     Mount(ShimMountArgs),
     /// Unmount a shim mount and wait for its daemon to write its op log and verdicts.
     Unmount(ShimUnmountArgs),
+    /// Crash the emulated device: lose every write not covered by a completed fsync (needs --crash-tracking).
+    Crash(ShimCrashArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -294,6 +296,18 @@ pub struct ShimMountArgs {
     /// FUSE request threads.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub threads: usize,
+    /// Track unsynced writes (saving the bytes each replaces) so `mlpdrive shim crash` can drop them.
+    #[arg(long)]
+    pub crash_tracking: bool,
+    /// Do not send delayed replies early by the FUSE round trip measured at mount.
+    #[arg(long)]
+    pub no_rtt_compensation: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ShimCrashArgs {
+    /// The mount point (mounted with --crash-tracking).
+    pub mountpoint: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -450,6 +464,7 @@ fn dispatch(cli: Cli) -> Result<i32, Error> {
         Command::Shim(args) => match &args.command {
             ShimCommand::Mount(a) => crate::shim_cmd::mount(a),
             ShimCommand::Unmount(a) => crate::shim_cmd::unmount(a),
+            ShimCommand::Crash(a) => crate::shim_cmd::crash(a),
         },
         Command::Report(args) => crate::report::run(&crate::report::ReportOptions {
             paths: args.paths,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use mlpdrive_emu::Profile;
 use mlpdrive_shim::{Backing, Daemon, ShimConfig, ShimError, Summary};
 
-use crate::cli::{ShimMountArgs, ShimUnmountArgs};
+use crate::cli::{ShimCrashArgs, ShimMountArgs, ShimUnmountArgs};
 use crate::error::{EXIT_FAILED, EXIT_OK, Error};
 use crate::shim_verify::LiveVerifier;
 
@@ -151,10 +151,16 @@ fn serve(a: &ShimMountArgs, v: Validated, daemon: &mut Option<Daemon>) -> Result
         allow_other: a.allow_other,
         allow_passthrough: !a.no_passthrough,
         threads: a.threads,
+        crash_tracking: a.crash_tracking,
+        rtt_compensation: !a.no_rtt_compensation,
     };
     let mounted = mlpdrive_shim::mount(cfg).map_err(shim_error)?;
+    let lead = match mounted.reply_lead_ns() {
+        0 => String::new(),
+        ns => format!("; FUSE round trip {:.1} µs, replies sent that much early", ns as f64 / 1000.0),
+    };
     let msg = format!(
-        "mounted {} (backing {backing_text}, profile {profile_name}, seed {}, pid {}); data path: {}",
+        "mounted {} (backing {backing_text}, profile {profile_name}, seed {}, pid {}); data path: {}{lead}",
         mounted.mountpoint().display(),
         v.seed,
         std::process::id(),
@@ -185,6 +191,9 @@ fn report(s: &Summary, oplog: Option<&Path>, verdict: Option<&Path>) -> Result<i
         _ => String::new(),
     };
     eprintln!("mlpdrive shim: unmounted: {} ops, {} answered with an error{rows}", s.ops, s.errors);
+    if let Some(b) = s.crash_undo_bytes {
+        eprintln!("mlpdrive shim: crash tracking held {b} bytes of replaced data for writes still unsynced at the end");
+    }
     for p in &s.problems {
         eprintln!("mlpdrive shim: error: {p}");
         failed = true;
@@ -225,5 +234,30 @@ pub fn unmount(a: &ShimUnmountArgs) -> Result<i32, Error> {
             a.mountpoint.display()
         ),
     }
+    Ok(EXIT_OK)
+}
+
+/// `mlpdrive shim crash`.
+pub fn crash(a: &ShimCrashArgs) -> Result<i32, Error> {
+    let mp = absolute(&a.mountpoint)?;
+    if !mlpdrive_shim::is_shim_mount(&mp.canonicalize().unwrap_or(mp.clone())) {
+        return Err(Error::usage(format!("{}: not an mlpdrive shim mount", a.mountpoint.display())));
+    }
+    let c = mlpdrive_shim::crash(&mp).map_err(|e| match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) => Error::usage(format!(
+            "{}: the shim there does not track unsynced writes; mount it with --crash-tracking",
+            mp.display()
+        )),
+        Some(code) if mlpdrive_shim::is_daemon_gone_errno(code) => Error::failed(format!(
+            "{}: {e}; the FUSE daemon behind it is gone; run `mlpdrive shim unmount {}`",
+            mp.display(),
+            mp.display()
+        )),
+        _ => Error::failed(format!("crash {}: {e}", mp.display())),
+    })?;
+    println!(
+        "crash: lost {} unsynced writes ({} bytes) in {} files; kept {} unsynced writes",
+        c.writes_lost, c.bytes_lost, c.files, c.writes_kept
+    );
     Ok(EXIT_OK)
 }

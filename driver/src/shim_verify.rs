@@ -13,7 +13,11 @@
 //!   shim saw mlpdrive data written to counts as corrupt; from other paths
 //!   it counts as foreign data, not a failure.
 //!
-//! Partial blocks are not judged. Renames through the mount carry a path's
+//! After `mlpdrive shim crash`, blocks read from a range the crash lost
+//! (unsynced writes undone) hold older data or zeros by design: a block
+//! there that fails its check is counted as lost to the crash, not as bad
+//! (the offline `mlpdrive check` compares them with the exact post-crash
+//! content). Partial blocks are not judged. Renames through the mount carry a path's
 //! object along (a file's, or every file's under a renamed directory; a
 //! replaced target forgets its own). What is not seen through the mount
 //! (data written before the mount, renames done in the backing directory)
@@ -42,6 +46,12 @@ struct State {
     first_bad: Option<String>,
     /// Object key of the mlpdrive data last written to each path.
     objects: HashMap<String, u64>,
+    /// Byte ranges of each path whose writes a crash lost.
+    crash_lost: HashMap<String, Vec<(u64, u64)>>,
+    crash_lost_writes: u64,
+    crash_lost_bytes: u64,
+    /// Blocks read from those ranges that no longer pass their check.
+    read_lost_to_crash: u64,
 }
 
 /// The `--verify` observer.
@@ -110,8 +120,20 @@ impl Observer for LiveVerifier {
         }
     }
 
+    fn on_crash(&self, path: &str, offset: u64, len: u64, _now: &[u8]) {
+        let mut st = self.state.lock().expect("verifier poisoned");
+        st.crash_lost.entry(path.to_string()).or_default().push((offset, offset + len));
+        st.crash_lost_writes += 1;
+        st.crash_lost_bytes += len;
+    }
+
     fn on_read(&self, path: &str, offset: u64, data: &[u8]) {
-        let known_object = self.state.lock().expect("verifier poisoned").objects.get(path).copied();
+        let (known_object, lost) = {
+            let st = self.state.lock().expect("verifier poisoned");
+            (st.objects.get(path).copied(), st.crash_lost.get(path).cloned().unwrap_or_default())
+        };
+        let in_lost = |at: u64| lost.iter().any(|&(a, b)| at < b && at + BLOCK > a);
+        let mut lost_blocks = 0u64;
         let (mut checked, mut bad, mut foreign) = (0u64, 0u64, 0u64);
         let mut first_bad = None;
         for (at, b) in whole_blocks(offset, data) {
@@ -124,7 +146,9 @@ impl Observer for LiveVerifier {
             let expect =
                 Expect { seed: u64_at(b, 16), object: known_object.unwrap_or_else(|| u64_at(b, 24)), generation: None };
             let outcome = datagen::verify(b, at, &expect);
-            if !magic_ok || !outcome.is_ok() {
+            if (!magic_ok || !outcome.is_ok()) && in_lost(at) {
+                lost_blocks += 1;
+            } else if !magic_ok || !outcome.is_ok() {
                 bad += 1;
                 if first_bad.is_none() {
                     let why = match outcome.first_error {
@@ -139,6 +163,7 @@ impl Observer for LiveVerifier {
         st.blocks_read += checked;
         st.bad_read += bad;
         st.foreign_read += foreign;
+        st.read_lost_to_crash += lost_blocks;
         if st.first_bad.is_none() {
             st.first_bad = first_bad;
         }
@@ -194,6 +219,13 @@ impl Observer for LiveVerifier {
         if let Some(b) = &st.first_bad {
             text.push_str(&format!("         first bad block: {b}\n"));
         }
+        if st.crash_lost_writes > 0 {
+            text.push_str(&format!(
+                "crash:   {} unsynced writes ({} bytes) lost; {} blocks read from those ranges no longer \
+                 hold the lost data (expected, not counted as bad)\n",
+                st.crash_lost_writes, st.crash_lost_bytes, st.read_lost_to_crash
+            ));
+        }
         let doc = json!({
             "ok": dedup_ok && content_ok,
             "dedup": {
@@ -210,6 +242,11 @@ impl Observer for LiveVerifier {
                 "blocks_bad": st.bad_read,
                 "other_blocks_read": st.foreign_read,
                 "first_bad": st.first_bad,
+                "blocks_lost_to_crash": st.read_lost_to_crash,
+            },
+            "crash": {
+                "writes_lost": st.crash_lost_writes,
+                "bytes_lost": st.crash_lost_bytes,
             },
         });
         Report { ok: dedup_ok && content_ok, text, json: serde_json::to_string_pretty(&doc).unwrap_or_default() }
@@ -238,6 +275,25 @@ mod tests {
         let r = v.report();
         assert!(!r.ok);
         assert!(r.text.contains("first duplicate: b at offset 0"), "{}", r.text);
+    }
+
+    #[test]
+    fn blocks_a_crash_lost_are_counted_apart_not_as_bad() {
+        let v = LiveVerifier::new();
+        let d = blocks("a", 1, 2);
+        v.on_write("a", 0, &d);
+        v.on_crash("a", 4096, 4096, &[0u8; 4096]);
+        let mut after = d.clone();
+        after[4096..].fill(0);
+        v.on_read("a", 0, &after);
+        let r = v.report();
+        assert!(r.ok, "{}", r.text);
+        assert!(r.text.contains("1 unsynced writes (4096 bytes) lost; 1 blocks read"), "{}", r.text);
+        // Outside the lost range a bad block still fails.
+        let mut bad = after.clone();
+        bad[10] ^= 1;
+        v.on_read("a", 0, &bad);
+        assert!(!v.report().ok);
     }
 
     #[test]

@@ -261,18 +261,38 @@ pub struct FlushTicket(u64);
 /// write, and each flush's start and completion. A flush makes durable the
 /// writes that had completed *when it was submitted* (fsync semantics);
 /// writes completing while it runs stay unsynced. Memory is one entry per
-/// write since the last completed flush.
+/// write since the last completed flush, plus the caller's payload `T` for
+/// each (the FUSE shim keeps the bytes a write replaced, to undo it).
 #[derive(Debug, Clone)]
-pub struct UnsyncedWrites {
+pub struct UnsyncedWrites<T = ()> {
     next_seq: u64,
-    pending: VecDeque<(u64, Extent)>,
+    pending: VecDeque<(u64, Extent, T)>,
     loss_probability: Probability,
     rng: Prng,
 }
 
-impl UnsyncedWrites {
+/// One unsynced write at a crash: what it covered, the caller's payload,
+/// and whether the crash lost it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashedWrite<T> {
+    /// The bytes the write covered.
+    pub extent: Extent,
+    /// What the caller recorded with it.
+    pub payload: T,
+    /// The crash lost it (drawn with the plan's loss probability).
+    pub lost: bool,
+}
+
+impl UnsyncedWrites<()> {
+    /// A write of `len` bytes at `offset` completed.
+    pub fn record_write(&mut self, offset: u64, len: u64) {
+        self.record(offset, len, ());
+    }
+}
+
+impl<T> UnsyncedWrites<T> {
     /// A tracker using the plan's loss probability and a stream forked from `rng`.
-    pub fn new(plan: &FaultPlan, rng: &Prng) -> UnsyncedWrites {
+    pub fn new(plan: &FaultPlan, rng: &Prng) -> UnsyncedWrites<T> {
         UnsyncedWrites {
             next_seq: 0,
             pending: VecDeque::new(),
@@ -281,10 +301,16 @@ impl UnsyncedWrites {
         }
     }
 
-    /// A write of `len` bytes at `offset` completed.
-    pub fn record_write(&mut self, offset: u64, len: u64) {
-        self.pending.push_back((self.next_seq, Extent { offset, len }));
+    /// A write of `len` bytes at `offset` completed; `payload` is kept
+    /// with it until a flush covers it or a crash hands it back.
+    pub fn record(&mut self, offset: u64, len: u64, payload: T) {
+        self.pending.push_back((self.next_seq, Extent { offset, len }, payload));
         self.next_seq += 1;
+    }
+
+    /// Forgets the most recent write (it failed after all); returns its payload.
+    pub fn unrecord_last(&mut self) -> Option<T> {
+        self.pending.pop_back().map(|(_, _, p)| p)
     }
 
     /// A flush was submitted; pass the ticket to [`Self::flush_completed`].
@@ -293,29 +319,53 @@ impl UnsyncedWrites {
     }
 
     /// The flush from `ticket` completed: writes recorded before it started
-    /// are durable.
-    pub fn flush_completed(&mut self, ticket: FlushTicket) {
-        while self.pending.front().is_some_and(|(seq, _)| *seq < ticket.0) {
-            self.pending.pop_front();
+    /// are durable. Returns their payloads.
+    pub fn flush_completed(&mut self, ticket: FlushTicket) -> Vec<T> {
+        let mut done = Vec::new();
+        while self.pending.front().is_some_and(|(seq, _, _)| *seq < ticket.0) {
+            if let Some((_, _, p)) = self.pending.pop_front() {
+                done.push(p);
+            }
         }
+        done
     }
 
     /// Bytes written but not yet durable (overlaps counted twice).
     pub fn unsynced_bytes(&self) -> u64 {
-        self.pending.iter().map(|(_, e)| e.len).sum()
+        self.pending.iter().map(|(_, e, _)| e.len).sum()
+    }
+
+    /// Unsynced writes, oldest first, for a caller that must adjust them
+    /// (a truncate shortens what a crash can lose).
+    pub fn pending_mut(&mut self) -> impl Iterator<Item = (&mut Extent, &mut T)> {
+        self.pending.iter_mut().map(|(_, e, p)| (e, p))
+    }
+
+    /// True if no write is waiting for a flush.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The device crashed: every unsynced write, oldest first, each lost
+    /// with the plan's `unsynced_write_loss_probability` (one draw per
+    /// write, in order). Forgets everything pending.
+    pub fn crash_each(&mut self) -> Vec<CrashedWrite<T>> {
+        let p = self.loss_probability.get();
+        let pending = std::mem::take(&mut self.pending);
+        pending
+            .into_iter()
+            .map(|(_, extent, payload)| {
+                let lost = self.rng.chance(p) && extent.len > 0;
+                CrashedWrite { extent, payload, lost }
+            })
+            .collect()
     }
 
     /// The device crashed: returns the lost extents, sorted and merged where
     /// they overlap or touch, and forgets everything pending. Each unsynced
     /// write is lost with the plan's `unsynced_write_loss_probability`.
     pub fn crash(&mut self) -> Vec<Extent> {
-        let p = self.loss_probability.get();
-        let mut lost: Vec<Extent> = Vec::with_capacity(self.pending.len());
-        for (_, extent) in self.pending.drain(..) {
-            if self.rng.chance(p) && extent.len > 0 {
-                lost.push(extent);
-            }
-        }
+        let mut lost: Vec<Extent> = self.crash_each().into_iter().filter(|w| w.lost).map(|w| w.extent).collect();
         lost.sort_unstable();
         let mut merged: Vec<Extent> = Vec::with_capacity(lost.len());
         for extent in lost {
@@ -399,7 +449,7 @@ mod tests {
     #[test]
     fn crash_loses_exactly_the_unflushed_extents() {
         let plan = FaultPlan::default();
-        let mut tracker = UnsyncedWrites::new(&plan, &Prng::new(5));
+        let mut tracker = UnsyncedWrites::<()>::new(&plan, &Prng::new(5));
         tracker.record_write(0, 4096);
         tracker.record_write(8192, 4096);
         let ticket = tracker.flush_started();
@@ -417,7 +467,7 @@ mod tests {
         );
         assert!(tracker.crash().is_empty(), "a crash forgets what it lost");
 
-        let mut tracker = UnsyncedWrites::new(&plan, &Prng::new(5));
+        let mut tracker = UnsyncedWrites::<()>::new(&plan, &Prng::new(5));
         tracker.record_write(0, 4096);
         let ticket = tracker.flush_started();
         tracker.flush_completed(ticket);
@@ -428,7 +478,7 @@ mod tests {
     fn partial_loss_probability_loses_a_seeded_subset() {
         let plan = plan("unsynced_write_loss_probability: 0.5");
         let run = |seed| {
-            let mut tracker = UnsyncedWrites::new(&plan, &Prng::new(seed));
+            let mut tracker = UnsyncedWrites::<()>::new(&plan, &Prng::new(seed));
             for i in 0..1_000 {
                 tracker.record_write(i * 8192, 4096);
             }
@@ -438,6 +488,27 @@ mod tests {
         assert!((400..=600).contains(&lost.len()), "lost {}", lost.len());
         assert_eq!(lost, run(1));
         assert_ne!(lost, run(2));
+    }
+
+    #[test]
+    fn crash_each_hands_back_every_unsynced_write_in_order_with_its_payload() {
+        let plan = plan("unsynced_write_loss_probability: 1");
+        let mut tracker = UnsyncedWrites::<&str>::new(&plan, &Prng::new(5));
+        tracker.record(0, 4096, "a");
+        let ticket = tracker.flush_started();
+        tracker.record(4096, 10, "b");
+        assert_eq!(tracker.flush_completed(ticket), vec!["a"]);
+        tracker.record(0, 0, "empty");
+        tracker.record(100, 5, "c");
+        assert_eq!(tracker.unrecord_last(), Some("c"));
+        for (e, _) in tracker.pending_mut() {
+            e.len = e.len.min(8);
+        }
+        let crashed = tracker.crash_each();
+        let got: Vec<(u64, u64, &str, bool)> =
+            crashed.iter().map(|w| (w.extent.offset, w.extent.len, w.payload, w.lost)).collect();
+        assert_eq!(got, vec![(4096, 8, "b", true), (0, 0, "empty", false)], "an empty write loses nothing");
+        assert!(tracker.is_empty());
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub use dist::Latency;
 pub use dist::LatencySpec;
 pub use dist::Z_P99;
 pub use fault::Corruption;
+pub use fault::CrashedWrite;
 pub use fault::Extent;
 pub use fault::FaultDecision;
 pub use fault::FaultInjector;

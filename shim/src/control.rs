@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::{FS_NAME, PID_IOCTL, ShimError};
+use crate::{CRASH_IOCTL, CrashCounts, FS_NAME, PID_IOCTL, ShimError};
 
 /// `_IOW(229, 2, uint32_t)`: FUSE_DEV_IOC_BACKING_CLOSE.
 const FUSE_DEV_IOC_BACKING_CLOSE: libc::c_ulong = (1 << 30) | (4 << 16) | (229 << 8) | 2;
@@ -38,6 +38,45 @@ pub fn daemon_pid(mountpoint: &Path) -> io::Result<u32> {
     u32::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
+/// Crashes the emulated device behind `mountpoint` (a shim mounted with
+/// crash tracking): its unsynced writes are lost. EOPNOTSUPP: the mount
+/// does not track them; ENOTTY: not a shim mount.
+pub fn crash(mountpoint: &Path) -> io::Result<CrashCounts> {
+    let dir = File::open(mountpoint)?;
+    let mut out = [0u64; 4];
+    // SAFETY: CRASH_IOCTL is _IOR(.., [u64; 4]): the kernel writes 32 bytes
+    // through the pointer, which points at a [u64; 4].
+    let rc = unsafe { libc::ioctl(dir.as_raw_fd(), CRASH_IOCTL as _, out.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let [files, writes_lost, bytes_lost, writes_kept] = out.map(u64::from_le);
+    Ok(CrashCounts { files, writes_lost, bytes_lost, writes_kept })
+}
+
+/// The FUSE round trip of this mount, measured as the median time of 200
+/// trivial requests (the pid ioctl, answered at once by the daemon) after
+/// 20 to warm up: the time a request spends reaching the daemon and its
+/// reply reaching the client, which the model's latency does not include.
+pub(crate) fn calibrate_round_trip(mountpoint: &Path) -> io::Result<u64> {
+    let dir = File::open(mountpoint)?;
+    let mut ns = Vec::with_capacity(200);
+    for i in 0..220 {
+        let mut pid: u64 = 0;
+        let t = Instant::now();
+        // SAFETY: as in `daemon_pid`: the kernel writes 8 bytes into `pid`.
+        let rc = unsafe { libc::ioctl(dir.as_raw_fd(), PID_IOCTL as _, &mut pid) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if i >= 20 {
+            ns.push(t.elapsed().as_nanos() as u64);
+        }
+    }
+    ns.sort_unstable();
+    Ok(ns[ns.len() / 2])
+}
+
 fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -55,18 +94,111 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// One mount from /proc/self/mountinfo.
+struct MountEntry {
+    mountpoint: PathBuf,
+    fuse: bool,
+    source: String,
+}
+
+fn mounts() -> Vec<MountEntry> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    text.lines()
+        .filter_map(|line| {
+            // id parent dev root MOUNTPOINT options [optional…] - FSTYPE SOURCE superoptions
+            let fields: Vec<&str> = line.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            if fields.len() <= dash + 2 || fields.len() < 5 {
+                return None;
+            }
+            let fstype = fields[dash + 1];
+            Some(MountEntry {
+                mountpoint: PathBuf::from(unescape_mountinfo(fields[4])),
+                fuse: fstype == "fuse" || fstype.starts_with("fuse."),
+                source: unescape_mountinfo(fields[dash + 2]),
+            })
+        })
+        .collect()
+}
+
 /// True if `path` (absolute) is the mount point of a shim mount.
 pub fn is_shim_mount(path: &Path) -> bool {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    text.lines().any(|line| {
-        // id parent dev root MOUNTPOINT options [optional…] - FSTYPE SOURCE superoptions
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(dash) = fields.iter().position(|f| *f == "-") else { return false };
-        fields.len() > dash + 2
-            && (fields[dash + 1] == "fuse" || fields[dash + 1].starts_with("fuse."))
-            && fields[dash + 2] == FS_NAME
-            && Path::new(&unescape_mountinfo(fields[4])) == path
-    })
+    mounts().iter().any(|m| m.fuse && m.source == FS_NAME && m.mountpoint == path)
+}
+
+/// The FUSE mount a path lives on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FuseMount {
+    /// Its mount point.
+    pub mountpoint: PathBuf,
+    /// It is an mlpdrive shim mount (else some other FUSE file system).
+    pub shim: bool,
+}
+
+impl FuseMount {
+    /// What to tell a user whose I/O under this mount failed with ENOTCONN
+    /// or ECONNABORTED: the daemon is gone and how to clear the mount.
+    pub fn gone_hint(&self) -> String {
+        let m = self.mountpoint.display();
+        if self.shim {
+            format!("the FUSE daemon behind {m} is gone; run `mlpdrive shim unmount {m}`")
+        } else {
+            format!("the FUSE daemon behind {m} is gone; unmount it (`umount {m}` or `fusermount3 -u {m}`)")
+        }
+    }
+}
+
+/// The absolute form of `path` with symlinks resolved as far as the path
+/// can be stat'ed: a dead FUSE mount cannot be, so the part from there on
+/// is kept as written (with `.` and `..` folded).
+fn resolve_as_far_as_possible(path: &Path) -> Option<PathBuf> {
+    let abs = std::path::absolute(path).ok()?;
+    let mut rest = Vec::new();
+    let mut head = abs.as_path();
+    loop {
+        if let Ok(c) = head.canonicalize() {
+            let mut out = c;
+            for part in rest.iter().rev() {
+                match part {
+                    std::path::Component::ParentDir => {
+                        out.pop();
+                    }
+                    std::path::Component::Normal(p) => out.push(p),
+                    _ => {}
+                }
+            }
+            return Some(out);
+        }
+        let name = head.components().next_back()?;
+        rest.push(name);
+        head = head.parent()?;
+    }
+}
+
+/// The FUSE mount that `path` is on (the deepest mount containing it, if
+/// that is a FUSE one). Works for a dead mount too.
+pub fn fuse_mount_of(path: &Path) -> Option<FuseMount> {
+    let path = resolve_as_far_as_possible(path)?;
+    let all = mounts();
+    // The last mount on a point is the visible one; the deepest point wins.
+    let m = all.iter().filter(|m| path.starts_with(&m.mountpoint)).max_by_key(|m| m.mountpoint.as_os_str().len())?;
+    m.fuse.then(|| FuseMount { mountpoint: m.mountpoint.clone(), shim: m.source == FS_NAME })
+}
+
+/// The FUSE mount `path` is on, if its daemon is gone: a listing of the
+/// mount point (which always reaches the daemon; a stat may be answered
+/// from the kernel's cache) fails with ENOTCONN or ECONNABORTED.
+pub fn dead_fuse_mount_of(path: &Path) -> Option<FuseMount> {
+    let m = fuse_mount_of(path)?;
+    let gone = std::fs::read_dir(&m.mountpoint).err().and_then(|e| e.raw_os_error()).is_some_and(is_daemon_gone_errno);
+    gone.then_some(m)
+}
+
+/// True for the errnos a FUSE client sees once the daemon is gone:
+/// `ECONNABORTED` for requests the kernel had already queued or sent when
+/// the connection was aborted, `ENOTCONN` for every request after.
+pub fn is_daemon_gone_errno(errno: i32) -> bool {
+    errno == libc::ENOTCONN || errno == libc::ECONNABORTED
 }
 
 fn umount2(path: &Path, flags: libc::c_int) -> io::Result<()> {
@@ -150,12 +282,15 @@ pub fn unmount(mountpoint: &Path, wait: Duration) -> Result<UnmountOutcome, Shim
             abs.display()
         )));
     }
-    let pid = match daemon_pid(&abs) {
-        Ok(p) => Some(p),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => None,
-        Err(_) => None,
-    };
-    unmount_path(&abs).map_err(ShimError::Failed)?;
+    let pid = daemon_pid(&abs).ok();
+    match (pid, umount2(&abs, 0)) {
+        (_, Ok(())) => {}
+        // A stale mount (the daemon is gone) that something still holds
+        // open: nothing can be served or lost any more, so detach it; the
+        // kernel frees it when the last holder lets go.
+        (None, Err(e)) if e.raw_os_error() == Some(libc::EBUSY) => detach(&abs).map_err(ShimError::Failed)?,
+        (_, Err(_)) => unmount_path(&abs).map_err(ShimError::Failed)?,
+    }
     let mut exited = pid.is_none();
     if let Some(p) = pid
         && p != std::process::id()

@@ -28,9 +28,10 @@ use mlpdrive_emu::{Clock, Device, DeviceOp, RealClock};
 use crate::backend::{Meta, Store, fstat};
 use crate::buf::{ALIGN, BufPool};
 use crate::completion::Completer;
+use crate::crash::{CrashCounts, CrashLog};
 use crate::inodes::{Inodes, ROOT_INO, join};
 use crate::oplog::{OpLogSender, Row, digest};
-use crate::{Observer, PID_IOCTL, errno};
+use crate::{CRASH_IOCTL, Observer, PID_IOCTL, errno};
 
 /// How long the kernel may cache attributes and names.
 const TTL: Duration = Duration::from_secs(1);
@@ -89,6 +90,13 @@ pub(crate) struct Shared {
     pub passthrough: AtomicBool,
     passthrough_warned: AtomicBool,
     pub stats: Stats,
+    /// Unsynced writes, for `mlpdrive shim crash` (`--crash-tracking`).
+    pub crash: Option<CrashLog>,
+    /// Tells the kernel to drop cached pages after a crash.
+    pub notifier: std::sync::OnceLock<fuser::Notifier>,
+    /// Delayed replies go out this much before their due time: the
+    /// measured FUSE round trip (see `calibrate_round_trip`), 0 if off.
+    pub reply_lead_ns: AtomicU64,
 }
 
 pub(crate) struct SharedParts {
@@ -100,6 +108,7 @@ pub(crate) struct SharedParts {
     pub observer: Option<Arc<dyn Observer>>,
     pub capacity_bytes: Option<u64>,
     pub want_passthrough: bool,
+    pub crash: Option<CrashLog>,
 }
 
 impl Shared {
@@ -124,6 +133,9 @@ impl Shared {
             passthrough: AtomicBool::new(false),
             passthrough_warned: AtomicBool::new(false),
             stats: Stats::default(),
+            crash: p.crash,
+            notifier: std::sync::OnceLock::new(),
+            reply_lead_ns: AtomicU64::new(0),
         }
     }
 
@@ -200,6 +212,9 @@ fn complete_then(
     after: impl FnOnce() -> Option<Row>,
     send: impl FnOnce() + Send + 'static,
 ) {
+    // The reply still has to travel back to the client, and the request
+    // travelled here before `arrival_ns`: send it that much early.
+    let due_ns = due_ns.saturating_sub(sh.reply_lead_ns.load(Ordering::Relaxed)).max(arrival_ns);
     if due_ns <= sh.clock.now_ns() {
         send();
         let latency_ns = sh.clock.now_ns().saturating_sub(arrival_ns);
@@ -399,12 +414,77 @@ impl ShimFs {
                 n.size_bytes = Some(size);
             }
         }
+        let log = self.sh.crash.as_ref().and_then(|c| c.existing(ino));
+        let mut log = log.as_ref().map(|l| l.lock().expect("crash log poisoned"));
         let r = match (&handle, &path) {
             (Some(h), _) => h.file.set_len(size),
             (None, Some(p)) => self.sh.store.truncate(p, size),
             (None, None) => return Err(libc::ENOENT),
         };
+        if let (Ok(()), Some(c), Some(l)) = (&r, &self.sh.crash, log.as_deref_mut()) {
+            c.truncated(l, size);
+        }
         r.map_err(|e| errno::of(&e))
+    }
+}
+
+impl ShimFs {
+    /// `mlpdrive shim crash`: drops the lost unsynced writes (see
+    /// `crash.rs`), tells the kernel to forget the cached pages and sizes
+    /// of the files that lost any, and reports each lost extent to the op
+    /// log (a `crash` row with the hashes of the content now there, and a
+    /// `truncate` row when the file shrank back) and the observer.
+    fn crash_now(&self) -> Result<CrashCounts, i32> {
+        let sh = &self.sh;
+        let Some(crash) = &sh.crash else { return Err(libc::EOPNOTSUPP) };
+        let t0 = sh.clock.now_ns();
+        let mut touched = Vec::new();
+        let counts = crash
+            .crash(|f| {
+                let path = sh.inodes().log_path(f.ino);
+                if let Some(n) = f.new_size {
+                    let mut inodes = sh.inodes();
+                    if let Some(node) = inodes.get_mut(f.ino) {
+                        let old = node.size_bytes.replace(n);
+                        if sh.capacity_bytes.is_some()
+                            && let Some(old) = old
+                        {
+                            inodes.used_bytes = (inodes.used_bytes + n).saturating_sub(old);
+                        }
+                    }
+                }
+                let size = f.file.metadata().map(|m| m.len()).unwrap_or(0);
+                for e in &f.lost {
+                    let upto = e.end().min(size);
+                    let mut now = vec![0u8; upto.saturating_sub(e.offset) as usize];
+                    let _ = f.file.read_exact_at(&mut now, e.offset);
+                    if let Some(o) = &sh.observer {
+                        o.on_crash(&path, e.offset, e.len, &now);
+                    }
+                    if let Some(mut r) = sh.row("crash", &path, t0, Ok(())) {
+                        r.offset = e.offset;
+                        r.length = e.len;
+                        r.block_hashes = digest(e.offset, &now, false).hashes;
+                        sh.log(r);
+                    }
+                }
+                if let Some(n) = f.new_size
+                    && let Some(mut r) = sh.row("truncate", &path, t0, Ok(()))
+                {
+                    r.offset = n;
+                    sh.log(r);
+                }
+                touched.push(f.ino);
+            })
+            .map_err(|e| errno::of(&e))?;
+        // After the files' locks are released: the kernel may wait for a
+        // write in flight (its pages locked), whose handler needs that lock.
+        if let Some(n) = sh.notifier.get() {
+            for ino in touched {
+                let _ = n.inval_inode(INodeNo(ino), 0, 0);
+            }
+        }
+        Ok(counts)
     }
 }
 
@@ -567,7 +647,10 @@ impl Filesystem for ShimFs {
         self.forget_size(&path);
         let r = self.sh.store.unlink(&path).map_err(|e| errno::of(&e));
         if r.is_ok() {
-            self.sh.inodes().unlinked(&path);
+            let gone = self.sh.inodes().unlinked(&path);
+            if let (Some(c), Some(ino)) = (&self.sh.crash, gone) {
+                c.forget(ino);
+            }
             reply.ok();
         } else if let Err(e) = r {
             reply.error(Errno::from_i32(e));
@@ -834,6 +917,38 @@ impl Filesystem for ShimFs {
             let row = fail_row(code);
             return complete(sh, t0, outcome.complete_ns, row, move || reply.error(Errno::from_i32(code)));
         }
+        // With crash tracking, the bytes this write replaces are saved first,
+        // under the file's lock, which is held until the write is done.
+        let log = match &sh.crash {
+            None => None,
+            Some(c) => {
+                let p = sh.inodes().path(ino.0);
+                match c.file(ino.0, || {
+                    p.as_deref()
+                        .map_or(Err(std::io::Error::from_raw_os_error(libc::ENOENT)), |p| sh.store.open_backing(p))
+                }) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        self.unreserve(ino.0, reserved);
+                        let code = errno::of(&e);
+                        sh.count(Err(code));
+                        reply.error(Errno::from_i32(code));
+                        return self.note("write", &path, "", t0, Err(code));
+                    }
+                }
+            }
+        };
+        let mut log = log.as_ref().map(|l| l.lock().expect("crash log poisoned"));
+        if let (Some(c), Some(l)) = (&sh.crash, log.as_deref_mut())
+            && let Err(e) = c.before_write(l, offset, len)
+        {
+            drop(log);
+            self.unreserve(ino.0, reserved);
+            let code = errno::of(&e);
+            sh.count(Err(code));
+            reply.error(Errno::from_i32(code));
+            return self.note("write", &path, "", t0, Err(code));
+        }
         let written = if h.direct && !(data.as_ptr() as usize).is_multiple_of(ALIGN) {
             let mut buf = sh.bufs.get(data.len());
             buf.as_mut_slice().copy_from_slice(data);
@@ -843,6 +958,10 @@ impl Filesystem for ShimFs {
         } else {
             h.file.write_at(data, offset)
         };
+        if let (Err(_), Some(c), Some(l)) = (&written, &sh.crash, log.as_deref_mut()) {
+            c.write_failed(l);
+        }
+        drop(log);
         let n = match written {
             Ok(n) => n,
             Err(e) => {
@@ -909,14 +1028,24 @@ impl Filesystem for ShimFs {
             return self.note("fsync", &path, "", t0, Err(libc::EBADF));
         };
         let outcome = sh.submit(DeviceOp::flush(), t0);
+        // The writes that arrived before this fsync become durable when it
+        // completes (just before its reply goes out).
+        let log = sh.crash.as_ref().and_then(|c| c.existing(ino.0));
+        let ticket = log.as_ref().map(|l| CrashLog::fsync_started(&l.lock().expect("crash log poisoned")));
         let result = match outcome.result {
             Err(e) => Err(e.errno()),
             Ok(()) => if datasync { h.file.sync_data() } else { h.file.sync_all() }.map_err(|e| errno::of(&e)),
         };
         sh.count(result);
         let row = sh.row("fsync", &path, t0, result);
+        let sh2 = sh.clone();
         complete(sh, t0, outcome.complete_ns, row, move || match result {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                if let (Some(c), Some(l), Some(t)) = (&sh2.crash, &log, ticket) {
+                    c.fsync_completed(&mut l.lock().expect("crash log poisoned"), t);
+                }
+                reply.ok()
+            }
             Err(code) => reply.error(Errno::from_i32(code)),
         });
     }
@@ -1006,6 +1135,17 @@ impl Filesystem for ShimFs {
     ) {
         if ino.0 == ROOT_INO && cmd == PID_IOCTL && out_size as usize >= 8 {
             reply.ioctl(0, &u64::from(std::process::id()).to_le_bytes());
+        } else if ino.0 == ROOT_INO && cmd == CRASH_IOCTL && out_size as usize >= 32 {
+            match self.crash_now() {
+                Ok(c) => {
+                    let mut out = Vec::with_capacity(32);
+                    for v in [c.files, c.writes_lost, c.bytes_lost, c.writes_kept] {
+                        out.extend_from_slice(&v.to_le_bytes());
+                    }
+                    reply.ioctl(0, &out);
+                }
+                Err(code) => reply.error(Errno::from_i32(code)),
+            }
         } else {
             reply.error(Errno::from_i32(libc::ENOTTY));
         }

@@ -15,6 +15,7 @@ mod backend;
 mod buf;
 mod completion;
 mod control;
+mod crash;
 mod daemon;
 mod errno;
 mod fs;
@@ -29,7 +30,11 @@ use fuser::{BackgroundSession, Config, MountOption, SessionACL};
 use mlpdrive_emu::{Capacity, Device, Profile, RealClock};
 
 pub use backend::Backing;
-pub use control::{UnmountOutcome, daemon_pid, is_shim_mount, unmount};
+pub use control::{
+    FuseMount, UnmountOutcome, crash, daemon_pid, dead_fuse_mount_of, fuse_mount_of, is_daemon_gone_errno,
+    is_shim_mount, unmount,
+};
+pub use crash::CrashCounts;
 pub use daemon::{Daemon, fork_daemon};
 pub use oplog::{HASH_BLOCK_BYTES, OPLOG_HEADER};
 
@@ -41,6 +46,11 @@ use crate::oplog::OpLog;
 /// (`mlpdrive shim unmount` uses it to wait until the daemon has written
 /// its op log and verdicts).
 pub const PID_IOCTL: u32 = (2 << 30) | (8 << 16) | ((b'M' as u32) << 8) | 0x53;
+
+/// `_IOR('M', 0x54, [u64; 4])` on the mount root crashes the emulated
+/// device (`--crash-tracking` mounts): it answers the files, writes lost,
+/// bytes lost and writes kept (see [`crash`]).
+pub const CRASH_IOCTL: u32 = (2 << 30) | (32 << 16) | ((b'M' as u32) << 8) | 0x54;
 
 /// The mount source of every shim mount (`fsname`, first column of /proc/mounts).
 pub const FS_NAME: &str = "mlpdrive-shim";
@@ -57,6 +67,12 @@ pub trait Observer: Send + Sync {
     /// Called after the rename succeeded, before the reply.
     fn on_rename(&self, from: &str, to: &str, exchange: bool) {
         let _ = (from, to, exchange);
+    }
+    /// `mlpdrive shim crash` lost the unsynced writes covering `len` bytes
+    /// of `path` at `offset`; `now` is what the file holds there after the
+    /// crash (shorter than `len` if the file shrank back).
+    fn on_crash(&self, path: &str, offset: u64, len: u64, now: &[u8]) {
+        let _ = (path, offset, len, now);
     }
     /// The verdicts so far.
     fn report(&self) -> Report;
@@ -94,6 +110,12 @@ pub struct ShimConfig {
     pub allow_passthrough: bool,
     /// FUSE request threads.
     pub threads: usize,
+    /// Track unsynced writes so that [`crash`] can drop them.
+    pub crash_tracking: bool,
+    /// Measure the FUSE round trip at mount and send delayed replies that
+    /// much early, so clients see the profile's latency rather than the
+    /// profile's plus the round trip (daemon path only).
+    pub rtt_compensation: bool,
 }
 
 /// Why a mount failed or ended badly.
@@ -158,6 +180,9 @@ pub struct Summary {
     pub report: Option<Report>,
     /// Things that went wrong while shutting down (op-log write errors).
     pub problems: Vec<String>,
+    /// With crash tracking: bytes of replaced data still held at the end
+    /// to undo unsynced writes (None without crash tracking).
+    pub crash_undo_bytes: Option<u64>,
 }
 
 /// Mounts the shim; returns once the kernel has accepted the mount.
@@ -200,7 +225,8 @@ pub fn mount(cfg: ShimConfig) -> Result<Mounted, ShimError> {
         None => (None, None),
     };
     let free = profile_is_free(&cfg.profile);
-    let want_passthrough = cfg.allow_passthrough && free && oplog_tx.is_none() && cfg.observer.is_none();
+    let want_passthrough =
+        cfg.allow_passthrough && free && oplog_tx.is_none() && cfg.observer.is_none() && !cfg.crash_tracking;
     let why_daemon = if !cfg.allow_passthrough {
         "passthrough turned off"
     } else if !free {
@@ -209,6 +235,8 @@ pub fn mount(cfg: ShimConfig) -> Result<Mounted, ShimError> {
         "the op log sees every op"
     } else if cfg.observer.is_some() {
         "--verify sees every op"
+    } else if cfg.crash_tracking {
+        "--crash-tracking sees every write"
     } else {
         ""
     };
@@ -223,6 +251,7 @@ pub fn mount(cfg: ShimConfig) -> Result<Mounted, ShimError> {
         observer: cfg.observer,
         capacity_bytes,
         want_passthrough,
+        crash: cfg.crash_tracking.then(|| crash::CrashLog::new(&cfg.profile.faults, cfg.seed)),
     }));
 
     let mut options = vec![
@@ -248,6 +277,7 @@ pub fn mount(cfg: ShimConfig) -> Result<Mounted, ShimError> {
         ShimError::Failed(format!("cannot mount {}: {e}{hint}", mountpoint.display()))
     })?;
 
+    let _ = shared.notifier.set(session.notifier());
     let data_path = if !want_passthrough {
         DataPath::Daemon(why_daemon.into())
     } else if !shared.passthrough_negotiated.load(Ordering::Relaxed) {
@@ -263,6 +293,12 @@ pub fn mount(cfg: ShimConfig) -> Result<Mounted, ShimError> {
     };
 
     let session = session.spawn().map_err(|e| ShimError::Failed(format!("cannot start FUSE threads: {e}")))?;
+    if cfg.rtt_compensation && data_path != DataPath::Passthrough && !free {
+        match control::calibrate_round_trip(&mountpoint) {
+            Ok(ns) => shared.reply_lead_ns.store(ns, Ordering::Relaxed),
+            Err(e) => eprintln!("mlpdrive shim: warning: cannot measure the FUSE round trip ({e}); not compensated"),
+        }
+    }
     Ok(Mounted { session: Some(session), shared, oplog, mountpoint, data_path })
 }
 
@@ -275,6 +311,12 @@ impl Mounted {
     /// How data flows in this session.
     pub fn data_path(&self) -> &DataPath {
         &self.data_path
+    }
+
+    /// How much earlier than the model's completion time delayed replies
+    /// are sent (the FUSE round trip measured at mount; 0 if not measured).
+    pub fn reply_lead_ns(&self) -> u64 {
+        self.shared.reply_lead_ns.load(Ordering::Relaxed)
     }
 
     /// True once the session has ended (unmounted from outside).
@@ -326,6 +368,7 @@ impl Mounted {
             oplog_rows,
             report: self.shared.observer.as_ref().map(|o| o.report()),
             problems,
+            crash_undo_bytes: self.shared.crash.as_ref().map(|c| c.undo_bytes()),
         }
     }
 }

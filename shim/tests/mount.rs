@@ -63,6 +63,7 @@ struct Opts {
     mem: bool,
     oplog: Option<PathBuf>,
     observer: Option<Arc<dyn mlpdrive_shim::Observer>>,
+    crash_tracking: bool,
 }
 
 impl Opts {
@@ -71,7 +72,7 @@ impl Opts {
             Some(y) => Profile::from_yaml("test", y).expect("profile"),
             None => Profile::load("ideal").unwrap(),
         };
-        Opts { profile, mem: false, oplog: None, observer: None }
+        Opts { profile, mem: false, oplog: None, observer: None, crash_tracking: false }
     }
 }
 
@@ -90,6 +91,8 @@ fn mount(o: Opts) -> (Guard, Option<PathBuf>) {
         allow_other: false,
         allow_passthrough: true,
         threads: 4,
+        crash_tracking: o.crash_tracking,
+        rtt_compensation: true,
     };
     let m = mlpdrive_shim::mount(cfg).expect("mount");
     let g = Guard { mountpoint: m.mountpoint().to_path_buf(), mounted: Some(m), _dirs: vec![backing_dir, mp] };
@@ -388,4 +391,73 @@ fn concurrent_requests_overlap_in_the_daemon() {
     assert_eq!(reads.len(), 8, "{text}");
     let most = reads.iter().map(|&(s, _)| reads.iter().filter(|&&(a, b)| a <= s && s < b).count()).max().unwrap();
     assert!(most > 4, "at most {most} reads were in flight at once:\n{text}");
+}
+
+/// Write A, fsync, write B over part of it and past its end (no fsync),
+/// crash: the file reads A again, at A's size, through buffered and
+/// O_DIRECT opens alike; a second crash has nothing left to lose.
+fn crash_drops_unsynced_writes(mem: bool) {
+    let mut o = Opts::new(Some(TEST_PROFILE));
+    o.mem = mem;
+    o.crash_tracking = true;
+    let oplog = tempfile::NamedTempFile::new().unwrap();
+    o.oplog = Some(oplog.path().to_path_buf());
+    let (mut g, backing) = mount(o);
+    let a = vec![b'A'; 8192];
+    let b = vec![b'B'; 8192];
+    let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(g.path("f")).unwrap();
+    f.write_all_at(&a, 0).unwrap();
+    f.sync_all().unwrap();
+    f.write_all_at(&b, 4096).unwrap();
+    let mut got = vec![0u8; 12288];
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert_eq!(&got[4096..], &b[..], "B is there before the crash");
+    let c = mlpdrive_shim::crash(g.mountpoint.as_path()).expect("crash");
+    assert_eq!((c.files, c.bytes_lost, c.writes_kept), (1, 8192, 0), "{c:?}");
+    assert!(c.writes_lost >= 1, "{c:?}");
+    assert_eq!(fs::read(g.path("f")).unwrap(), a, "buffered read after the crash shows A");
+    assert_eq!(fs::metadata(g.path("f")).unwrap().len(), 8192, "the extending write is gone too");
+    if let Some(dir) = &backing {
+        assert_eq!(fs::read(dir.join("f")).unwrap(), a, "the backing file holds A");
+    }
+    let (mut buf, off) = aligned(8192);
+    let d = OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(g.path("f")).unwrap();
+    assert_eq!(d.read_at(&mut buf[off..off + 8192], 0).unwrap(), 8192);
+    assert_eq!(&buf[off..off + 8192], &a[..], "O_DIRECT read after the crash shows A");
+    let again = mlpdrive_shim::crash(g.mountpoint.as_path()).unwrap();
+    assert_eq!(again.writes_lost, 0, "nothing unsynced is left");
+    drop((f, d));
+    let m = g.unmount();
+    assert!(m.oplog_rows.unwrap() > 0);
+    let log = fs::read_to_string(oplog.path()).unwrap();
+    let crash_rows: Vec<&str> = log.lines().filter(|l| l.split(',').nth(1) == Some("crash")).collect();
+    assert_eq!(crash_rows.len() as u64, c.writes_lost, "one crash row per lost write: {log}");
+    assert!(crash_rows[0].contains(",f,,4096,8192,"), "{}", crash_rows[0]);
+    assert!(log.lines().any(|l| l.contains(",truncate,f,,8192,")), "the shrink is logged as a truncate: {log}");
+}
+
+#[test]
+fn a_crash_drops_unsynced_writes_in_memory() {
+    if !fuse_available() {
+        return;
+    }
+    crash_drops_unsynced_writes(true);
+}
+
+#[test]
+fn a_crash_drops_unsynced_writes_on_a_directory() {
+    if !fuse_available() {
+        return;
+    }
+    crash_drops_unsynced_writes(false);
+}
+
+#[test]
+fn crash_needs_crash_tracking() {
+    if !fuse_available() {
+        return;
+    }
+    let (g, _) = mount(Opts::new(Some(TEST_PROFILE)));
+    let e = mlpdrive_shim::crash(g.mountpoint.as_path()).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EOPNOTSUPP), "{e}");
 }

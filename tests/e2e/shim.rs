@@ -214,34 +214,168 @@ fn a_full_device_gives_enospc() {
     assert!(all.contains("No space left") || all.contains("ENOSPC"), "{all}");
 }
 
-#[test]
-fn a_killed_daemon_gives_enotconn_not_a_hang() {
-    if !fuse_available() {
-        return;
-    }
-    let mut m = Mount::new("ci-fast", &[]);
+/// Kills the daemon serving `m` (SIGKILL, as a crash would).
+fn kill_daemon(m: &Mount) {
     let pid = mlpdrive_shim::daemon_pid(&m.mountpoint).expect("daemon pid");
     // SAFETY: kill(2) on the daemon this test started.
     assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
-    let start = Instant::now();
-    let err = loop {
-        match std::fs::metadata(&m.mountpoint) {
-            Err(e) => break e,
-            Ok(_) if start.elapsed() < Duration::from_secs(10) => std::thread::sleep(Duration::from_millis(20)),
-            Ok(_) => panic!("the mount still answers 10 s after the daemon was killed"),
-        }
+}
+
+fn errno_of(r: std::io::Result<impl Sized>) -> Option<i32> {
+    r.err().and_then(|e| e.raw_os_error())
+}
+
+/// One O_DIRECT read of the first 4 KiB of `f` into an aligned buffer.
+fn direct_read(f: &std::fs::File) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut raw = vec![0u8; 8192];
+    let pad = raw.as_ptr().align_offset(4096);
+    let buf = &mut raw[pad..pad + 4096];
+    // SAFETY: buf is 4096 valid, writable bytes; the fd is open.
+    let n = unsafe { libc::pread(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+#[test]
+fn a_killed_daemon_aborts_in_flight_ops_and_refuses_new_ones_with_enotconn() {
+    if !fuse_available() {
+        return;
+    }
+    // Reads take 30 s, so the first one is still in the daemon when it dies.
+    let profile = BASE_PROFILE.replace("read: {fixed: 20us}", "read: {fixed: 30s}");
+    let mut m = Mount::new(&profile, &[]);
+    std::fs::write(m.path().join("backing/f"), vec![7u8; 4096]).unwrap();
+    let opened = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::File::options().read(true).custom_flags(libc::O_DIRECT).open(m.mountpoint.join("f")).unwrap()
     };
-    // The kernel answers ENOTCONN, or ECONNABORTED once it has aborted the
-    // connection (as 6.x kernels do when /dev/fuse closes): never a hang.
-    let code = err.raw_os_error();
-    assert!(code == Some(libc::ENOTCONN) || code == Some(libc::ECONNABORTED), "{err}");
-    let (r, _) = m.run(&["--duration", "1s"]);
-    assert!(r.code == 1 || r.code == 2, "the run fails (not a hang, not success): {}", r.show());
-    assert!(r.stderr.contains("not connected") || r.stderr.contains("connection abort"), "{}", r.show());
+    let file = std::sync::Arc::new(opened);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let f2 = file.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(direct_read(&f2));
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(rx.try_recv().is_err(), "the read is still in the daemon");
+    kill_daemon(&m);
+    // A request the kernel had already sent is ended with ECONNABORTED when
+    // the last /dev/fuse descriptor closes (the daemon's exit): no hang.
+    let in_flight = rx.recv_timeout(Duration::from_secs(10)).expect("the in-flight read returns soon after the kill");
+    assert_eq!(errno_of(in_flight), Some(libc::ECONNABORTED), "in-flight read");
+    // Every request after the abort gets ENOTCONN: on the open file, and by
+    // name (a name never looked up, so no cached answer hides it).
+    assert_eq!(errno_of(direct_read(&file)), Some(libc::ENOTCONN), "new read on an open file");
+    assert_eq!(errno_of(std::fs::metadata(m.mountpoint.join("never-seen"))), Some(libc::ENOTCONN), "stat");
+    assert_eq!(errno_of(std::fs::File::create(m.mountpoint.join("new"))), Some(libc::ENOTCONN), "create");
+    assert_eq!(errno_of(std::fs::read_dir(&m.mountpoint)), Some(libc::ENOTCONN), "readdir");
+    // `unmount` clears the stale mount even while a file under it is open.
     let u = m.unmount();
     assert_eq!(u.code, 0, "stale mount unmounts: {}", u.show());
     assert!(u.stderr.contains("stale"), "{}", u.show());
     assert!(!mlpdrive_shim::is_shim_mount(&m.mountpoint));
+    drop(file);
+}
+
+#[test]
+fn a_daemon_killed_during_a_run_fails_it_naming_the_cause() {
+    if !fuse_available() {
+        return;
+    }
+    let mut m = Mount::new("ci-fast", &[]);
+    let out = m.path().join("out.json");
+    let res = m.path().join("res");
+    let target = m.target();
+    let mut child = Command::new(BIN)
+        .args(["run", "raw-smoke", "--quiet", "--duration", "60s", "--target", &target])
+        .args(["--results", res.to_str().unwrap(), "--output", out.to_str().unwrap()])
+        .current_dir(m.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the daemon once the run is doing I/O (its data file exists).
+    let data = m.path().join("backing/mlpdrive/raw");
+    let start = Instant::now();
+    while std::fs::read_dir(&data).map_or(true, |mut d| d.next().is_none()) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the run never started writing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    kill_daemon(&m);
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            panic!("the run hangs 30 s after the daemon was killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = Run::from(child.wait_with_output().unwrap());
+    let mp = m.mountpoint.display().to_string();
+    let hint = format!("the FUSE daemon behind {mp} is gone; run `mlpdrive shim unmount {mp}`");
+    assert_eq!(r.code, 1, "{}", r.show());
+    let j = read_json(&out);
+    let first = j["errors"]["first"].as_str().unwrap_or_default().to_string();
+    assert!(first.contains(&hint), "the first error names the cause: {first}");
+    assert!(
+        first.contains("Transport endpoint is not connected") || first.contains("Software caused connection abort"),
+        "and keeps the errno: {first}"
+    );
+    // A run on the dead mount fails at once, with the same advice.
+    let (again, _) = m.run(&["--duration", "1s"]);
+    assert_eq!(again.code, 1, "{}", again.show());
+    assert!(again.stderr.contains(&hint), "{}", again.show());
+    let u = m.unmount();
+    assert_eq!(u.code, 0, "stale mount unmounts: {}", u.show());
+    assert!(u.stderr.contains("stale"), "{}", u.show());
+    assert!(!mlpdrive_shim::is_shim_mount(&m.mountpoint));
+}
+
+#[test]
+fn shim_crash_loses_the_unsynced_write_and_check_accepts_the_post_crash_content() {
+    if !fuse_available() {
+        return;
+    }
+    let d = scratch();
+    let oplog = d.path().join("ops.csv");
+    let mut m = Mount::new(BASE_PROFILE, &["--crash-tracking", "--oplog", oplog.to_str().unwrap()]);
+    let mp = m.mountpoint.to_str().unwrap().to_string();
+    // Two distinct blocks (check's dedup verdict wants unique data).
+    let mut a = vec![b'A'; 8192];
+    a[4096..].fill(b'C');
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::File::create(m.mountpoint.join("f")).unwrap();
+        f.write_all_at(&a, 0).unwrap();
+        f.sync_all().unwrap();
+        f.write_all_at(&[b'B'; 4096], 4096).unwrap();
+    }
+    assert_eq!(std::fs::read(m.mountpoint.join("f")).unwrap()[4096], b'B');
+    let c = mlpdrive(m.path(), &["shim", "crash", &mp]);
+    assert_eq!(c.code, 0, "{}", c.show());
+    assert!(c.stdout.contains("lost 1 unsynced writes (4096 bytes) in 1 files"), "{}", c.show());
+    assert_eq!(std::fs::read(m.mountpoint.join("f")).unwrap(), a, "the mount shows A after the crash");
+    let u = m.unmount();
+    assert_eq!(u.code, 0, "{}", u.show());
+    let r = mlpdrive(d.path(), &["check", "--oplog", oplog.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "reads after the crash match the post-crash content: {}", r.show());
+    let v = read_json(&d.path().join("ops.csv.verdicts.json"));
+    let content = v["verdicts"].as_array().unwrap().iter().find(|v| v["name"] == "content").unwrap().clone();
+    assert_eq!(content["numbers"]["crash_lost_writes"], 1, "{content:#}");
+    assert_eq!(content["numbers"]["crash_lost_bytes"], 4096, "{content:#}");
+    assert_eq!(content["numbers"]["blocks_mismatched"], 0, "{content:#}");
+    assert!(content["reason"].as_str().unwrap().contains("a crash lost 1 unsynced writes"), "{content:#}");
+}
+
+#[test]
+fn shim_crash_without_crash_tracking_is_a_usage_error() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::new(BASE_PROFILE, &[]);
+    let c = mlpdrive(m.path(), &["shim", "crash", m.mountpoint.to_str().unwrap()]);
+    assert_eq!(c.code, 2, "{}", c.show());
+    assert!(c.stderr.contains("mount it with --crash-tracking"), "{}", c.show());
 }
 
 #[test]

@@ -17,11 +17,19 @@ pub struct Content {
     /// Successful data reads that carried no block hashes although they
     /// covered whole blocks.
     unhashed_reads: u64,
+    /// Writes lost to `mlpdrive shim crash` (crash rows) and their bytes.
+    crash_lost_writes: u64,
+    crash_lost_bytes: u64,
 }
 
 impl Content {
     /// Judges a read against the files as they are before `row` applies.
     pub fn observe(&mut self, row: &OpRow, files: &Files) {
+        if row.op == OpKind::Crash {
+            self.crash_lost_writes += 1;
+            self.crash_lost_bytes += row.length;
+            return;
+        }
         if row.op != OpKind::Read || !row.ok() || is_housekeeping(&row.path) {
             return;
         }
@@ -58,7 +66,18 @@ impl Content {
             .number("blocks_verified", self.blocks_verified)
             .number("blocks_mismatched", bad)
             .number("blocks_unverifiable", self.blocks_unverifiable)
-            .number("reads_without_hashes", self.unhashed_reads);
+            .number("reads_without_hashes", self.unhashed_reads)
+            .number("crash_lost_writes", self.crash_lost_writes)
+            .number("crash_lost_bytes", self.crash_lost_bytes);
+        let crash_note = if self.crash_lost_writes > 0 {
+            format!(
+                "; a crash lost {} unsynced writes ({} bytes), and reads after it are compared with what the \
+                 file held after the crash",
+                self.crash_lost_writes, self.crash_lost_bytes
+            )
+        } else {
+            String::new()
+        };
         if self.blocks_read == 0 {
             v.status = super::verdict::Status::NotChecked;
             v.reason = "no hashed 4 KiB blocks were read".into();
@@ -75,10 +94,10 @@ impl Content {
         v.decide(
             bad > 0,
             if bad > 0 {
-                format!("{bad} blocks read back differ from what was last written there")
+                format!("{bad} blocks read back differ from what was last written there{crash_note}")
             } else {
                 format!(
-                    "{} blocks read back match what was written ({} unverifiable: not written in this log)",
+                    "{} blocks read back match what was written ({} unverifiable: not written in this log){crash_note}",
                     self.blocks_verified, self.blocks_unverifiable
                 )
             },
@@ -137,6 +156,27 @@ mod tests {
         ]);
         assert_eq!(v.status, Status::Pass, "{v:?}");
         assert_eq!(v.numbers["blocks_verified"], 1);
+    }
+
+    #[test]
+    fn reads_after_a_crash_must_show_the_post_crash_content() {
+        let rows = |after: u64| {
+            vec![
+                row(2, "write", "a", "", 0, 8192, "ok", &[1, 2]),
+                row(3, "fsync", "a", "", 0, 0, "ok", &[]),
+                row(4, "write", "a", "", 4096, 4096, "ok", &[3]),
+                row(5, "crash", "a", "", 4096, 4096, "ok", &[2]),
+                row(6, "read", "a", "", 0, 8192, "ok", &[1, after]),
+            ]
+        };
+        let v = replay(&rows(2));
+        assert_eq!(v.status, Status::Pass, "{v:?}");
+        assert_eq!(v.numbers["crash_lost_writes"], 1);
+        assert_eq!(v.numbers["crash_lost_bytes"], 4096);
+        assert!(v.reason.contains("a crash lost 1 unsynced writes (4096 bytes)"), "{v:?}");
+        // Still reading the lost write's data after the crash is a failure.
+        let v = replay(&rows(3));
+        assert_eq!(v.status, Status::Fail, "{v:?}");
     }
 
     #[test]

@@ -73,6 +73,7 @@ impl Files {
             OpKind::Truncate if row.ok() => self.truncate(&row.path, row.offset, row.line),
             OpKind::Unlink if row.ok() => self.end(&row.path, VersionEnd::Unlinked, row.line),
             OpKind::Rename if row.ok() => self.rename(&row.path, &row.path2, row.line),
+            OpKind::Crash => self.crash(row),
             _ => {}
         }
     }
@@ -112,6 +113,23 @@ impl Files {
         }
         f.size_bytes = f.size_bytes.max(end);
         f.written_bytes += row.length;
+    }
+
+    /// A crash lost the writes over the row's range: the blocks there hold
+    /// what the row's hashes say (a prefix of the range's blocks, as far as
+    /// the file still reaches), else nothing known.
+    fn crash(&mut self, row: &OpRow) {
+        let f = self.file(&row.path, row.line);
+        let first_touched = row.offset / BLOCK_BYTES;
+        let last_touched = row.offset.saturating_add(row.length).div_ceil(BLOCK_BYTES);
+        let touched: Vec<u64> = f.blocks.range(first_touched..last_touched).map(|(&b, _)| b).collect();
+        for b in touched {
+            f.blocks.remove(&b);
+        }
+        let (first, _) = row.covered_blocks();
+        for (i, &h) in row.block_hashes.iter().enumerate() {
+            f.blocks.insert(first + i as u64, h);
+        }
     }
 
     fn truncate(&mut self, path: &str, size_bytes: u64, line: u64) {

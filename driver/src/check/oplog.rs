@@ -41,10 +41,13 @@ pub enum OpKind {
     Readdir,
     Getattr,
     Statfs,
+    /// `mlpdrive shim crash` lost the unsynced writes over this range; the
+    /// hashes are of the blocks the file holds there now.
+    Crash,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 15] = [
+    pub const ALL: [OpKind; 16] = [
         OpKind::Create,
         OpKind::Open,
         OpKind::Read,
@@ -60,6 +63,7 @@ impl OpKind {
         OpKind::Readdir,
         OpKind::Getattr,
         OpKind::Statfs,
+        OpKind::Crash,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +83,7 @@ impl OpKind {
             OpKind::Readdir => "readdir",
             OpKind::Getattr => "getattr",
             OpKind::Statfs => "statfs",
+            OpKind::Crash => "crash",
         }
     }
 
@@ -275,11 +280,21 @@ impl OpLogReader {
             return Err(err(3, "a rename needs its destination in path2".into()));
         }
         if !row.block_hashes.is_empty() {
-            if !matches!(op, OpKind::Read | OpKind::Write) {
-                return Err(err(8, format!("block hashes on a {} op (only reads and writes carry them)", op.as_str())));
+            if !matches!(op, OpKind::Read | OpKind::Write | OpKind::Crash) {
+                return Err(err(
+                    8,
+                    format!("block hashes on a {} op (only reads, writes and crashes carry them)", op.as_str()),
+                ));
             }
             let (_, covered) = row.covered_blocks();
-            if row.block_hashes.len() as u64 != covered {
+            // A crash row hashes what the file still holds of its range: a
+            // prefix of the range's blocks when the file shrank back.
+            let fits = if op == OpKind::Crash {
+                row.block_hashes.len() as u64 <= covered
+            } else {
+                row.block_hashes.len() as u64 == covered
+            };
+            if !fits {
                 return Err(err(
                     8,
                     format!(

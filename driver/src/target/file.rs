@@ -11,10 +11,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
+use mlpdrive_shim::{FuseMount, is_daemon_gone_errno};
+
 use super::table::HandleTable;
 use super::workdir::WorkDir;
-use super::{Capabilities, ObjectHandle, OpenOptions, Queue, Target, TargetError, TargetInfo};
-use crate::buf::BufPool;
+use super::{
+    Capabilities, Completion, IoMode, ObjectHandle, Op, OpenOptions, Queue, QueueFull, Target, TargetError, TargetInfo,
+};
+use crate::buf::{AlignedBuf, BufPool};
 use crate::error::Error;
 use crate::io::{self, Resolved, Resolver};
 
@@ -27,6 +31,64 @@ pub struct FileTarget {
 
 struct FileTable {
     handles: HandleTable,
+    /// The FUSE mount the directory is on, if it is on one: its daemon's
+    /// death shows up as ENOTCONN/ECONNABORTED, explained in the errors.
+    fuse: Option<Arc<FuseMount>>,
+}
+
+impl FileTable {
+    /// Adds the cause to an error that says the FUSE daemon is gone.
+    fn explain(&self, e: TargetError) -> TargetError {
+        match (&self.fuse, e.errno()) {
+            (Some(m), Some(code)) if is_daemon_gone_errno(code) => e.with_cause(m.gone_hint()),
+            _ => e,
+        }
+    }
+
+    fn io_err(&self, op: &'static str, name: &str, offset: u64, e: &std::io::Error) -> TargetError {
+        self.explain(TargetError::io(op, name, offset, errno(e)))
+    }
+}
+
+/// A queue on a FUSE mount: completions that failed because the daemon is
+/// gone say so.
+struct FuseQueue {
+    inner: Box<dyn Queue>,
+    table: Arc<FileTable>,
+}
+
+impl Queue for FuseQueue {
+    fn depth(&self) -> usize {
+        self.inner.depth()
+    }
+
+    fn in_flight(&self) -> usize {
+        self.inner.in_flight()
+    }
+
+    fn submit(&mut self, tag: u64, op: Op, buf: Option<AlignedBuf>) -> Result<(), QueueFull> {
+        self.inner.submit(tag, op, buf)
+    }
+
+    fn reap(
+        &mut self,
+        min_complete: usize,
+        timeout: std::time::Duration,
+        out: &mut Vec<Completion>,
+    ) -> Result<usize, TargetError> {
+        let before = out.len();
+        let n = self.inner.reap(min_complete, timeout, out).map_err(|e| self.table.explain(e))?;
+        for c in &mut out[before..] {
+            if let Err(e) = &mut c.result {
+                *e = self.table.explain(std::mem::replace(e, TargetError::namespace("")));
+            }
+        }
+        Ok(n)
+    }
+
+    fn io_mode(&self) -> IoMode {
+        self.inner.io_mode()
+    }
 }
 
 impl Resolver for FileTable {
@@ -36,9 +98,7 @@ impl Resolver for FileTable {
 
     fn set_logical_size(&self, obj: ObjectHandle, size: u64) -> Result<(), TargetError> {
         let r = self.handles.get(obj).ok_or_else(|| TargetError::namespace("unknown object handle"))?;
-        r.file
-            .set_len(size)
-            .map_err(|e| TargetError::io("truncate", r.name.to_string(), size, e.raw_os_error().unwrap_or(libc::EIO)))
+        r.file.set_len(size).map_err(|e| self.io_err("truncate", &r.name, size, &e))
     }
 }
 
@@ -46,6 +106,10 @@ impl FileTarget {
     /// Opens (creating if needed) the work directory under `dir` and checks
     /// that O_DIRECT works there when asked for.
     pub fn open(dir: &Path, display: &str, opts: OpenOptions) -> Result<FileTarget, Error> {
+        let fuse = mlpdrive_shim::fuse_mount_of(dir).map(Arc::new);
+        if let Some(m) = fuse.as_deref().and_then(|m| mlpdrive_shim::dead_fuse_mount_of(&m.mountpoint)) {
+            return Err(Error::failed(format!("target {}: {}", dir.display(), m.gone_hint())));
+        }
         let workdir = WorkDir::open_or_create(dir)?;
         let align = io::align::dio_align_for_path(workdir.root()).unwrap_or(io::align::FALLBACK_ALIGN);
         if opts.direct {
@@ -56,7 +120,7 @@ impl FileTarget {
             location: display.to_string(),
             caps: Capabilities { align, ranged_writes: true, stores_data: true, max_object_bytes: None },
         };
-        Ok(FileTarget { info, workdir, opts, table: Arc::new(FileTable { handles: HandleTable::default() }) })
+        Ok(FileTarget { info, workdir, opts, table: Arc::new(FileTable { handles: HandleTable::default(), fuse }) })
     }
 
     pub fn workdir(&self) -> &Path {
@@ -130,25 +194,25 @@ impl Target for FileTarget {
     fn create(&self, name: &str, _size_hint: u64) -> Result<ObjectHandle, TargetError> {
         let path = self.workdir.object_path(name)?;
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| TargetError::io("mkdir", name, 0, errno(&e)))?;
+            std::fs::create_dir_all(parent).map_err(|e| self.table.io_err("mkdir", name, 0, &e))?;
         }
-        let file = self.open_file(&path, true).map_err(|e| TargetError::io("create", name, 0, errno(&e)))?;
+        let file = self.open_file(&path, true).map_err(|e| self.table.io_err("create", name, 0, &e))?;
         Ok(self.table.handles.insert(name, Self::resolved(name, file)))
     }
 
     fn open(&self, name: &str) -> Result<Option<(ObjectHandle, u64)>, TargetError> {
         if let Some((h, r)) = self.table.handles.lookup(name) {
-            let len = r.file.metadata().map_err(|e| TargetError::io("stat", name, 0, errno(&e)))?.len();
+            let len = r.file.metadata().map_err(|e| self.table.io_err("stat", name, 0, &e))?.len();
             return Ok(Some((h, len)));
         }
         let path = self.workdir.object_path(name)?;
         match self.open_file(&path, false) {
             Ok(file) => {
-                let len = file.metadata().map_err(|e| TargetError::io("stat", name, 0, errno(&e)))?.len();
+                let len = file.metadata().map_err(|e| self.table.io_err("stat", name, 0, &e))?.len();
                 Ok(Some((self.table.handles.insert(name, Self::resolved(name, file)), len)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(TargetError::io("open", name, 0, errno(&e))),
+            Err(e) => Err(self.table.io_err("open", name, 0, &e)),
         }
     }
 
@@ -158,20 +222,24 @@ impl Target for FileTarget {
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(TargetError::io("delete", name, 0, errno(&e))),
+            Err(e) => Err(self.table.io_err("delete", name, 0, &e)),
         }
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, TargetError> {
         let mut out = Vec::new();
-        walk(self.workdir.root(), "", &mut out).map_err(|e| TargetError::io("list", prefix, 0, errno(&e)))?;
+        walk(self.workdir.root(), "", &mut out).map_err(|e| self.table.io_err("list", prefix, 0, &e))?;
         out.retain(|(n, _)| n.starts_with(prefix));
         out.sort();
         Ok(out)
     }
 
     fn queue(&self, depth: usize, pool: &mut BufPool) -> Result<Box<dyn Queue>, TargetError> {
-        Ok(io::make_queue(depth, self.table.clone(), self.info.caps.align, self.opts, pool))
+        let q = io::make_queue(depth, self.table.clone(), self.info.caps.align, self.opts, pool);
+        Ok(match self.table.fuse {
+            Some(_) => Box::new(FuseQueue { inner: q, table: self.table.clone() }),
+            None => q,
+        })
     }
 }
 

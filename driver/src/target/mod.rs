@@ -241,8 +241,8 @@ pub trait Target: Send + Sync {
 /// An I/O or namespace error, with enough context to act on.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TargetError {
-    #[error("{op} {object} at offset {offset}: {errno}")]
-    Io { op: &'static str, object: String, offset: u64, errno: IoErrorKind },
+    #[error("{op} {object} at offset {offset}: {errno}{cause}")]
+    Io { op: &'static str, object: String, offset: u64, errno: IoErrorKind, cause: Cause },
     #[error("{0}")]
     Namespace(String),
     #[error("operation stalled: no completion for {secs:.1} s ({in_flight} in flight)")]
@@ -261,12 +261,42 @@ impl std::fmt::Display for IoErrorKind {
     }
 }
 
+/// What the target knows about why an I/O error happened (empty if
+/// nothing): shown after the errno, as "; CAUSE".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cause(pub Option<String>);
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(c) => write!(f, "; {c}"),
+            None => Ok(()),
+        }
+    }
+}
+
 impl TargetError {
+    /// The errno of an I/O error.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            TargetError::Io { errno, .. } => Some(errno.errno),
+            _ => None,
+        }
+    }
+
+    /// Attaches what the target knows about the cause of an I/O error.
+    pub fn with_cause(mut self, text: impl Into<String>) -> TargetError {
+        if let TargetError::Io { cause, .. } = &mut self {
+            cause.0 = Some(text.into());
+        }
+        self
+    }
+
     pub fn namespace(msg: impl Into<String>) -> TargetError {
         TargetError::Namespace(msg.into())
     }
 
     pub fn io(op: &'static str, object: impl Into<String>, offset: u64, errno: i32) -> TargetError {
-        TargetError::Io { op, object: object.into(), offset, errno: IoErrorKind { errno } }
+        TargetError::Io { op, object: object.into(), offset, errno: IoErrorKind { errno }, cause: Cause(None) }
     }
 }

@@ -86,6 +86,11 @@ pub(super) struct DevFacts {
 }
 
 pub(super) fn file_facts(dir: &Path) -> Result<FileFacts, Error> {
+    // A FUSE mount whose daemon died cannot be inspected; say why (exit 1:
+    // the target failed, the command line is fine).
+    if let Some(m) = mlpdrive_shim::dead_fuse_mount_of(dir) {
+        return Err(Error::failed(format!("target file://{}: {}", dir.display(), m.gone_hint())));
+    }
     let (existing, tail) = resolve(dir)?;
     let resolved = tail.iter().fold(existing.clone(), |p, c| p.join(c));
     let kind = if tail.is_empty() { kind_of(&existing)? } else { NodeKind::Missing };
