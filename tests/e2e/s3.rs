@@ -713,6 +713,10 @@ fn raw_object_mode_puts_gets_verified_and_mixes_whole_objects_on_s3s() {
         assert_eq!(std::fs::metadata(&f).unwrap().len(), OBJ6, "{}", f.display());
     }
     assert!(j["config"]["queue_depth"].is_null() && j["config"]["concurrency"] == 2, "{}", j["config"]);
+    let schema = include_str!("../../docs/results-schema.md");
+    for k in j["summary"].as_object().unwrap().keys() {
+        assert!(schema.contains(&format!("`summary.{k}`")), "summary.{k} is not in docs/results-schema.md");
+    }
 
     // GETs reuse the PUT objects (nothing prepared) and verify every byte.
     let d2 = scratch();
@@ -813,6 +817,7 @@ fn moto_raw_object_mode_put_get_and_mixed() {
     let d = scratch();
     let endpoint = format!("s3.endpoint={}", moto.endpoint());
     let run = |dir: &Path, rw: &str, extra: &[&str]| {
+        std::fs::create_dir_all(dir).unwrap();
         let res = dir.join("res");
         let mut args = vec!["run", "raw", "--quiet", "--target", "s3://moto-obj/p", "--results", res.to_str().unwrap()];
         args.extend(["--set", &endpoint, "--set", "s3.create_bucket=true", "--set", "s3.part_size=5MiB"]);
