@@ -19,22 +19,24 @@
 # s3dlio throughput (goal ≥ 1.0) and CPU-s per GiB, and `uptime` before and
 # after.
 #
-# Usage: scripts/bench-s3.sh [--server s3s|moto] [--rounds N] [--gib-64m G] [--mib-1m M]
-#   --gib-64m  GiB moved per 64 MiB case (default 1: 16 objects)
-#   --mib-1m   MiB moved per 1 MiB case (default 256: 256 objects)
+# Usage: scripts/bench-s3.sh [--server s3s|moto] [--rounds N] [--n-64m N] [--n-1m N]
+#   --n-64m  objects per 64 MiB case (default 16: 1 GiB)
+#   --n-1m   objects per 1 MiB case (default 256: 256 MiB)
+# MLPDRIVE=path skips the release build; MLPDRIVE_E2E=path names the e2e
+# test binary (otherwise `cargo test --no-run` finds it).
 set -euo pipefail
 
 server=s3s
 rounds=3
-gib_64m=1
-mib_1m=256
+n_64m=16
+n_1m=256
 while [ $# -gt 0 ]; do
   case "$1" in
     --server) server=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
-    --gib-64m) gib_64m=$2; shift 2 ;;
-    --mib-1m) mib_1m=$2; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    --n-64m) n_64m=$2; shift 2 ;;
+    --n-1m) n_1m=$2; shift 2 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,8 +44,10 @@ case "$server" in s3s|moto) ;; *) echo "--server must be s3s or moto" >&2; exit 
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 target_dir=${CARGO_TARGET_DIR:-$here/target}
-cargo build --release -q -p mlpdrive --manifest-path "$here/Cargo.toml"
-mlpdrive="$target_dir/release/mlpdrive"
+if [ -z "${MLPDRIVE:-}" ]; then
+  cargo build --release -q -p mlpdrive --manifest-path "$here/Cargo.toml"
+fi
+mlpdrive=${MLPDRIVE:-$target_dir/release/mlpdrive}
 
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/mlpdrive-bench
 venv=$cache/s3dlio-venv
@@ -73,7 +77,8 @@ bucket=bench
 
 if [ "$server" = s3s ]; then
   # The e2e test binary (dev profile, already built by `cargo test`).
-  bin=$(cargo test -p mlpdrive --test e2e --no-run --message-format=json --manifest-path "$here/Cargo.toml" 2>/dev/null |
+  bin=${MLPDRIVE_E2E:-}
+  [ -n "$bin" ] || bin=$(cargo test -p mlpdrive --test e2e --no-run --message-format=json --manifest-path "$here/Cargo.toml" 2>/dev/null |
         python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
@@ -142,7 +147,7 @@ echo "server: $server_desc at $endpoint; s3dlio $s3dlio_version; mlpdrive $("$ml
 echo "uptime before: $(uptime)"
 log=$work/runs.tsv
 printf 'round\ttool\top\tsize\tconcurrency\tseconds\tbytes\tcpu_s\n' >"$log"
-cases=("67108864 $(( gib_64m * 16 ))" "1048576 $mib_1m")
+cases=("67108864 $n_64m" "1048576 $n_1m")
 for round in $(seq "$rounds"); do
   for c in "${cases[@]}"; do
     read -r size count <<<"$c"

@@ -38,6 +38,10 @@ pub const DEFAULT_OBJECT_IO_BYTES: u64 = 8 << 20;
 pub const MAX_OBJECT_IO_BYTES: u64 = 1 << 30;
 /// Object mode: I/Os in flight per object at most.
 pub const OBJECT_IOS_IN_FLIGHT: u64 = 8;
+/// Object mode: I/Os in flight in all, about (at least one per object):
+/// more only cost buffer memory, as an S3 target sends at most
+/// `s3.max_concurrency` (default 32) requests at once.
+pub const OBJECT_IOS_IN_FLIGHT_TOTAL: u64 = 32;
 /// Object mode: largest total of I/O buffers (concurrency × I/Os in flight
 /// per object × block_size).
 pub const MAX_OBJECT_BUFFER_BYTES: u64 = 8 << 30;
@@ -279,9 +283,11 @@ impl RawConfig {
         self.object_bytes().div_ceil(self.block_size.bytes()).max(1)
     }
 
-    /// Object mode: I/Os in flight per object at most.
+    /// Object mode: I/Os in flight per object at most (8, fewer when many
+    /// objects are in flight: about 32 in all, at least one per object).
     pub fn ios_in_flight_per_object(&self) -> u64 {
-        self.ios_per_object().min(OBJECT_IOS_IN_FLIGHT)
+        let share = (OBJECT_IOS_IN_FLIGHT_TOTAL / u64::from(self.concurrency.unwrap_or(DEFAULT_CONCURRENCY))).max(1);
+        self.ios_per_object().min(OBJECT_IOS_IN_FLIGHT).min(share)
     }
 
     /// Checks values serde cannot: ranges, block alignment, and that the run

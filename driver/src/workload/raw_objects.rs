@@ -5,7 +5,8 @@
 //! The run works on `objects` objects, `raw/objects/objNNNNNNNN`, each of
 //! `object_size` bytes, with `concurrency` of them in flight at once on one
 //! engine worker. An object moves in I/Os of `block_size` bytes, at most
-//! [`crate::config::raw::OBJECT_IOS_IN_FLIGHT`] of them in flight per object.
+//! [`crate::config::raw::OBJECT_IOS_IN_FLIGHT`] of them in flight per object
+//! and about [`crate::config::raw::OBJECT_IOS_IN_FLIGHT_TOTAL`] in all.
 //! - A **PUT** is `create`, the writes and the commit: every payload comes
 //!   from the data generator with a new generation per PUT, and on S3 the
 //!   target's write path sends one PutObject, or a multipart upload above

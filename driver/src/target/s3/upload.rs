@@ -212,6 +212,8 @@ pub(super) async fn upload_part(
                         .part_number(number)
                         .content_length(len as i64)
                         .body(ByteStream::from(data))
+                        .customize()
+                        .disable_payload_signing()
                         .send()
                         .await
                         .map_err(|e| sh.fail(&e, "UPLOAD_PART", &key, req.endpoint))?;
@@ -288,6 +290,8 @@ pub(super) async fn commit(sh: Arc<Shared>, mut up: Upload, size: u64) -> Result
                         .key(&key)
                         .content_length(len as i64)
                         .body(ByteStream::from(data))
+                        .customize()
+                        .disable_payload_signing()
                         .send()
                         .await
                         .map_err(|e| sh.fail(&e, "PUT", &key, req.endpoint))?;
