@@ -324,9 +324,12 @@ fn wrong_types_name_the_key() {
     assert_eq!(raw_err(&["io.engine=spdk"]), "config key `io.engine`: expected one of io_uring, sync, got 'spdk'");
     assert_eq!(
         raw_err(&["rw=sideways"]),
-        "config key `rw`: expected one of read, write, randread, randwrite, randrw, got 'sideways'"
+        "config key `rw`: expected one of read, write, randread, randwrite, randrw, put, get, mixed, got 'sideways'"
     );
-    assert_eq!(raw_err(&["rw=5"]), "config key `rw`: expected one of read, write, randread, randwrite, randrw, got 5");
+    assert_eq!(
+        raw_err(&["rw=5"]),
+        "config key `rw`: expected one of read, write, randread, randwrite, randrw, put, get, mixed, got 5"
+    );
     assert_eq!(raw_err(&["io=5"]), "config key `io`: expected a mapping (key: value pairs), got 5");
     assert_eq!(raw_err(&["description=[a]"]), "config key `description`: expected a string, got a list");
     assert_eq!(raw_err(&["workload=7"]), "config key `workload`: expected a string, got 7");
