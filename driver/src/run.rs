@@ -240,7 +240,10 @@ fn plan(cfg: &mut RunConfig, world: &World) -> Result<Plan, Error> {
     match cfg.common.workload.as_str() {
         "raw" => {
             let raw = config::raw::RawConfig::from_run_config(cfg)?;
-            cfg.record_workload(&raw)?;
+            match raw.object_view() {
+                Some(view) => cfg.record_workload(&view)?,
+                None => cfg.record_workload(&raw)?,
+            }
             Ok(Plan::Raw(raw))
         }
         "kvcache" => {

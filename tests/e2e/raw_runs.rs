@@ -318,3 +318,43 @@ fn dev_target_on_a_real_block_device() {
     std::fs::File::open(&img).unwrap().read_exact_at(&mut head, 0).unwrap();
     assert_eq!(&head[8..15], b"MLPDBLK", "first block: {head:?}");
 }
+
+#[test]
+fn object_mode_on_files_and_emu_puts_one_file_per_object_and_verifies_gets() {
+    let d = scratch();
+    let objs =
+        ["--set", "object_size=1MiB", "--set", "objects=5", "--set", "concurrency=2", "--set", "block_size=256KiB"];
+    let mut args = objs.to_vec();
+    args.extend(["--set", "rw=put", "--set", "bytes=5MiB", "--set", "duration=null"]);
+    let r = run_in(d.path(), "raw", &args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = results_of(d.path());
+    assert_eq!(j["summary"]["put"]["ops"], 5, "{}", j["summary"]);
+    for i in 0..5 {
+        let f = d.path().join(format!("data/mlpdrive/raw/objects/obj{i:08}"));
+        assert_eq!(std::fs::metadata(&f).unwrap().len(), 1 << 20, "{}", f.display());
+    }
+    std::fs::remove_dir_all(d.path().join("res")).unwrap();
+    let mut args = objs.to_vec();
+    args.extend(["--set", "rw=get", "--set", "bytes=10MiB", "--set", "duration=null"]);
+    let r = run_in(d.path(), "raw", &args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = results_of(d.path());
+    assert_eq!(j["summary"]["prepared_objects"], 0, "{j}");
+    assert_eq!(j["summary"]["get"]["ops"], 10);
+    assert_eq!(j["verify"]["verified_bytes"], 10u64 << 20, "{j}");
+    assert!(r.stdout.contains("get"), "{}", r.show());
+
+    // The in-process emulator: mixed on objects prepared in memory.
+    let e = scratch();
+    let mut args = objs.to_vec();
+    args.extend(["--set", "rw=mixed", "--duration", "1s"]);
+    let (r, j) = run_preset_on(e.path(), "raw", "emu://ci-fast", &args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = j.unwrap();
+    assert_eq!(j["status"], "ok", "{j}");
+    assert_eq!(j["summary"]["prepared_objects"], 5, "{j}");
+    let (puts, gets) = (j["summary"]["put"]["ops"].as_u64().unwrap(), j["summary"]["get"]["ops"].as_u64().unwrap());
+    assert!(puts > 0 && gets > 0, "{}", j["summary"]);
+    assert_eq!(j["verify_errors"], 0);
+}

@@ -2,8 +2,8 @@
 //! loopback socket, SigV4): the library round trip (single PUT, multipart,
 //! ranged and split GETs, list, batched delete), every workload's smoke run
 //! on S3, setup errors (bad endpoint, missing bucket, wrong credentials)
-//! with exit 2 and a clear message, and credentials absent from every
-//! output.
+//! with exit 2 and a clear message, credentials absent from every
+//! output, and raw's object mode (whole-object PUT, verified GET, mixed).
 
 use std::path::Path;
 use std::process::Output;
@@ -229,6 +229,7 @@ fn raw_reads_lay_out_a_multipart_object_and_verify_ranged_and_split_gets() {
     let (r, _) = run_on(&server, d3.path(), "raw-smoke", &[]);
     assert_eq!(r.code, 2, "{}", r.show());
     assert!(r.stderr.contains("config key `rw`") && r.stderr.contains("s3"), "{}", r.show());
+    assert!(r.stderr.contains("rw=put"), "the error points to the object mode: {}", r.show());
     assert!(server.open_uploads().is_empty());
 }
 
@@ -607,8 +608,13 @@ fn moto_round_trip_abort_raw_run_and_missing_bucket() {
     assert!(r.stderr.contains("NoSuchBucket"), "{}", r.show());
 }
 
-/// ListMultipartUploads on moto's bucket, with the SDK directly.
+/// ListMultipartUploads on moto's test bucket, with the SDK directly.
 fn moto_open_uploads(moto: &Moto) -> usize {
+    moto_open_uploads_in(moto, BUCKET)
+}
+
+/// ListMultipartUploads on one of moto's buckets.
+fn moto_open_uploads_in(moto: &Moto, bucket: &str) -> usize {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let creds = aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
@@ -627,13 +633,13 @@ fn moto_open_uploads(moto: &Moto) -> usize {
             )
             .build();
         let c = aws_sdk_s3::Client::from_conf(conf);
-        let out = c.list_multipart_uploads().bucket(BUCKET).send().await.expect("ListMultipartUploads");
+        let out = c.list_multipart_uploads().bucket(bucket).send().await.expect("ListMultipartUploads");
         out.uploads().len()
     })
 }
 
 #[test]
-fn the_op_log_has_one_row_per_request_and_object_raw_mode_is_refused() {
+fn the_op_log_has_one_row_per_request() {
     let server = S3Server::start();
     server.bucket(BUCKET);
     let d = scratch();
@@ -660,9 +666,184 @@ fn the_op_log_has_one_row_per_request_and_object_raw_mode_is_refused() {
     assert!(gets.iter().all(|r| r[2] == "e2e/mlpdrive/raw/job0.dat" && r[3] == "4096"), "{gets:?}");
     assert!(rows.iter().any(|r| r[1] == "PUT" && r[3] == "1048576"), "the layout PUT: {text}");
 
-    let (r, _) = run_on(&server, d.path(), "raw", &["--set", "rw=put"]);
-    assert_eq!(r.code, 2, "{}", r.show());
-    assert!(r.stderr.contains("not available yet"), "{}", r.show());
+    assert!(rows.iter().all(|r| r[1] != "PUT" || r[2] == "e2e/mlpdrive/raw/job0.dat"), "{text}");
+}
+
+/// The object mode's figures of `rw` from a results.json, checked for the
+/// shape every object run has.
+fn object_figures<'a>(j: &'a serde_json::Value, op: &str) -> &'a serde_json::Value {
+    let o = &j["summary"][op];
+    assert!(o["ops"].is_u64() && o["bytes_per_s"].is_f64() && o["latency_us"]["p99"].is_f64(), "{o}");
+    o
+}
+
+const OBJ6: u64 = 6 << 20;
+
+#[test]
+fn raw_object_mode_puts_gets_verified_and_mixes_whole_objects_on_s3s() {
+    let server = S3Server::start();
+    server.bucket(BUCKET);
+    let d = scratch();
+    // Six-MiB objects with 5 MiB parts: each PUT is a multipart upload, each
+    // GET two ranged GETs.
+    let base = ["--set", "s3.part_size=5MiB", "--set", "object_size=6MiB", "--set", "objects=4"];
+    let mut args = base.to_vec();
+    args.extend(["--set", "rw=put", "--set", "concurrency=2", "--set", "bytes=24MiB", "--duration", "60s"]);
+    let (r, j) = run_on(&server, d.path(), "raw", &args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = j.unwrap();
+    assert_eq!(j["status"], "ok", "{j}");
+    let put = object_figures(&j, "put");
+    assert_eq!(put["ops"], 4, "each object PUT once: {put}");
+    assert_eq!(put["bytes"], 4 * OBJ6);
+    assert_eq!(j["summary"]["get"]["ops"], 0);
+    let s3 = &j["target"]["s3"];
+    assert_eq!(s3["multipart_uploads"], 4, "{s3}");
+    assert_eq!((s3["retries"].as_u64(), s3["failed_requests"].as_u64()), (Some(0), Some(0)), "{s3}");
+    let series: Vec<(&str, &str, u64)> = j["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["phase"].as_str().unwrap(), s["op"].as_str().unwrap(), s["ops"].as_u64().unwrap()))
+        .collect();
+    assert!(series.contains(&("object", "write", 4)), "{series:?}");
+    assert!(series.contains(&("measure", "commit", 4)), "{series:?}");
+    for i in 0..4 {
+        let f = server.root().join(BUCKET).join(format!("e2e/mlpdrive/raw/objects/obj{i:08}"));
+        assert_eq!(std::fs::metadata(&f).unwrap().len(), OBJ6, "{}", f.display());
+    }
+    assert!(j["config"]["queue_depth"].is_null() && j["config"]["concurrency"] == 2, "{}", j["config"]);
+    let schema = include_str!("../../docs/results-schema.md");
+    for k in j["summary"].as_object().unwrap().keys() {
+        assert!(schema.contains(&format!("`summary.{k}`")), "summary.{k} is not in docs/results-schema.md");
+    }
+
+    // GETs reuse the PUT objects (nothing prepared) and verify every byte.
+    let d2 = scratch();
+    let mut args = base.to_vec();
+    args.extend(["--set", "rw=get", "--set", "concurrency=3", "--set", "bytes=48MiB", "--duration", "60s"]);
+    let (r, j) = run_on(&server, d2.path(), "raw", &args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = j.unwrap();
+    assert_eq!(j["status"], "ok", "{j}");
+    assert_eq!(j["summary"]["prepared_objects"], 0, "{j}");
+    let get = object_figures(&j, "get");
+    assert_eq!(get["ops"], 8, "{get}");
+    assert_eq!(j["verify"]["verified_bytes"], 8 * OBJ6, "every GET byte verified: {j}");
+    assert_eq!(j["verify_errors"], 0);
+    assert_eq!(j["target"]["s3"]["multipart_uploads"], 0);
+
+    // A mix of both on the same objects.
+    let d3 = scratch();
+    let mut args = base.to_vec();
+    args.extend(["--set", "rw=mixed", "--set", "rwmix_read=50", "--set", "concurrency=4", "--duration", "1s"]);
+    let (r, j) = run_on(&server, d3.path(), "raw", &args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = j.unwrap();
+    assert_eq!(j["status"], "ok", "{j}");
+    let (puts, gets) =
+        (object_figures(&j, "put")["ops"].as_u64().unwrap(), object_figures(&j, "get")["ops"].as_u64().unwrap());
+    assert!(puts > 0 && gets > 0, "both ops ran: {}", j["summary"]);
+    assert!(j["verify"]["verified_bytes"].as_u64().unwrap() >= gets * OBJ6, "{j}");
+    assert_eq!(j["verify_errors"], 0);
+    assert!(server.open_uploads().is_empty(), "{:?}", server.open_uploads());
+
+    // A damaged byte in the middle of an object (the prepare check reads
+    // only the first block) is a verification error, and the run fails.
+    let f = server.root().join(BUCKET).join("e2e/mlpdrive/raw/objects/obj00000001");
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[(5 << 20) + 77] ^= 0x40;
+    std::fs::write(&f, &bytes).unwrap();
+    let d5 = scratch();
+    let mut args = base.to_vec();
+    args.extend(["--set", "rw=get", "--set", "concurrency=1", "--set", "bytes=12MiB"]);
+    let (r, j) = run_on(&server, d5.path(), "raw", &args);
+    assert_eq!(r.code, 1, "{}", r.show());
+    let j = j.unwrap();
+    assert_eq!(j["status"], "failed", "{j}");
+    assert!(j["verify_errors"].as_u64().unwrap() >= 1, "{j}");
+    assert!(j["verify"]["first"].as_str().unwrap().contains("corrupt"), "{}", j["verify"]);
+    // Objects of an odd size, missing at first: the prepare phase PUTs them
+    // (one PutObject each), then every GET is verified.
+    let d4 = scratch();
+    let args = ["--set", "rw=get", "--set", "object_size=1000003", "--set", "objects=3", "--set", "bytes=6000018"];
+    let (r, j) = run_on(&server, d4.path(), "raw", &args);
+    assert_eq!(r.code, 0, "{}", r.show());
+    let j = j.unwrap();
+    assert_eq!(j["summary"]["prepared_objects"], 3, "{j}");
+    assert_eq!(j["target"]["s3"]["single_puts"], 3, "{}", j["target"]["s3"]);
+    assert_eq!(object_figures(&j, "get")["ops"], 6);
+    assert_eq!(j["verify"]["verified_bytes"], 6 * 1_000_003u64, "{j}");
+}
+
+#[test]
+fn raw_object_mode_bad_input_is_refused_before_any_request() {
+    let server = S3Server::start();
+    server.bucket(BUCKET);
+    let d = scratch();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["rw=put", "queue_depth=8"], &["config key `queue_depth`", "concurrency"]),
+        (&["rw=get", "size=1GiB"], &["config key `size`", "object_size"]),
+        (&["rw=put", "concurrency=0"], &["config key `concurrency`", "≥ 1"]),
+        (&["rw=put", "object_size=0"], &["config key `object_size`"]),
+        (&["rw=put", "objects=0"], &["config key `objects`"]),
+        (&["rw=put", "rwmix_read=30"], &["config key `rwmix_read`", "mixed"]),
+        (&["rw=put", "object_size=1GiB", "block_size=1GiB", "concurrency=64"], &["config key `concurrency`", "8GiB"]),
+        (&["rw=randread", "objects=4"], &["config key `objects`", "object mode"]),
+        (&["rw=put", "bytes=1KiB"], &["config key `bytes`", "one object"]),
+        (&["rw=randwrite"], &["config key `rw`", "rw=put"]),
+        (&["rw=write"], &["config key `rw`", "rw=put"]),
+    ];
+    for (sets, want) in cases {
+        let mut args = Vec::new();
+        for s in *sets {
+            args.extend(["--set", s]);
+        }
+        let (r, j) = run_on(&server, d.path(), "raw", &args);
+        assert_eq!(r.code, 2, "{sets:?}: {}", r.show());
+        if !sets[0].ends_with("write") {
+            assert!(j.is_none(), "{sets:?}: a config error writes no results");
+        }
+        for w in *want {
+            assert!(r.stderr.contains(w), "{sets:?}: expected {w:?} in: {}", r.show());
+        }
+    }
+    assert!(!server.root().join(BUCKET).join("e2e").exists(), "nothing was written");
+}
+
+#[test]
+fn moto_raw_object_mode_put_get_and_mixed() {
+    let Some(moto) = Moto::start() else { return };
+    let d = scratch();
+    let endpoint = format!("s3.endpoint={}", moto.endpoint());
+    let run = |dir: &Path, rw: &str, extra: &[&str]| {
+        std::fs::create_dir_all(dir).unwrap();
+        let res = dir.join("res");
+        let mut args = vec!["run", "raw", "--quiet", "--target", "s3://moto-obj/p", "--results", res.to_str().unwrap()];
+        args.extend(["--set", &endpoint, "--set", "s3.create_bucket=true", "--set", "s3.part_size=5MiB"]);
+        args.extend(["--set", "object_size=6MiB", "--set", "objects=3", "--set", "concurrency=3"]);
+        let rw = format!("rw={rw}");
+        args.extend(["--set", &rw]);
+        args.extend_from_slice(extra);
+        let r = run_s3(dir, &args, &[]);
+        assert_eq!(r.code, 0, "{rw}: {}", r.show());
+        let j = read_json(&only_run_dir(&res).join("results.json"));
+        assert_eq!(j["status"], "ok", "{rw}: {j}");
+        j
+    };
+    let j = run(&d.path().join("put"), "put", &["--set", "bytes=18MiB", "--duration", "60s"]);
+    assert_eq!(object_figures(&j, "put")["ops"], 3, "{}", j["summary"]);
+    assert_eq!(j["target"]["s3"]["multipart_uploads"], 3);
+    let j = run(&d.path().join("get"), "get", &["--set", "bytes=36MiB", "--duration", "60s"]);
+    assert_eq!(j["summary"]["prepared_objects"], 0, "the PUT objects are reused: {j}");
+    assert_eq!(object_figures(&j, "get")["ops"], 6);
+    assert_eq!(j["verify"]["verified_bytes"], 6 * OBJ6, "{j}");
+    let j = run(&d.path().join("mixed"), "mixed", &["--duration", "1s"]);
+    let (puts, gets) =
+        (object_figures(&j, "put")["ops"].as_u64().unwrap(), object_figures(&j, "get")["ops"].as_u64().unwrap());
+    assert!(puts + gets > 0, "{}", j["summary"]);
+    assert_eq!(j["verify_errors"], 0);
+    assert_eq!(moto_open_uploads_in(&moto, "moto-obj"), 0);
 }
 
 #[test]

@@ -64,7 +64,7 @@ fn raw_preset_loads_with_defaults() {
         }
     );
     let keys: Vec<&str> = cfg.workload_keys.keys().filter_map(Value::as_str).collect();
-    assert_eq!(keys, ["rw", "block_size", "queue_depth", "jobs", "size"]);
+    assert_eq!(keys, ["rw"], "the block and object keys are at their defaults");
     let raw = RawConfig::from_run_config(&cfg).unwrap();
     assert_eq!(
         raw,
@@ -76,6 +76,9 @@ fn raw_preset_loads_with_defaults() {
             jobs: 1,
             size: ByteSize(256 << 20),
             bytes: None,
+            object_size: None,
+            objects: None,
+            concurrency: None,
         }
     );
     assert_eq!(raw.read_percent(), 100);
@@ -218,13 +221,14 @@ fn effective_config_has_common_defaults_and_workload_keys() {
     assert_eq!(eff["io"]["timeout"], Value::from("30s"));
     assert_eq!(eff["progress_interval"], Value::from("5s"));
     assert_eq!(eff["queue_depth"], Value::from(8));
-    assert_eq!(eff["block_size"], Value::from("4KiB"));
+    assert!(eff.get("block_size").is_none(), "the preset leaves it at its default");
     assert!(eff.get("bytes").is_none());
 
     let raw = RawConfig::from_run_config(&cfg).unwrap();
     cfg.record_workload(&raw).unwrap();
     assert_eq!(cfg.effective["rw"], Value::from("randread"));
     assert_eq!(cfg.effective["size"], Value::from("256MiB"));
+    assert_eq!(cfg.effective["block_size"], Value::from("4KiB"));
     assert_eq!(cfg.effective["queue_depth"], Value::from(8));
     assert_eq!(cfg.effective["seed"], Value::from(3));
     let first_keys: Vec<&str> = cfg.effective.as_mapping().unwrap().keys().filter_map(Value::as_str).take(3).collect();
@@ -285,7 +289,8 @@ fn unknown_keys_list_the_known_ones() {
     assert!(
         e.starts_with(
             "unknown config key `blok_size` for workload raw; known keys: rw, rwmix_read, \
-             block_size, queue_depth, jobs, size, bytes (and the common keys: workload, \
+             block_size, queue_depth, jobs, size, bytes, object_size, objects, concurrency (and the common \
+             keys: workload, \
              description, seed, duration, verify, continue_on_error, io, progress_interval, s3)"
         ),
         "{e}"
@@ -319,9 +324,12 @@ fn wrong_types_name_the_key() {
     assert_eq!(raw_err(&["io.engine=spdk"]), "config key `io.engine`: expected one of io_uring, sync, got 'spdk'");
     assert_eq!(
         raw_err(&["rw=sideways"]),
-        "config key `rw`: expected one of read, write, randread, randwrite, randrw, got 'sideways'"
+        "config key `rw`: expected one of read, write, randread, randwrite, randrw, put, get, mixed, got 'sideways'"
     );
-    assert_eq!(raw_err(&["rw=5"]), "config key `rw`: expected one of read, write, randread, randwrite, randrw, got 5");
+    assert_eq!(
+        raw_err(&["rw=5"]),
+        "config key `rw`: expected one of read, write, randread, randwrite, randrw, put, get, mixed, got 5"
+    );
     assert_eq!(raw_err(&["io=5"]), "config key `io`: expected a mapping (key: value pairs), got 5");
     assert_eq!(raw_err(&["description=[a]"]), "config key `description`: expected a string, got a list");
     assert_eq!(raw_err(&["workload=7"]), "config key `workload`: expected a string, got 7");
@@ -556,4 +564,40 @@ fn odd_values_never_panic() {
             }
         }
     }
+}
+
+#[test]
+fn object_mode_fills_its_defaults_and_refuses_the_block_keys() {
+    let raw = raw_with(&["rw=put"]).unwrap();
+    assert_eq!(raw.object_bytes(), 1 << 20);
+    assert_eq!((raw.objects, raw.concurrency), (Some(64), Some(8)));
+    assert_eq!(raw.block_size, ByteSize::mib(1), "the I/O size defaults to the object size");
+    assert_eq!(raw.ios_in_flight_per_object(), 1);
+    let big = raw_with(&["rw=get", "object_size=64MiB", "concurrency=16"]).unwrap();
+    assert_eq!(big.block_size, ByteSize::mib(8), "at most 8 MiB");
+    assert_eq!((big.ios_per_object(), big.ios_in_flight_per_object()), (8, 2), "about 32 I/Os in all");
+    let one = raw_with(&["rw=get", "object_size=64MiB", "concurrency=1"]).unwrap();
+    assert_eq!(one.ios_in_flight_per_object(), 8);
+    let odd = raw_with(&["rw=mixed", "object_size=1000003"]).unwrap();
+    assert_eq!(odd.block_size.bytes(), 1000003u64.div_ceil(4096) * 4096);
+    assert_eq!(odd.read_percent(), 50);
+    assert!(raw_err(&["rw=put", "queue_depth=4"]).starts_with("config key `queue_depth`: applies to raw's block mode"));
+    assert!(raw_err(&["rw=put", "jobs=2"]).contains("use `concurrency`"));
+    assert!(raw_err(&["rw=read", "object_size=1MiB"]).starts_with("config key `object_size`: applies to raw's object"));
+    assert!(raw_err(&["rw=put", "block_size=6000"]).starts_with("config key `block_size`"));
+}
+
+#[test]
+fn object_mode_effective_config_loads_back_to_the_same_run() {
+    let mut cfg =
+        load("raw", &sets(&["rw=mixed", "object_size=3MiB", "rwmix_read=20", "bytes=1GiB"]), None, None).unwrap();
+    let raw = RawConfig::from_run_config(&cfg).unwrap();
+    cfg.record_workload(&raw.object_view().expect("object mode")).unwrap();
+    let eff = &cfg.effective;
+    assert!(eff.get("queue_depth").is_none() && eff.get("size").is_none() && eff.get("jobs").is_none(), "{eff:?}");
+    let text = cfg.effective_yaml().unwrap();
+    let (_dir, _path, back) = load_text(&text);
+    let again = RawConfig::from_run_config(&back.unwrap()).unwrap();
+    assert_eq!(again, raw);
+    assert!(raw_with(&["rw=randread"]).unwrap().object_view().is_none());
 }

@@ -159,14 +159,19 @@ struct RawRow {
     lat: [f64; 5],
 }
 
-/// The read and write rows of a `raw` summary, or None when the summary is
+const RAW_BLOCK_OPS: &[&str] = &["read", "write"];
+const RAW_OBJECT_OPS: &[&str] = &["put", "get"];
+
+/// The read and write (or put and get) rows of a `raw` summary, or None when the summary is
 /// not that shape (another workload, or a partial flush).
 fn raw_rows(r: &RunResult) -> Option<Vec<RawRow>> {
     if r.workload != "raw" {
         return None;
     }
     let mut rows = Vec::new();
-    for op in ["read", "write"] {
+    // The object mode's rows are whole objects (put, get), the block mode's I/Os.
+    let ops = if r.summary.get("put").is_some() { RAW_OBJECT_OPS } else { RAW_BLOCK_OPS };
+    for &op in ops {
         let o = r.summary.get(op)?;
         let num = |key: &str| o.get(key).and_then(Value::as_f64);
         let lat = o.get("latency_us")?;
@@ -193,7 +198,7 @@ fn raw_table(out: &mut String, r: &RunResult, rows: &[RawRow]) {
         .as_object()
         .map(|o| {
             o.iter()
-                .filter(|(k, _)| *k != "read" && *k != "write")
+                .filter(|(k, _)| !RAW_BLOCK_OPS.contains(&k.as_str()) && !RAW_OBJECT_OPS.contains(&k.as_str()))
                 .map(|(k, v)| format!("{k}={}", scalar_text(v)))
                 .collect()
         })

@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod kvcache;
 pub mod raw;
+pub mod raw_objects;
 pub mod training;
 pub mod vdb;
 

@@ -38,11 +38,15 @@ struct JobFile {
 }
 
 pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
+    if cfg.rw.is_object() {
+        return super::raw_objects::run(env, cfg);
+    }
     let align = env.target.info().caps.align as u64;
     if !env.target.info().caps.ranged_writes && cfg.read_percent() < 100 {
         return Err(Error::usage(format!(
             "config key `rw`: {} writes blocks into the middle of a file, which {} targets cannot do (objects are \
-             written once, front to back); use rw=read or rw=randread (the object is written once first)",
+             written once, front to back); to measure writes use rw=put (whole-object PUTs; see object_size, \
+             objects, concurrency), or rw=read or rw=randread for reads of a laid-out object",
             cfg.rw,
             env.target.info().kind
         )));
@@ -171,6 +175,15 @@ pub fn merge_summary(summaries: &[serde_json::Value], recorder: &Recorder, windo
     let jobs: u64 = summaries.iter().filter_map(|s| s["jobs"].as_u64()).sum();
     out["jobs"] = jobs.into();
     out["ranks"] = summaries.len().into();
+    if out.get("put").is_some() {
+        // The object mode: whole-object figures (jobs is not one of its keys).
+        out.as_object_mut().map(|o| o.remove("jobs"));
+        let objects: u64 = summaries.iter().filter_map(|s| s["objects"].as_u64()).sum();
+        out["objects"] = objects.into();
+        out["put"] = raw_op_summary(recorder.get(&super::raw_objects::object_key(OpKind::Write)), window_s);
+        out["get"] = raw_op_summary(recorder.get(&super::raw_objects::object_key(OpKind::Read)), window_s);
+        return out;
+    }
     out["read"] = raw_op_summary(recorder.get(&key("measure", OpKind::Read)), window_s);
     out["write"] = raw_op_summary(recorder.get(&key("measure", OpKind::Write)), window_s);
     out
@@ -452,6 +465,7 @@ impl OpSource for RawSource {
                 };
                 if is_read { self.read(b) } else { self.write(b) }
             }
+            Rw::Put | Rw::Get | Rw::Mixed => unreachable!("the object mode has its own source (raw_objects)"),
         };
         Next::Op(req)
     }

@@ -97,8 +97,17 @@ impl Upload {
             }
             let within = (at - u64::from(index) * ps) as usize;
             let n = rest.len().min(ps as usize - within);
-            let part = self.filling.entry(index).or_insert_with(|| PartBuf { data: vec![0; ps as usize], filled: 0 });
-            part.data[within..within + n].copy_from_slice(&rest[..n]);
+            let part = self.filling.entry(index).or_insert_with(|| PartBuf { data: Vec::new(), filled: 0 });
+            if part.data.is_empty() && within == 0 {
+                // The part's first bytes: one copy, no zero fill first (and no
+                // part-sized buffer for an object smaller than a part).
+                part.data.extend_from_slice(&rest[..n]);
+            } else {
+                if part.data.len() < within + n {
+                    part.data.resize(within + n, 0);
+                }
+                part.data[within..within + n].copy_from_slice(&rest[..n]);
+            }
             part.filled += n as u64;
             if part.filled > ps {
                 return Err(format!("chunks overlap in part {} (offset {at})", index + 1));
@@ -144,7 +153,7 @@ impl Upload {
             let data = match self.filling.remove(&0) {
                 Some(p) if p.filled >= size => {
                     let mut v = p.data;
-                    v.truncate(size as usize);
+                    v.resize(size as usize, 0);
                     v
                 }
                 Some(p) => return Err(holes(size, p.filled)),
@@ -163,7 +172,7 @@ impl Upload {
             match self.filling.remove(&index) {
                 Some(p) if p.filled >= want => {
                     let mut v = p.data;
-                    v.truncate(want as usize);
+                    v.resize(want as usize, 0);
                     ready.push(ReadyPart { index, data: Bytes::from(v) });
                 }
                 Some(p) => return Err(holes(size, u64::from(index) * ps + p.filled)),
@@ -212,6 +221,8 @@ pub(super) async fn upload_part(
                         .part_number(number)
                         .content_length(len as i64)
                         .body(ByteStream::from(data))
+                        .customize()
+                        .disable_payload_signing()
                         .send()
                         .await
                         .map_err(|e| sh.fail(&e, "UPLOAD_PART", &key, req.endpoint))?;
@@ -288,6 +299,8 @@ pub(super) async fn commit(sh: Arc<Shared>, mut up: Upload, size: u64) -> Result
                         .key(&key)
                         .content_length(len as i64)
                         .body(ByteStream::from(data))
+                        .customize()
+                        .disable_payload_signing()
                         .send()
                         .await
                         .map_err(|e| sh.fail(&e, "PUT", &key, req.endpoint))?;
@@ -427,6 +440,24 @@ mod tests {
         // A chunk across a part boundary fills part 2 partly.
         let r = u.absorb(16, &[3; 4]).unwrap();
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn chunks_of_a_part_in_any_order_give_its_bytes() {
+        let mut u = Upload::new("k".into(), 0, PS);
+        u.absorb(4, &[2; 4]).unwrap();
+        u.absorb(0, &[1; 4]).unwrap();
+        match u.finish(8).unwrap() {
+            Finish::Single(b) => assert_eq!(&b[..], &[1, 1, 1, 1, 2, 2, 2, 2]),
+            Finish::Multipart { .. } => panic!("expected one PUT"),
+        }
+        // An object smaller than a part: a buffer of its size only.
+        let mut u = Upload::new("k".into(), 3, PS);
+        u.absorb(0, &[7; 3]).unwrap();
+        match u.finish(3).unwrap() {
+            Finish::Single(b) => assert_eq!(&b[..], &[7; 3]),
+            Finish::Multipart { .. } => panic!("expected one PUT"),
+        }
     }
 
     #[test]
