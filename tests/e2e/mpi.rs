@@ -502,8 +502,7 @@ fn kvcache_on_two_ranks_runs_two_clients_and_aggregates_as_mlperf_does() {
     for k in ["storage_read_device_p95_ms", "storage_write_device_p95_ms"] {
         // A rank whose short run did no storage op of that kind (a loaded
         // machine) has no P95; the aggregate is the max over those that do.
-        let have: Vec<f64> =
-            ranks.iter().filter_map(|r| r["summary"]["summary"]["cache_stats"][k].as_f64()).collect();
+        let have: Vec<f64> = ranks.iter().filter_map(|r| r["summary"]["summary"]["cache_stats"][k].as_f64()).collect();
         match have.iter().copied().reduce(f64::max) {
             Some(want) => assert_eq!(s[k].as_f64(), Some(want), "{k} is the max over ranks"),
             None => assert!(s[k].is_null(), "{k}: no rank measured one, yet the aggregate is {}", s[k]),

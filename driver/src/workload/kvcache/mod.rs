@@ -329,9 +329,7 @@ pub fn merge_summary(summaries: &[serde_json::Value]) -> serde_json::Value {
     let inner = |s: &serde_json::Value, k: &str| s["summary"][k].as_f64().unwrap_or(0.0);
     let cache = |s: &serde_json::Value, k: &str| s["summary"]["cache_stats"][k].as_f64().unwrap_or(0.0);
     let sum = |f: &dyn Fn(&serde_json::Value) -> f64| summaries.iter().map(f).sum::<f64>();
-    let max = |k: &str| {
-        summaries.iter().filter_map(|s| s["summary"]["cache_stats"][k].as_f64()).reduce(f64::max)
-    };
+    let max = |k: &str| summaries.iter().filter_map(|s| s["summary"]["cache_stats"][k].as_f64()).reduce(f64::max);
     let count = |k: &str| summaries.iter().filter_map(|s| s[k].as_u64()).sum::<u64>();
     serde_json::json!({
         "mpi_ranks": summaries.len(),
