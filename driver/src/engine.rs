@@ -274,7 +274,7 @@ fn handle_completion(req: &Request, c: &Completion, ctl: &Control, report: &mut 
                 }
             }
             report.recorder.record(&req.key, c.latency().as_nanos() as u64, u64::from(n));
-            ctl.live.add(kind, u64::from(n));
+            ctl.live.add(kind, u64::from(n), c.latency().as_nanos() as u64);
             if let (true, OpKind::Read, Data::Verify(expect), Op::Read { offset, .. }) =
                 (ctl.verify, kind, req.data, req.op)
             {

@@ -340,11 +340,13 @@ pub struct LiveCounters {
     write_ops: AtomicU64,
     write_bytes: AtomicU64,
     errors: AtomicU64,
+    latency_ns_sum: AtomicU64,
 }
 
 impl LiveCounters {
-    /// Counts one completed operation of `bytes` bytes.
-    pub fn add(&self, op: OpKind, bytes: u64) {
+    /// Counts one completed operation of `bytes` bytes that took
+    /// `latency_ns` from submission to completion.
+    pub fn add(&self, op: OpKind, bytes: u64, latency_ns: u64) {
         let (ops, b) = match op {
             OpKind::Read => (&self.read_ops, &self.read_bytes),
             OpKind::Write => (&self.write_ops, &self.write_bytes),
@@ -352,6 +354,7 @@ impl LiveCounters {
         };
         ops.fetch_add(1, Ordering::Relaxed);
         b.fetch_add(bytes, Ordering::Relaxed);
+        self.latency_ns_sum.fetch_add(latency_ns, Ordering::Relaxed);
     }
 
     /// Counts one failed operation.
@@ -368,6 +371,7 @@ impl LiveCounters {
             write_ops: self.write_ops.load(Ordering::Relaxed),
             write_bytes: self.write_bytes.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            latency_ns_sum: self.latency_ns_sum.load(Ordering::Relaxed),
         }
     }
 }
@@ -380,6 +384,8 @@ pub struct CounterSnapshot {
     pub write_ops: u64,
     pub write_bytes: u64,
     pub errors: u64,
+    /// Sum of the latencies of the completed reads and writes, ns.
+    pub latency_ns_sum: u64,
 }
 
 /// One time-series point: what happened in the interval that ends at `t_s`
@@ -393,6 +399,21 @@ pub struct TimePoint {
     pub write_ops: u64,
     pub write_bytes: u64,
     pub errors: u64,
+    /// Sum of the latencies of the reads and writes completed in the
+    /// interval, ns. Divided by the interval's length it is the mean
+    /// number of ops in flight (Little's law): the queue depth over time.
+    /// Absent (0) in results written before it was recorded.
+    #[serde(default)]
+    pub latency_ns_sum: u64,
+}
+
+impl TimePoint {
+    /// Mean ops in flight over the interval that started at `prev_t_s`
+    /// (Little's law), or None for an empty interval.
+    pub fn mean_in_flight(&self, prev_t_s: f64) -> Option<f64> {
+        let dt_s = self.t_s - prev_t_s;
+        (dt_s > 0.0).then(|| self.latency_ns_sum as f64 / 1e9 / dt_s)
+    }
 }
 
 /// Per-interval deltas of the live counters, one point per sample.
@@ -427,6 +448,7 @@ impl TimeSeries {
             write_ops: snap.write_ops.saturating_sub(p.write_ops),
             write_bytes: snap.write_bytes.saturating_sub(p.write_bytes),
             errors: snap.errors.saturating_sub(p.errors),
+            latency_ns_sum: snap.latency_ns_sum.saturating_sub(p.latency_ns_sum),
         });
         self.prev = snap;
     }
@@ -575,23 +597,32 @@ mod tests {
     #[test]
     fn live_counters_ignore_commits() {
         let live = LiveCounters::default();
-        live.add(OpKind::Read, 4096);
-        live.add(OpKind::Read, 4096);
-        live.add(OpKind::Write, 100);
-        live.add(OpKind::Commit, 0);
+        live.add(OpKind::Read, 4096, 1_000);
+        live.add(OpKind::Read, 4096, 2_000);
+        live.add(OpKind::Write, 100, 500);
+        live.add(OpKind::Commit, 0, 7_000);
         live.add_error();
-        let want = CounterSnapshot { read_ops: 2, read_bytes: 8192, write_ops: 1, write_bytes: 100, errors: 1 };
+        let want = CounterSnapshot {
+            read_ops: 2,
+            read_bytes: 8192,
+            write_ops: 1,
+            write_bytes: 100,
+            errors: 1,
+            latency_ns_sum: 3_500,
+        };
         assert_eq!(live.snapshot(), want);
     }
 
     #[test]
     fn time_series_records_deltas() {
+        // Every op took 1 ms.
         let snap = |r: u64, w: u64, e: u64| CounterSnapshot {
             read_ops: r,
             read_bytes: r * 4096,
             write_ops: w,
             write_bytes: w * 512,
             errors: e,
+            latency_ns_sum: (r + w) * 1_000_000,
         };
         let mut ts = TimeSeries::with_baseline(snap(10, 0, 0));
         ts.sample(1.0, snap(110, 5, 0));
@@ -607,17 +638,41 @@ mod tests {
                 read_bytes: 100 * 4096,
                 write_ops: 5,
                 write_bytes: 5 * 512,
-                errors: 0
+                errors: 0,
+                latency_ns_sum: 105_000_000,
             }
         );
         assert_eq!(
             p[1],
-            TimePoint { t_s: 2.0, read_ops: 200, read_bytes: 200 * 4096, write_ops: 0, write_bytes: 0, errors: 2 }
+            TimePoint {
+                t_s: 2.0,
+                read_ops: 200,
+                read_bytes: 200 * 4096,
+                write_ops: 0,
+                write_bytes: 0,
+                errors: 2,
+                latency_ns_sum: 200_000_000,
+            }
         );
         assert_eq!(
             p[2],
-            TimePoint { t_s: 2.5, read_ops: 0, read_bytes: 0, write_ops: 4, write_bytes: 4 * 512, errors: 0 }
+            TimePoint {
+                t_s: 2.5,
+                read_ops: 0,
+                read_bytes: 0,
+                write_ops: 4,
+                write_bytes: 4 * 512,
+                errors: 0,
+                latency_ns_sum: 4_000_000,
+            }
         );
+        // 105 ops of 1 ms in 1 s: 0.105 in flight on average; 200 in 1 s:
+        // 0.2; 4 in 0.5 s: 0.008.
+        let qd: Vec<f64> = [0.0, 1.0, 2.0].iter().zip(p).map(|(t0, p)| p.mean_in_flight(*t0).unwrap()).collect();
+        for (got, want) in qd.iter().zip([0.105, 0.2, 0.008]) {
+            assert!((got - want).abs() < 1e-12, "{qd:?}");
+        }
+        assert_eq!(p[2].mean_in_flight(2.5), None, "an empty interval has no mean");
         let mut from_zero = TimeSeries::new();
         from_zero.sample(1.0, snap(3, 0, 0));
         assert_eq!(from_zero.points()[0].read_ops, 3);

@@ -88,13 +88,17 @@ fn every_format_renders_the_same_runs_and_parses_back() {
     assert_eq!(r.code, 0, "{}", r.show());
     assert!(r.stdout.is_empty(), "--out writes the file, not stdout");
     let page = std::fs::read_to_string(&html).expect("html written");
-    // raw: latency CDF, throughput; checkpoint: those and per-rank durations.
+    // raw: latency CDF, throughput, queue depth; checkpoint: those and
+    // per-rank durations.
     let drawn: Vec<&str> = page
         .split("<figure class=\"plot\" data-plot=\"")
         .skip(1)
         .map(|rest| rest.split('"').next().unwrap_or(""))
         .collect();
-    assert_eq!(drawn, ["latency-cdf", "throughput", "latency-cdf", "throughput", "checkpoint-ranks"]);
+    assert_eq!(
+        drawn,
+        ["latency-cdf", "throughput", "queue-depth", "latency-cdf", "throughput", "queue-depth", "checkpoint-ranks"]
+    );
     assert_eq!(page.matches("<svg").count(), drawn.len(), "one <svg> per plot");
     for external in ["<script", "src=", "<link", "href=\"http", "url("] {
         assert!(!page.contains(external), "not self-contained: {external}");
@@ -127,7 +131,7 @@ fn html_report_renders_in_headless_chromium() {
     };
     // The DOM as Chromium parsed it: the plots are SVG elements with content.
     let dom = String::from_utf8(chromium(&["--dump-dom"], "profile-dom").stdout).expect("utf-8 DOM");
-    assert_eq!(dom.matches("<svg").count(), 5, "five plots in the parsed page");
+    assert_eq!(dom.matches("<svg").count(), 7, "seven plots in the parsed page");
     assert!(dom.matches("<text").count() > 50, "axis labels and legends are text");
     let png = tmp.path().join("shot.png");
     chromium(&[&format!("--screenshot={}", png.display()), "--window-size=1200,3000"], "profile-shot");

@@ -238,9 +238,8 @@ mod tests {
         let html = render(&report);
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.trim_end().ends_with("</html>"));
-        assert_eq!(drawn(&html), ["latency-cdf", "throughput"]);
-        assert_eq!(html.matches("<svg").count(), 2, "one <svg> per drawn plot");
-        assert!(html.contains("data-plot=\"queue-depth\""), "the missing plot says so");
+        assert_eq!(drawn(&html), ["latency-cdf", "throughput", "queue-depth"]);
+        assert_eq!(html.matches("<svg").count(), 3, "one <svg> per drawn plot");
         assert!(!html.contains("<script"), "no scripts (and notes are escaped)");
         assert!(html.contains("&lt;script&gt;"));
         for external in ["src=", "href=\"http", "<link", "url("] {
@@ -258,6 +257,6 @@ mod tests {
         assert!(html.contains("<section id=\"comparison\">"));
         assert!(html.contains("<td class=\"num\">1.000x</td>"), "ratios shown");
         assert_eq!(html.matches("<section class=\"run\"").count(), 2);
-        assert_eq!(drawn(&html).len(), 4);
+        assert_eq!(drawn(&html).len(), 6, "latency, throughput and queue depth per run");
     }
 }

@@ -70,16 +70,7 @@ fn color(i: usize) -> RGBColor {
 /// The plots of one run, in page order.
 pub fn run_plots(run: &ReportRun) -> Vec<Plot> {
     let r = &run.result;
-    let mut out = vec![
-        latency_cdf(r),
-        throughput(r),
-        Plot::missing(
-            "queue-depth",
-            "Queue depth over time",
-            "not available: results.json does not record queue depth over time (only the configured depth); \
-         the fio job's iodepth is the mean derived from ops × latency ÷ time",
-        ),
-    ];
+    let mut out = vec![latency_cdf(r), throughput(r), queue_depth(r)];
     if r.workload == "training" {
         out.push(au_per_epoch(r));
     }
@@ -176,18 +167,51 @@ fn throughput(r: &RunResult) -> Plot {
         }
         prev = p.t_s;
     }
+    let content = timeline(r, "throughput", "MB/s", vec![("read", read), ("write", write)]);
+    Plot { id: ID, title: title.into(), content }
+}
+
+fn queue_depth(r: &RunResult) -> Plot {
+    const ID: &str = "queue-depth";
+    let title = "Queue depth over time (mean reads and writes in flight per interval)";
+    if r.timeseries.iter().all(|p| p.latency_ns_sum == 0) {
+        return Plot::missing(
+            ID,
+            title,
+            format!(
+                "no queue depth over time in this result (no time series, or written by a version that did not \
+                 record op latencies per interval; the {} run's configured depth is in its config)",
+                r.workload
+            ),
+        );
+    }
+    let mut depth = Vec::new();
+    let mut prev = 0.0;
+    for p in &r.timeseries {
+        if let Some(d) = p.mean_in_flight(prev) {
+            depth.push((p.t_s, d));
+        }
+        prev = p.t_s;
+    }
+    let content = timeline(r, "queue depth (Little's law)", "ops in flight", vec![("in flight", depth)]);
+    Plot { id: ID, title: title.into(), content }
+}
+
+/// A line chart over the measured window: one line per named series,
+/// series that stay at zero left out.
+fn timeline(r: &RunResult, caption: &str, y_desc: &str, lines: Vec<(&str, Vec<(f64, f64)>)>) -> Result<String, String> {
     let t_max = r.timeseries.last().map_or(1.0, |p| p.t_s).max(1e-3);
-    let y_max = read.iter().chain(&write).map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.15;
-    let content = svg(|root| {
+    let y_max = lines.iter().flat_map(|l| &l.1).map(|p| p.1).fold(0.0, f64::max).max(1e-3) * 1.15;
+    svg(|root| {
         let mut chart = ChartBuilder::on(root)
-            .caption("throughput", ("sans-serif", 18))
+            .caption(caption, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(0.0..t_max, 0.0..y_max)
             .map_err(e2s)?;
-        chart.configure_mesh().x_desc("time in the measured window, s").y_desc("MB/s").draw().map_err(e2s)?;
-        for (i, (name, pts)) in [("read", read), ("write", write)].into_iter().enumerate() {
+        chart.configure_mesh().x_desc("time in the measured window, s").y_desc(y_desc).draw().map_err(e2s)?;
+        for (i, (name, pts)) in lines.into_iter().enumerate() {
             if pts.iter().all(|p| p.1 == 0.0) {
                 continue;
             }
@@ -199,8 +223,7 @@ fn throughput(r: &RunResult) -> Plot {
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
         }
         chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).draw().map_err(e2s)
-    });
-    Plot { id: ID, title: title.into(), content }
+    })
 }
 
 fn f64s(v: Option<&Value>) -> Vec<f64> {
@@ -362,7 +385,7 @@ mod tests {
     }
 
     #[test]
-    fn raw_run_draws_latency_and_throughput_and_says_queue_depth_is_missing() {
+    fn raw_run_draws_latency_throughput_and_queue_depth() {
         let p = plots(sample_result());
         let ids: Vec<&str> = p.iter().map(|p| p.id).collect();
         assert_eq!(ids, ["latency-cdf", "throughput", "queue-depth"]);
@@ -371,7 +394,12 @@ mod tests {
         assert!(cdf.contains("measure read -"), "legend names the series");
         assert!(cdf.contains("<polyline") || cdf.contains("<path"), "a line is drawn");
         assert!(p[1].content.as_ref().expect("throughput svg").contains("MB/s"));
-        assert!(p[2].content.as_ref().expect_err("queue depth").contains("not available"));
+        let qd = p[2].content.as_ref().expect("queue depth svg");
+        assert!(qd.contains("ops in flight") && qd.contains("<polyline"), "{qd}");
+        let mut old = sample_result();
+        old.timeseries[0].latency_ns_sum = 0;
+        let p = plots(old);
+        assert!(p[2].content.as_ref().expect_err("no depth recorded").contains("did not"));
     }
 
     #[test]

@@ -214,6 +214,8 @@ pub(crate) mod testutil {
                 write_ops: 0,
                 write_bytes: 0,
                 errors: 0,
+                // 32 in flight over the second.
+                latency_ns_sum: 32_000_000_000,
             }],
             summary: serde_json::json!({
                 "rw": "randread",

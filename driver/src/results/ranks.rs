@@ -179,6 +179,7 @@ fn sum_timeseries<'a>(all: impl Iterator<Item = &'a [TimePoint]>) -> Vec<TimePoi
                     o.write_ops += p.write_ops;
                     o.write_bytes += p.write_bytes;
                     o.errors += p.errors;
+                    o.latency_ns_sum += p.latency_ns_sum;
                 }
                 None => out.push(p.clone()),
             }
