@@ -382,6 +382,24 @@ impl ShimFs {
         }
     }
 
+    /// A write the backing store refused: give back its reserved capacity,
+    /// count it, answer the kernel with the errno and log the row.
+    fn backing_write_failed(
+        &self,
+        ino: u64,
+        reserved: u64,
+        e: &std::io::Error,
+        reply: ReplyWrite,
+        path: &str,
+        arrival_ns: u64,
+    ) {
+        self.unreserve(ino, reserved);
+        let code = errno::of(e);
+        self.sh.count(Err(code));
+        reply.error(Errno::from_i32(code));
+        self.note("write", path, "", arrival_ns, Err(code));
+    }
+
     /// A file at `path` goes away: release its bytes from the accounting.
     fn forget_size(&self, path: &str) {
         if self.sh.capacity_bytes.is_none() {
@@ -929,11 +947,7 @@ impl Filesystem for ShimFs {
                 }) {
                     Ok(l) => Some(l),
                     Err(e) => {
-                        self.unreserve(ino.0, reserved);
-                        let code = errno::of(&e);
-                        sh.count(Err(code));
-                        reply.error(Errno::from_i32(code));
-                        return self.note("write", &path, "", t0, Err(code));
+                        return self.backing_write_failed(ino.0, reserved, &e, reply, &path, t0);
                     }
                 }
             }
@@ -943,11 +957,7 @@ impl Filesystem for ShimFs {
             && let Err(e) = c.before_write(l, offset, len)
         {
             drop(log);
-            self.unreserve(ino.0, reserved);
-            let code = errno::of(&e);
-            sh.count(Err(code));
-            reply.error(Errno::from_i32(code));
-            return self.note("write", &path, "", t0, Err(code));
+            return self.backing_write_failed(ino.0, reserved, &e, reply, &path, t0);
         }
         let written = if h.direct && !(data.as_ptr() as usize).is_multiple_of(ALIGN) {
             let mut buf = sh.bufs.get(data.len());
@@ -964,13 +974,7 @@ impl Filesystem for ShimFs {
         drop(log);
         let n = match written {
             Ok(n) => n,
-            Err(e) => {
-                self.unreserve(ino.0, reserved);
-                let code = errno::of(&e);
-                sh.count(Err(code));
-                reply.error(Errno::from_i32(code));
-                return self.note("write", &path, "", t0, Err(code));
-            }
+            Err(e) => return self.backing_write_failed(ino.0, reserved, &e, reply, &path, t0),
         };
         sh.count(Ok(()));
         let after = || {
