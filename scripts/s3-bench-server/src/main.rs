@@ -35,6 +35,9 @@ fn main() {
         std::fs::write(&args[2], port.to_string()).expect("write the port file");
         loop {
             let Ok((sock, _)) = listener.accept().await else { continue };
+            // Without it, Nagle's algorithm holds a response's last short
+            // segment until the client's delayed ACK (up to 40 ms per GET).
+            let _ = sock.set_nodelay(true);
             let svc = service.clone();
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
