@@ -525,6 +525,13 @@ impl Target for S3Target {
         Ok(size.map(|s| (self.obj(name, key, s), s)))
     }
 
+    fn open_listed(&self, name: &str, size: u64) -> Result<Option<(ObjectHandle, u64)>, TargetError> {
+        if let Some((h, o)) = self.shared.table.lookup(name) {
+            return Ok(Some((h, o.size.load(Ordering::SeqCst))));
+        }
+        Ok(Some((self.obj(name, self.shared.key(name), size), size)))
+    }
+
     fn delete(&self, name: &str) -> Result<(), TargetError> {
         self.delete_many(&[name.to_string()])
     }
