@@ -8,7 +8,10 @@
 # tool that goes first alternates) of, for 64 MiB and 1 MiB objects at
 # concurrency 1 and 16:
 #   * PUT: `mlpdrive run raw --set rw=put` and `s3dlio.put(...)` of the same
-#     number of objects of the same size (random, incompressible payloads);
+#     number of objects of the same size (random payloads), each object one
+#     PutObject on both sides (s3dlio sends a 64 MiB object as one PutObject;
+#     mlpdrive gets `s3.part_size` = the object size, at least the default
+#     8 MiB, to do the same instead of a multipart upload);
 #   * GET: `mlpdrive run raw --set rw=get` (every byte verified) and
 #     `s3dlio.get_many_stats(...)` (no verification) of those objects.
 # Throughput is each tool's own timing of the operation (mlpdrive: the
@@ -39,7 +42,7 @@ while [ $# -gt 0 ]; do
     --n-64m) n_64m=$2; shift 2 ;;
     --n-1m) n_1m=$2; shift 2 ;;
     --server-threads) server_threads=$2; shift 2 ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -135,7 +138,8 @@ mlpdrive_run() { # op target count size concurrency
   local out=$work/mlp.json
   "$mlpdrive" run raw --quiet --target "$2" --results "$work/res" --output "$out" \
     --set s3.endpoint="$endpoint" --set rw="$1" --set object_size="$4" --set objects="$3" \
-    --set concurrency="$5" --set bytes=$(( $3 * $4 )) --set duration=null >/dev/null
+    --set concurrency="$5" --set bytes=$(( $3 * $4 )) --set duration=null \
+    --set s3.part_size=$(( $4 > 8 << 20 ? $4 : 8 << 20 )) >/dev/null
   python3 - "$out" "$1" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))
@@ -183,14 +187,17 @@ for key in sorted({(r["op"], int(r["size"]), int(r["concurrency"])) for r in row
     out = {}
     for tool in ("mlpdrive", "s3dlio"):
         rs = [r for r in rows if (r["op"], int(r["size"]), int(r["concurrency"])) == key and r["tool"] == tool]
-        mibs = statistics.median(int(r["bytes"]) / float(r["seconds"]) / 2**20 for r in rs)
-        cpu = statistics.median(float(r["cpu_s"]) / (int(r["bytes"]) / 2**30) for r in rs)
-        out[tool] = (mibs, cpu)
+        mibs = [int(r["bytes"]) / float(r["seconds"]) / 2**20 for r in rs]
+        cpu = [float(r["cpu_s"]) / (int(r["bytes"]) / 2**30) for r in rs]
+        out[tool] = (statistics.median(mibs), min(mibs), max(mibs), statistics.median(cpu), min(cpu), max(cpu))
     med[key] = out
+print()
+print("Medians over the rounds (min-max in brackets).")
 print()
 print("| op | object | concurrency | mlpdrive MiB/s | s3dlio MiB/s | ratio | mlpdrive CPU-s/GiB | s3dlio CPU-s/GiB |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for (op, size, conc), o in med.items():
-    (m, mc), (s, sc) = o["mlpdrive"], o["s3dlio"]
-    print(f"| {op.upper()} | {size >> 20} MiB | {conc} | {m:.0f} | {s:.0f} | {m / s:.2f} | {mc:.3f} | {sc:.3f} |")
+    m, s_ = o["mlpdrive"], o["s3dlio"]
+    print(f"| {op.upper()} | {size >> 20} MiB | {conc} | {m[0]:.0f} ({m[1]:.0f}-{m[2]:.0f}) | {s_[0]:.0f} ({s_[1]:.0f}-{s_[2]:.0f}) "
+          f"| {m[0] / s_[0]:.2f} | {m[3]:.2f} ({m[4]:.2f}-{m[5]:.2f}) | {s_[3]:.2f} ({s_[4]:.2f}-{s_[5]:.2f}) |")
 EOF
