@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # mlpdrive's S3 object mode vs s3dlio (PyPI, 0.10.x) on one local S3 server.
 #
-# Starts a local S3 server on 127.0.0.1 (s3s-fs, served by the e2e test
-# binary's helper `s3_server::bench_server_until_killed` over a tmpfs
-# directory, or moto_server), creates the bucket, installs s3dlio into a
+# Starts a local S3 server on 127.0.0.1 (s3s-fs over a tmpfs directory,
+# served by scripts/s3-bench-server built in release mode, or moto_server),
+# creates the bucket, installs s3dlio into a
 # venv under the cache directory, then runs ROUNDS alternating rounds (the
 # tool that goes first alternates) of, for 64 MiB and 1 MiB objects at
 # concurrency 1 and 16:
 #   * PUT: `mlpdrive run raw --set rw=put` and `s3dlio.put(...)` of the same
-#     number of objects of the same size (random, incompressible payloads);
+#     number of objects of the same size (random payloads), each object one
+#     PutObject on both sides (s3dlio sends a 64 MiB object as one PutObject;
+#     mlpdrive gets `s3.part_size` = the object size, at least the default
+#     8 MiB, to do the same instead of a multipart upload);
 #   * GET: `mlpdrive run raw --set rw=get` (every byte verified) and
 #     `s3dlio.get_many_stats(...)` (no verification) of those objects.
 # Throughput is each tool's own timing of the operation (mlpdrive: the
@@ -22,21 +25,24 @@
 # Usage: scripts/bench-s3.sh [--server s3s|moto] [--rounds N] [--n-64m N] [--n-1m N]
 #   --n-64m  objects per 64 MiB case (default 16: 1 GiB)
 #   --n-1m   objects per 1 MiB case (default 256: 256 MiB)
-# MLPDRIVE=path skips the release build; MLPDRIVE_E2E=path names the e2e
-# test binary (otherwise `cargo test --no-run` finds it).
+#   --server-threads N  tokio worker threads of the s3s-fs server (default 2)
+# MLPDRIVE=path skips mlpdrive's release build; BENCH_S3_SERVER=path skips
+# the server's (built into target/s3-bench-server otherwise).
 set -euo pipefail
 
 server=s3s
 rounds=3
 n_64m=16
 n_1m=256
+server_threads=2
 while [ $# -gt 0 ]; do
   case "$1" in
     --server) server=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --n-64m) n_64m=$2; shift 2 ;;
     --n-1m) n_1m=$2; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --server-threads) server_threads=$2; shift 2 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -76,21 +82,20 @@ export AWS_EC2_METADATA_DISABLED=true
 bucket=bench
 
 if [ "$server" = s3s ]; then
-  # The e2e test binary (dev profile, already built by `cargo test`).
-  bin=${MLPDRIVE_E2E:-}
-  [ -n "$bin" ] || bin=$(cargo test -p mlpdrive --test e2e --no-run --message-format=json --manifest-path "$here/Cargo.toml" 2>/dev/null |
-        python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "e2e" and m.get("executable"):
-        print(m["executable"])')
+  # s3s-fs in release mode: a package of its own (not a workspace member).
+  bin=${BENCH_S3_SERVER:-}
+  if [ -z "$bin" ]; then
+    cargo build --release -q --locked --manifest-path "$here/scripts/s3-bench-server/Cargo.toml" \
+      --target-dir "$target_dir/s3-bench-server"
+    bin=$target_dir/s3-bench-server/release/mlpdrive-s3-bench-server
+  fi
   mkdir -p "$shm/$bucket"
-  MLPDRIVE_BENCH_S3_ROOT=$shm MLPDRIVE_BENCH_S3_PORT_FILE=$work/port \
-    "$bin" --ignored --exact s3_server::bench_server_until_killed >"$work/server.log" 2>&1 &
+  MLPDRIVE_BENCH_S3_ACCESS_KEY=$AWS_ACCESS_KEY_ID MLPDRIVE_BENCH_S3_SECRET_KEY=$AWS_SECRET_ACCESS_KEY \
+    "$bin" "$shm" "$work/port" "$server_threads" >"$work/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.1; done
   port=$(cat "$work/port")
-  server_desc="s3s-fs 0.14.1 (in the e2e test binary, dev profile) on tmpfs"
+  server_desc="s3s-fs 0.14.1 (release build, $server_threads threads) on tmpfs"
 else
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   moto_server -H 127.0.0.1 -p "$port" >"$work/server.log" 2>&1 &
@@ -133,7 +138,8 @@ mlpdrive_run() { # op target count size concurrency
   local out=$work/mlp.json
   "$mlpdrive" run raw --quiet --target "$2" --results "$work/res" --output "$out" \
     --set s3.endpoint="$endpoint" --set rw="$1" --set object_size="$4" --set objects="$3" \
-    --set concurrency="$5" --set bytes=$(( $3 * $4 )) --set duration=null >/dev/null
+    --set concurrency="$5" --set bytes=$(( $3 * $4 )) --set duration=null \
+    --set s3.part_size=$(( $4 > 8 << 20 ? $4 : 8 << 20 )) >/dev/null
   python3 - "$out" "$1" <<'EOF'
 import json, sys
 j = json.load(open(sys.argv[1]))
@@ -181,14 +187,17 @@ for key in sorted({(r["op"], int(r["size"]), int(r["concurrency"])) for r in row
     out = {}
     for tool in ("mlpdrive", "s3dlio"):
         rs = [r for r in rows if (r["op"], int(r["size"]), int(r["concurrency"])) == key and r["tool"] == tool]
-        mibs = statistics.median(int(r["bytes"]) / float(r["seconds"]) / 2**20 for r in rs)
-        cpu = statistics.median(float(r["cpu_s"]) / (int(r["bytes"]) / 2**30) for r in rs)
-        out[tool] = (mibs, cpu)
+        mibs = [int(r["bytes"]) / float(r["seconds"]) / 2**20 for r in rs]
+        cpu = [float(r["cpu_s"]) / (int(r["bytes"]) / 2**30) for r in rs]
+        out[tool] = (statistics.median(mibs), min(mibs), max(mibs), statistics.median(cpu), min(cpu), max(cpu))
     med[key] = out
+print()
+print("Medians over the rounds (min-max in brackets).")
 print()
 print("| op | object | concurrency | mlpdrive MiB/s | s3dlio MiB/s | ratio | mlpdrive CPU-s/GiB | s3dlio CPU-s/GiB |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for (op, size, conc), o in med.items():
-    (m, mc), (s, sc) = o["mlpdrive"], o["s3dlio"]
-    print(f"| {op.upper()} | {size >> 20} MiB | {conc} | {m:.0f} | {s:.0f} | {m / s:.2f} | {mc:.3f} | {sc:.3f} |")
+    m, s_ = o["mlpdrive"], o["s3dlio"]
+    print(f"| {op.upper()} | {size >> 20} MiB | {conc} | {m[0]:.0f} ({m[1]:.0f}-{m[2]:.0f}) | {s_[0]:.0f} ({s_[1]:.0f}-{s_[2]:.0f}) "
+          f"| {m[0] / s_[0]:.2f} | {m[3]:.2f} ({m[4]:.2f}-{m[5]:.2f}) | {s_[3]:.2f} ({s_[4]:.2f}-{s_[5]:.2f}) |")
 EOF

@@ -417,6 +417,52 @@ fn create_bucket_and_credentials_from_a_profile_of_the_shared_files() {
     assert_eq!(j["target"]["s3"]["credentials_source"], "default chain, profile bench", "{j}");
 }
 
+/// IAM Identity Center (SSO) profiles, both the `sso_session` form and the
+/// legacy one, with no cached token (no `aws sso login` ran): a usage error
+/// that names the profile and the command, before any request is sent.
+#[test]
+fn sso_profile_without_a_cached_token_says_to_run_aws_sso_login() {
+    let server = S3Server::start();
+    server.bucket(BUCKET);
+    let d = scratch();
+    let config = d.path().join("config");
+    std::fs::write(
+        &config,
+        "[profile modern]\nsso_session = corp\nsso_account_id = 111122223333\nsso_role_name = Bench\n\
+         region = us-east-1\n\n[sso-session corp]\nsso_start_url = https://corp.awsapps.example/start\n\
+         sso_region = us-east-1\nsso_registration_scopes = sso:account:access\n\n\
+         [profile legacy]\nsso_start_url = https://corp.awsapps.example/start\nsso_region = us-east-1\n\
+         sso_account_id = 111122223333\nsso_role_name = Bench\nregion = us-east-1\n",
+    )
+    .unwrap();
+    let endpoint = format!("s3.endpoint={}", server.endpoint());
+    let target = format!("s3://{BUCKET}");
+    for (profile, how) in [("modern", "AWS_PROFILE"), ("legacy", "s3.profile")] {
+        let res = d.path().join(format!("res-{profile}"));
+        let mut c = aws_command(BIN, d.path());
+        c.env_remove("AWS_ACCESS_KEY_ID").env_remove("AWS_SECRET_ACCESS_KEY");
+        // An empty home: no ~/.aws/sso/cache.
+        c.env("AWS_CONFIG_FILE", &config).env("HOME", d.path());
+        c.args(["run", "raw", "--quiet", "--target", &target, "--results", res.to_str().unwrap()]);
+        c.args(["--set", &endpoint, "--set", "rw=randread", "--set", "size=1MiB", "--duration", "1s"]);
+        let profile_key = format!("s3.profile={profile}");
+        if how == "AWS_PROFILE" {
+            c.env("AWS_PROFILE", profile);
+        } else {
+            c.args(["--set", &profile_key]);
+        }
+        let t0 = std::time::Instant::now();
+        let r = Run::from(c.output().unwrap());
+        assert_eq!(r.code, 2, "{profile}: {}", r.show());
+        assert!(r.stderr.contains(&format!("profile `{profile}`")), "{profile}: {}", r.show());
+        assert!(r.stderr.contains(&format!("aws sso login --profile {profile}")), "{profile}: {}", r.show());
+        assert!(r.stderr.contains("IAM Identity Center (SSO)"), "{profile}: {}", r.show());
+        assert!(!res.exists(), "a setup error writes no results");
+        assert!(t0.elapsed().as_secs() < 20, "{profile}: the error came only after {:?}", t0.elapsed());
+        assert_no_secrets(d.path(), &r);
+    }
+}
+
 #[test]
 fn s3_keys_are_refused_for_other_targets_and_bad_values_name_the_key() {
     let d = scratch();

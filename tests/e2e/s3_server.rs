@@ -178,28 +178,3 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
-
-/// Not a test: the s3s-fs server of `scripts/bench-s3.sh`, which runs this
-/// test binary with `--ignored --exact s3_server::bench_server_until_killed`
-/// and kills it when done. It serves the directory `MLPDRIVE_BENCH_S3_ROOT`
-/// (a bucket is a subdirectory) on a free 127.0.0.1 port, which it writes to
-/// the file `MLPDRIVE_BENCH_S3_PORT_FILE`, with the test credentials above.
-#[test]
-#[ignore = "the S3 server of scripts/bench-s3.sh: serves until killed"]
-fn bench_server_until_killed() {
-    let (Some(root), Some(port_file)) =
-        (std::env::var_os("MLPDRIVE_BENCH_S3_ROOT"), std::env::var_os("MLPDRIVE_BENCH_S3_PORT_FILE"))
-    else {
-        eprintln!("SKIPPED: set MLPDRIVE_BENCH_S3_ROOT and MLPDRIVE_BENCH_S3_PORT_FILE (scripts/bench-s3.sh does)");
-        return;
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let fs = s3s_fs::FileSystem::new(&root).expect("s3s-fs root");
-    let mut b = S3ServiceBuilder::new(fs);
-    b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-    let port = serve(&rt, b.build(), None);
-    std::fs::write(&port_file, port.to_string()).expect("write the port file");
-    loop {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
-    }
-}

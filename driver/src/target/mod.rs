@@ -213,6 +213,13 @@ pub trait Target: Send + Sync {
     }
     /// Names and sizes of objects whose name starts with `prefix`, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, TargetError>;
+    /// Opens an object that [`Target::list`] just reported with `size`
+    /// bytes. Object stores take the listed size instead of asking again
+    /// (S3: no HEAD per object); others open it as [`Target::open`] does.
+    fn open_listed(&self, name: &str, size: u64) -> Result<Option<(ObjectHandle, u64)>, TargetError> {
+        let _ = size;
+        self.open(name)
+    }
     /// A new queue for one worker thread.
     fn queue(&self, depth: usize, pool: &mut crate::buf::BufPool) -> Result<Box<dyn Queue>, TargetError>;
     /// The clock the run must use with this target, if the target brings its

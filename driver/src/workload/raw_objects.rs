@@ -487,7 +487,9 @@ fn drive(
 ) -> Result<(WorkerReport, crate::target::IoMode), Error> {
     let align = env.target.info().caps.align;
     let depth = src.concurrency * cfg.ios_in_flight_per_object() as usize;
-    let mut pool = BufPool::new(depth, cfg.block_size.bytes() as usize, align);
+    // An I/O is never larger than the object: no 8 MiB buffers for 1 MiB objects.
+    let io_bytes = cfg.block_size.bytes().min(cfg.object_bytes().max(1));
+    let mut pool = BufPool::new(depth, io_bytes as usize, align);
     let mut queue =
         env.target.queue(depth, &mut pool).map_err(|e| Error::failed(format!("cannot set up the queue: {e}")))?;
     let mut report = WorkerReport::default();
@@ -501,15 +503,23 @@ fn drive(
     Ok((report, mode))
 }
 
-/// Makes every object exist with this seed's data at the run's size: opens
-/// each, probes the first block of those of the right size, PUTs the rest
+/// Makes every object exist with this seed's data at the run's size: lists
+/// and opens each, probes the first block of those of the right size, PUTs the rest
 /// (untimed). Returns how many it PUT.
 fn prepare(env: &RunEnv, cfg: &RawConfig, objs: &mut Vec<Obj>, untimed: &mut Recorder) -> Result<u64, Error> {
     let target = env.target;
     let size = cfg.object_bytes();
+    // One listing gives the sizes (S3: one LIST per 1000 objects instead of
+    // a HEAD per object); objects it does not show are opened one by one.
+    let dir = objs.first().and_then(|o| o.name.rsplit_once('/')).map_or(String::new(), |(d, _)| format!("{d}/"));
+    let listed: HashMap<String, u64> = target.list(&dir).map(|v| v.into_iter().collect()).unwrap_or_default();
     let mut candidates = VecDeque::new();
     for (i, o) in objs.iter().enumerate() {
-        let opened = target.open(&o.name).map_err(|e| Error::failed(format!("cannot open {}: {e}", o.name)))?;
+        let opened = match listed.get(&o.name) {
+            Some(&have) => target.open_listed(&o.name, have),
+            None => target.open(&o.name),
+        };
+        let opened = opened.map_err(|e| Error::failed(format!("cannot open {}: {e}", o.name)))?;
         if let Some((h, have)) = opened
             && have == size
         {

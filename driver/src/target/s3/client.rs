@@ -99,13 +99,24 @@ pub async fn build(s: &S3Settings, creds: Option<&StaticCredentials>) -> Result<
         return Err(Error::usage("S3: no credentials provider is configured"));
     };
     use aws_sdk_s3::config::ProvideCredentials;
-    let creds = provider.provide_credentials().await.map_err(|e| {
-        Error::usage(format!(
-            "S3: no usable AWS credentials ({}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or name a profile \
-             of ~/.aws/credentials with AWS_PROFILE or --set s3.profile=NAME",
-            first_line(&aws_sdk_s3::error::DisplayErrorContext(&e).to_string())
-        ))
-    })?;
+    let creds = match provider.provide_credentials().await {
+        Ok(c) => c,
+        Err(e) => {
+            let why = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+            let why = first_line(&why);
+            if let Some(name) = sso_profile(s.profile.as_deref()).await {
+                return Err(Error::usage(format!(
+                    "S3: profile `{name}` signs in through AWS IAM Identity Center (SSO) and has no valid cached SSO \
+                     token ({}); run `aws sso login --profile {name}`, then start the run again",
+                    without_debug(why)
+                )));
+            }
+            return Err(Error::usage(format!(
+                "S3: no usable AWS credentials ({why}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or name a \
+                 profile of ~/.aws/credentials with AWS_PROFILE or --set s3.profile=NAME"
+            )));
+        }
+    };
     let mut secrets = vec![creds.access_key_id().to_string(), creds.secret_access_key().to_string()];
     if let Some(t) = creds.session_token() {
         secrets.push(t.to_string());
@@ -179,6 +190,42 @@ fn http_client(s: &S3Settings) -> Result<aws_sdk_s3::config::SharedHttpClient, E
         .build_https())
 }
 
+/// The profile the chain reads (`s3.profile`, else `AWS_PROFILE`, else
+/// `default`) if it is an IAM Identity Center (SSO) profile: one with
+/// `sso_session` or the legacy `sso_start_url` / `sso_account_id`.
+async fn sso_profile(chosen: Option<&str>) -> Option<String> {
+    use aws_types::os_shim_internal::{Env, Fs};
+    let files = aws_runtime::env_config::file::EnvConfigFiles::default();
+    let set = aws_config::profile::load(&Fs::real(), &Env::real(), &files, chosen.map(|p| p.to_string().into()))
+        .await
+        .ok()?;
+    let name = set.selected_profile();
+    let profile = set.get_profile(name)?;
+    ["sso_session", "sso_start_url", "sso_account_id"]
+        .iter()
+        .any(|k| profile.get(k).is_some())
+        .then(|| name.to_string())
+}
+
+/// The SDK's error chain without the Debug dump it appends
+/// (` (ProviderError(…))`).
+fn without_debug(s: &str) -> &str {
+    let cut = s.match_indices(" (").find(|(i, _)| s[i + 2..].starts_with(|c: char| c.is_ascii_uppercase()));
+    cut.map_or(s, |(i, _)| &s[..i])
+}
+
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_debug;
+
+    #[test]
+    fn the_debug_dump_of_an_sdk_error_is_cut() {
+        let s = "failed to read `/h/.aws/sso/cache/x.json`: No such file (os error 2) (ProviderError(IoError { .. }))";
+        assert_eq!(without_debug(s), "failed to read `/h/.aws/sso/cache/x.json`: No such file (os error 2)");
+        assert_eq!(without_debug("plain (lower case) text"), "plain (lower case) text");
+    }
 }

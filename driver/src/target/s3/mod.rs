@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     stats: S3Stats,
     table: HandleTable<Arc<Obj>>,
     uploads: Mutex<HashMap<u32, Upload>>,
+    /// Part buffers for reuse (about one per part upload in flight).
+    part_pool: Arc<upload::PartPool>,
     oplog: Option<OpLog>,
 }
 
@@ -339,6 +341,7 @@ impl S3Target {
             stats: S3Stats::default(),
             table: HandleTable::default(),
             uploads: Mutex::new(HashMap::new()),
+            part_pool: upload::PartPool::new(settings.max_concurrency as usize + 1),
             oplog,
         });
         let urls: Vec<&str> = shared.clients.endpoints.iter().map(|e| e.url.as_str()).collect();
@@ -505,7 +508,10 @@ impl Target for S3Target {
             let mut ups = self.shared.uploads.lock().expect("uploads poisoned");
             let stale: Vec<u32> = ups.iter().filter(|(_, u)| u.key == key).map(|(h, _)| *h).collect();
             let old: Vec<Upload> = stale.into_iter().filter_map(|h| ups.remove(&h)).collect();
-            ups.insert(h.0, Upload::new(key, size_hint, self.shared.part_bytes));
+            ups.insert(
+                h.0,
+                Upload::new(key, size_hint, self.shared.part_bytes).with_pool(self.shared.part_pool.clone()),
+            );
             old
         };
         for mut u in old {
@@ -523,6 +529,13 @@ impl Target for S3Target {
         let sh = self.shared.clone();
         let size = sh.rt.block_on(sh.head(&key)).map_err(Self::namespace_err)?;
         Ok(size.map(|s| (self.obj(name, key, s), s)))
+    }
+
+    fn open_listed(&self, name: &str, size: u64) -> Result<Option<(ObjectHandle, u64)>, TargetError> {
+        if let Some((h, o)) = self.shared.table.lookup(name) {
+            return Ok(Some((h, o.size.load(Ordering::SeqCst))));
+        }
+        Ok(Some((self.obj(name, self.shared.key(name), size), size)))
     }
 
     fn delete(&self, name: &str) -> Result<(), TargetError> {

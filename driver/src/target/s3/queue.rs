@@ -189,15 +189,28 @@ fn spawn_part(sh: &Arc<Shared>, up: &mut upload::Upload, part: ReadyPart, hold: 
 async fn read_ranges(sh: &Arc<Shared>, key: &str, offset: u64, len: u64, dst: &mut [u8]) -> Result<usize, S3Failure> {
     let ps = sh.part_bytes;
     if len <= ps {
-        let chunks = get_range(sh.clone(), key.to_string(), offset, len).await?;
-        return Ok(copy_chunks(&chunks, dst));
+        // One range: each body chunk is copied into `dst` as it arrives, so
+        // the HTTP client reuses its read buffer instead of allocating (and
+        // page-faulting in) a new one for every chunk of the range.
+        let mut at = 0;
+        get_range(sh.clone(), key.to_string(), offset, len, |c: Bytes| {
+            let n = c.len().min(dst.len() - at);
+            dst[at..at + n].copy_from_slice(&c[..n]);
+            at += n;
+        })
+        .await?;
+        return Ok(at);
     }
     let mut set = tokio::task::JoinSet::new();
     let mut at = 0;
     while at < len {
         let n = ps.min(len - at);
         let (sh, key) = (sh.clone(), key.to_string());
-        set.spawn(async move { (at, get_range(sh, key, offset + at, n).await) });
+        set.spawn(async move {
+            let mut chunks = Vec::new();
+            let r = get_range(sh, key, offset + at, n, |c| chunks.push(c)).await;
+            (at, r.map(|_| chunks))
+        });
         at += n;
     }
     let mut total = 0;
@@ -233,8 +246,15 @@ fn copy_chunks(chunks: &[Bytes], dst: &mut [u8]) -> usize {
     at
 }
 
-/// One ranged GET, its body as received.
-async fn get_range(sh: Arc<Shared>, key: String, offset: u64, len: u64) -> Result<Vec<Bytes>, S3Failure> {
+/// One ranged GET; hands each body chunk to `sink` as it arrives. Returns
+/// the bytes received.
+async fn get_range(
+    sh: Arc<Shared>,
+    key: String,
+    offset: u64,
+    len: u64,
+    mut sink: impl FnMut(Bytes) + Send,
+) -> Result<u64, S3Failure> {
     let range = format!("bytes={offset}-{}", offset + len - 1);
     let log_key = key.clone();
     sh.clone()
@@ -249,13 +269,12 @@ async fn get_range(sh: Arc<Shared>, key: String, offset: u64, len: u64) -> Resul
                 .await
                 .map_err(|e| sh.fail(&e, "GET", &key, req.endpoint))?;
             let mut body = out.body;
-            let mut chunks = Vec::new();
             let mut n = 0u64;
             loop {
                 match body.try_next().await {
                     Ok(Some(b)) => {
                         n += b.len() as u64;
-                        chunks.push(b);
+                        sink(b);
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -270,7 +289,7 @@ async fn get_range(sh: Arc<Shared>, key: String, offset: u64, len: u64) -> Resul
                     }
                 }
             }
-            Ok((chunks, n))
+            Ok((n, n))
         })
         .await
 }

@@ -24,6 +24,54 @@ use tokio::task::JoinHandle;
 use super::Shared;
 use super::errors::{Kind, S3Failure};
 
+/// Part buffers kept for reuse: a part's bytes go to the SDK as [`Bytes`]
+/// whose owner hands the buffer back here when the request is done with
+/// it, so the next object's parts reuse memory that is already mapped
+/// instead of page-faulting in a fresh allocation for every object.
+pub(super) struct PartPool {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Buffers kept at most (more in flight are freed when they return).
+    keep: usize,
+}
+
+impl PartPool {
+    pub fn new(keep: usize) -> Arc<PartPool> {
+        Arc::new(PartPool { free: std::sync::Mutex::new(Vec::new()), keep })
+    }
+
+    fn take(&self) -> Vec<u8> {
+        self.free.lock().expect("part pool poisoned").pop().unwrap_or_default()
+    }
+
+    /// `data` as [`Bytes`] that returns its buffer to the pool when dropped.
+    fn bytes(self: &Arc<Self>, data: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled { data, pool: self.clone() })
+    }
+}
+
+/// A part's buffer on its way through the SDK.
+struct Pooled {
+    data: Vec<u8>,
+    pool: Arc<PartPool>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut data = std::mem::take(&mut self.data);
+        data.clear();
+        let mut free = self.pool.free.lock().expect("part pool poisoned");
+        if free.len() < self.pool.keep {
+            free.push(data);
+        }
+    }
+}
+
 /// A part being filled.
 struct PartBuf {
     data: Vec<u8>,
@@ -45,6 +93,8 @@ pub(super) struct Upload {
     pub parts: Vec<PartTask>,
     /// First failure of a part upload (later writes and the commit fail).
     pub failed: Arc<std::sync::Mutex<Option<String>>>,
+    /// Where part buffers come from and go back to (none: plain Vecs).
+    pool: Option<Arc<PartPool>>,
 }
 
 /// A complete part ready to go: 0-based index and bytes.
@@ -63,6 +113,25 @@ impl Upload {
             mpu: Arc::new(OnceCell::new()),
             parts: Vec::new(),
             failed: Arc::new(std::sync::Mutex::new(None)),
+            pool: None,
+        }
+    }
+
+    /// Takes part buffers from `pool` and hands them back after the upload.
+    pub fn with_pool(mut self, pool: Arc<PartPool>) -> Upload {
+        self.pool = Some(pool);
+        self
+    }
+
+    fn new_part(&self) -> PartBuf {
+        let data = self.pool.as_ref().map(|p| p.take()).unwrap_or_default();
+        PartBuf { data, filled: 0 }
+    }
+
+    fn bytes(&self, data: Vec<u8>) -> Bytes {
+        match &self.pool {
+            Some(p) => p.bytes(data),
+            None => Bytes::from(data),
         }
     }
 
@@ -97,7 +166,11 @@ impl Upload {
             }
             let within = (at - u64::from(index) * ps) as usize;
             let n = rest.len().min(ps as usize - within);
-            let part = self.filling.entry(index).or_insert_with(|| PartBuf { data: Vec::new(), filled: 0 });
+            if !self.filling.contains_key(&index) {
+                let fresh = self.new_part();
+                self.filling.insert(index, fresh);
+            }
+            let part = self.filling.get_mut(&index).expect("inserted above");
             if part.data.is_empty() && within == 0 {
                 // The part's first bytes: one copy, no zero fill first (and no
                 // part-sized buffer for an object smaller than a part).
@@ -136,7 +209,7 @@ impl Upload {
             let full = self.filling.get(&index).is_some_and(|p| p.filled == ps);
             if full && (index > 0 || beyond_first) {
                 let p = self.filling.remove(&index).expect("present");
-                out.push(ReadyPart { index, data: Bytes::from(p.data) });
+                out.push(ReadyPart { index, data: self.bytes(p.data) });
             }
         }
         out
@@ -160,7 +233,7 @@ impl Upload {
                 None if size == 0 => Vec::new(),
                 None => return Err(holes(size, 0)),
             };
-            return Ok(Finish::Single(Bytes::from(data)));
+            return Ok(Finish::Single(self.bytes(data)));
         }
         let last = ((size.max(1) - 1) / ps) as u32;
         let mut ready = Vec::new();
@@ -173,7 +246,7 @@ impl Upload {
                 Some(p) if p.filled >= want => {
                     let mut v = p.data;
                     v.resize(want as usize, 0);
-                    ready.push(ReadyPart { index, data: Bytes::from(v) });
+                    ready.push(ReadyPart { index, data: self.bytes(v) });
                 }
                 Some(p) => return Err(holes(size, u64::from(index) * ps + p.filled)),
                 None => return Err(holes(size, u64::from(index) * ps)),
@@ -465,5 +538,29 @@ mod tests {
         let mut u = Upload::new("k".into(), 0, PS);
         u.absorb(0, &[1; 4]).unwrap();
         assert!(u.finish(8).is_err_and(|m| m.contains("holes")));
+    }
+
+    #[test]
+    fn part_buffers_return_to_the_pool_when_the_request_drops_them() {
+        let pool = PartPool::new(2);
+        let mut u = Upload::new("k".into(), 8, PS).with_pool(pool.clone());
+        u.absorb(0, &[5; 8]).unwrap();
+        let Finish::Single(b) = u.finish(8).unwrap() else { panic!("expected one PUT") };
+        assert_eq!(&b[..], &[5; 8]);
+        let addr = b.as_ptr();
+        let clone = b.clone();
+        drop(b);
+        assert!(pool.free.lock().unwrap().is_empty(), "still referenced by the clone");
+        drop(clone);
+        // The next object's part gets the same (already mapped) memory.
+        let mut u = Upload::new("k2".into(), 8, PS).with_pool(pool.clone());
+        u.absorb(0, &[6; 8]).unwrap();
+        let Finish::Single(b) = u.finish(8).unwrap() else { panic!("expected one PUT") };
+        assert_eq!(&b[..], &[6; 8]);
+        assert_eq!(b.as_ptr(), addr);
+        // At most `keep` buffers are kept.
+        let parts: Vec<Bytes> = (0..4).map(|i| pool.bytes(vec![i; 4])).collect();
+        drop(parts);
+        assert_eq!(pool.free.lock().unwrap().len(), 2);
     }
 }
