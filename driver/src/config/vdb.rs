@@ -318,9 +318,7 @@ mod tests {
 
     #[test]
     fn unbuilt_features_are_refused_as_not_available_yet() {
-        for set in
-            ["workers=2", "segments=4", "cache_nodes=100", "index=hnsw-ram", "distribution=normal"]
-        {
+        for set in ["workers=2", "segments=4", "cache_nodes=100", "index=hnsw-ram", "distribution=normal"] {
             let m = message(set);
             let key = set.split('=').next().unwrap();
             assert!(m.contains(&format!("`{key}`")) && m.contains("not available yet"), "{set}: {m}");

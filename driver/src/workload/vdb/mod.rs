@@ -230,7 +230,9 @@ pub fn check_memory(cfg: &VdbConfig) -> Result<(), Error> {
     Err(crate::config::key_error(
         "num_vectors",
         format!(
-            "{} vectors of {} dimensions need about {:.1} GiB of RAM (vectors {:.1} GiB, the index file {:.1} GiB,              graph and codes) to build in memory, more than the {:.1} GiB available; lower num_vectors or run on a              machine with more memory (partitioned builds are not available yet)",
+            "{} vectors of {} dimensions need about {:.1} GiB of RAM (vectors {:.1} GiB, the index file {:.1} GiB, \
+             graph and codes) to build in memory, more than the {:.1} GiB available; lower num_vectors or run on a \
+             machine with more memory (partitioned builds are not available yet)",
             cfg.num_vectors,
             cfg.dim,
             need as f64 / GIB,
@@ -345,7 +347,8 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
     let mut notes = vec![
         match &p.codes {
             quant::Codes::Pq(pq) => format!(
-                "vdb: PQ codes of {} bytes per vector steer the search; {INDEX_PREFIX}_* is a DiskANN index set                  (diskannpy opens it with index_prefix \"index\")",
+                "vdb: PQ codes of {} bytes per vector steer the search; {INDEX_PREFIX}_* is a DiskANN index set \
+                 (diskannpy opens it with index_prefix \"index\")",
                 pq.chunks
             ),
             quant::Codes::Sq8(_) => {

@@ -168,7 +168,8 @@ impl Pq {
             for &i in &sample {
                 pts.extend(m.row(i)[lo..hi].iter().zip(&centroid[lo..hi]).map(|(x, c)| x - c));
             }
-            let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ PQ_STREAM ^ (c as u64 + 1).wrapping_mul(0x9e37_79b9));
+            let mut rng =
+                Xoshiro256PlusPlus::seed_from_u64(seed ^ PQ_STREAM ^ (c as u64 + 1).wrapping_mul(0x9e37_79b9));
             kmeans(&pts, sub, &mut rng)
         });
         let mut pivots = vec![0f32; CENTRES * dim];
@@ -394,7 +395,10 @@ mod tests {
         let comp = pq.compressed_file();
         assert_eq!(comp.len(), 8 + 600 * 6);
         let back = Pq::parse_files(&piv, &comp).expect("parses");
-        assert_eq!((back.offsets, back.centroid, back.pivots, back.codes), (pq.offsets, pq.centroid, pq.pivots, pq.codes));
+        assert_eq!(
+            (back.offsets, back.centroid, back.pivots, back.codes),
+            (pq.offsets, pq.centroid, pq.pivots, pq.codes)
+        );
         assert!(Pq::parse_files(&piv[..piv.len() - 4], &comp).is_none());
         assert!(Pq::parse_files(&piv, &comp[..comp.len() - 1]).is_none());
     }
