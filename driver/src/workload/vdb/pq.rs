@@ -20,9 +20,9 @@ use super::par;
 /// Centres per chunk (one byte per code).
 pub const CENTRES: usize = 256;
 /// Most sampled vectors k-means trains on.
-pub const TRAIN_MAX_POINTS: usize = 20_000;
+pub const TRAIN_MAX_POINTS: usize = 10_000;
 /// Lloyd iterations after seeding.
-pub const TRAIN_ITERS: usize = 12;
+pub const TRAIN_ITERS: usize = 10;
 /// Most chunks (DiskANN's limit).
 pub const MAX_CHUNKS: usize = 512;
 
@@ -75,13 +75,13 @@ fn kmeans(points: &[f32], sub: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> 
     // squared distance to the nearest centre so far.
     let first = (rng.next_u64() % n as u64) as usize;
     centres.extend_from_slice(row(first));
-    let mut nearest: Vec<f32> = (0..n).map(|i| sq_dist(row(i), row(first))).collect();
+    let mut nearest_d: Vec<f32> = (0..n).map(|i| sq_dist(row(i), row(first))).collect();
     for _ in 1..CENTRES {
-        let total: f64 = nearest.iter().map(|&d| f64::from(d)).sum();
+        let total: f64 = nearest_d.iter().map(|&d| f64::from(d)).sum();
         let pick = if total > 0.0 {
             let mut target = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
             let mut chosen = n - 1;
-            for (i, &d) in nearest.iter().enumerate() {
+            for (i, &d) in nearest_d.iter().enumerate() {
                 target -= f64::from(d);
                 if target <= 0.0 {
                     chosen = i;
@@ -93,15 +93,17 @@ fn kmeans(points: &[f32], sub: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> 
             (rng.next_u64() % n as u64) as usize
         };
         let c = row(pick).to_vec();
-        for (i, d) in nearest.iter_mut().enumerate() {
+        for (i, d) in nearest_d.iter_mut().enumerate() {
             *d = d.min(sq_dist(row(i), &c));
         }
         centres.extend_from_slice(&c);
     }
     let mut assign = vec![0u8; n];
+    let mut dist = [0f32; CENTRES];
     for _ in 0..TRAIN_ITERS {
+        let by_dim = transpose(&centres, sub);
         for (i, a) in assign.iter_mut().enumerate() {
-            *a = nearest_centre(&centres, sub, row(i));
+            *a = nearest(&by_dim, row(i), &mut dist);
         }
         let mut sums = vec![0f64; CENTRES * sub];
         let mut counts = vec![0usize; CENTRES];
@@ -127,13 +129,41 @@ fn kmeans(points: &[f32], sub: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> 
     centres
 }
 
+/// `CENTRES × sub` centres (row-major) as `sub × CENTRES` (one row of 256
+/// values per dimension), the layout [`distances`] vectorises over.
+fn transpose(centres: &[f32], sub: usize) -> Vec<f32> {
+    let mut t = vec![0f32; sub * CENTRES];
+    for (k, centre) in centres.chunks_exact(sub).enumerate() {
+        for (d, &x) in centre.iter().enumerate() {
+            t[d * CENTRES + k] = x;
+        }
+    }
+    t
+}
+
+/// Squared distances from `x` to all 256 centres given dimension-major
+/// (`by_dim`: `x.len()` rows of 256). Each distance sums its dimensions in
+/// order, so it equals [`sq_dist`] bit for bit; compiled for AVX-512 and
+/// AVX2 too (no fused multiply-add: the same bits everywhere).
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+fn distances(by_dim: &[f32], x: &[f32], out: &mut [f32; CENTRES]) {
+    out.fill(0.0);
+    for (col, &xd) in by_dim.chunks_exact(CENTRES).zip(x) {
+        let col: &[f32; CENTRES] = col.try_into().expect("a row of 256");
+        for k in 0..CENTRES {
+            let t = xd - col[k];
+            out[k] += t * t;
+        }
+    }
+}
+
 /// Index of the centre nearest to `x` (lowest index on ties).
-fn nearest_centre(centres: &[f32], sub: usize, x: &[f32]) -> u8 {
+fn nearest(by_dim: &[f32], x: &[f32], dist: &mut [f32; CENTRES]) -> u8 {
+    distances(by_dim, x, dist);
     let mut best = (f32::INFINITY, 0usize);
-    for (c, centre) in centres.chunks_exact(sub).enumerate() {
-        let d = sq_dist(x, centre);
+    for (k, &d) in dist.iter().enumerate() {
         if d < best.0 {
-            best = (d, c);
+            best = (d, k);
         }
     }
     best.1 as u8
@@ -180,31 +210,40 @@ impl Pq {
             }
         }
         let mut pq = Pq { dim, chunks, offsets, centroid, pivots, codes: Vec::new() };
+        let by_dim = pq.by_dim();
         let block = 256;
         let blocks = n.div_ceil(block);
         let coded: Vec<Vec<u8>> = par::map_with(&mut states, blocks, |(), b| {
-            (b * block..((b + 1) * block).min(n)).flat_map(|i| pq.encode(m.row(i))).collect()
+            (b * block..((b + 1) * block).min(n)).flat_map(|i| pq.encode_with(&by_dim, m.row(i))).collect()
         });
         pq.codes = coded.concat();
         pq
     }
 
-    /// The code of one vector.
-    pub fn encode(&self, v: &[f32]) -> Vec<u8> {
+    /// The pivots dimension-major: `dim × 256` (row d: every centre's
+    /// coordinate d), so a chunk's rows are `lo × 256 .. hi × 256`.
+    fn by_dim(&self) -> Vec<f32> {
+        transpose(&self.pivots, self.dim)
+    }
+
+    /// The code of one vector (`by_dim` from [`Pq::by_dim`]).
+    fn encode_with(&self, by_dim: &[f32], v: &[f32]) -> Vec<u8> {
+        let mut dist = [0f32; CENTRES];
+        let mut x = vec![0f32; self.dim];
+        for ((t, a), b) in x.iter_mut().zip(v).zip(&self.centroid) {
+            *t = a - b;
+        }
         (0..self.chunks)
             .map(|c| {
                 let (lo, hi) = (self.offsets[c] as usize, self.offsets[c + 1] as usize);
-                let x: Vec<f32> = v[lo..hi].iter().zip(&self.centroid[lo..hi]).map(|(a, b)| a - b).collect();
-                let mut best = (f32::INFINITY, 0usize);
-                for k in 0..CENTRES {
-                    let d = sq_dist(&x, &self.pivots[k * self.dim + lo..k * self.dim + hi]);
-                    if d < best.0 {
-                        best = (d, k);
-                    }
-                }
-                best.1 as u8
+                nearest(&by_dim[lo * CENTRES..hi * CENTRES], &x[lo..hi], &mut dist)
             })
             .collect()
+    }
+
+    /// The code of one vector.
+    pub fn encode(&self, v: &[f32]) -> Vec<u8> {
+        self.encode_with(&self.by_dim(), v)
     }
 
     /// The vector code `id` stands for (centroid + its centres).
@@ -364,6 +403,22 @@ mod tests {
             for id in (0..1500u32).step_by(37) {
                 let (adc, exact) = (pq.distance(&t, id), l2_sq(q.row(qi), &pq.decode(id)));
                 assert!((adc - exact).abs() < 1e-4, "query {qi} id {id}: {adc} vs {exact}");
+            }
+        }
+    }
+
+    #[test]
+    fn each_code_is_the_nearest_centre_of_its_chunk() {
+        let m = base_vectors(8, 700, 12, true);
+        let pq = Pq::train_and_encode(&m, 5, 8, 2);
+        for id in (0..700u32).step_by(13) {
+            let v = m.row(id as usize);
+            for c in 0..pq.chunks {
+                let (lo, hi) = (pq.offsets[c] as usize, pq.offsets[c + 1] as usize);
+                let x: Vec<f32> = v[lo..hi].iter().zip(&pq.centroid[lo..hi]).map(|(a, b)| a - b).collect();
+                let d = |k: usize| sq_dist(&x, &pq.pivots[k * 12 + lo..k * 12 + hi]);
+                let best = (0..CENTRES).min_by(|&a, &b| d(a).total_cmp(&d(b)).then(a.cmp(&b))).unwrap();
+                assert_eq!(pq.code(id)[c] as usize, best, "id {id} chunk {c}");
             }
         }
     }
