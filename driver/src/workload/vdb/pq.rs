@@ -250,9 +250,8 @@ impl Pq {
     pub fn decode(&self, id: u32) -> Vec<f32> {
         let code = self.code(id);
         let mut v = self.centroid.clone();
-        for c in 0..self.chunks {
-            let (lo, hi) = (self.offsets[c] as usize, self.offsets[c + 1] as usize);
-            let k = code[c] as usize;
+        for (bounds, &k) in self.offsets.windows(2).zip(code) {
+            let (lo, hi, k) = (bounds[0] as usize, bounds[1] as usize, k as usize);
             for (x, p) in v[lo..hi].iter_mut().zip(&self.pivots[k * self.dim + lo..k * self.dim + hi]) {
                 *x += p;
             }
