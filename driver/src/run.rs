@@ -268,6 +268,7 @@ fn plan(cfg: &mut RunConfig, world: &World) -> Result<Plan, Error> {
         }
         "vdb" => {
             let v = config::vdb::VdbConfig::from_run_config(cfg)?;
+            workload::vdb::check_memory(&v)?;
             cfg.record_workload(&v)?;
             Ok(Plan::Vdb(Box::new(v)))
         }

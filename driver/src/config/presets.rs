@@ -56,6 +56,8 @@ static PRESETS: &[(&str, &str)] = preset_table![
     "training/unet3d_a100",
     "training/unet3d_b200",
     "training/unet3d_h100",
+    "vdb/vdb-10m-1536",
+    "vdb/vdb-1m-1536",
     "vdb/vdb-smoke",
 ];
 

@@ -12,8 +12,9 @@ use super::errors::{check_int_range, key_error};
 use super::{RunConfig, workload_config};
 use crate::error::Error;
 
-/// Most vectors one run builds in memory (the build is in RAM).
-pub const MAX_VECTORS: u64 = 2_000_000;
+/// Most vectors one run builds (the build is in RAM; a run also checks
+/// the machine's available memory before it starts).
+pub const MAX_VECTORS: u64 = 100_000_000;
 /// Largest vector dimension.
 pub const MAX_DIM: u64 = 4096;
 /// Largest graph degree R.
@@ -90,10 +91,15 @@ pub struct VdbConfig {
     /// graph does not depend on it.
     #[serde(default)]
     pub build_threads: u64,
-    /// Compressed vectors kept in RAM to steer the search: `sq8` (one byte
+    /// Compressed vectors kept in RAM to steer the search: `pq` (DiskANN's
+    /// product quantiser, `pq_chunks` bytes per vector) or `sq8` (one byte
     /// per dimension, per-dimension min/max scalar quantiser).
     #[serde(default = "default_quantizer")]
     pub quantizer: String,
+    /// PQ chunks = bytes per code (DiskANN's `num_pq_chunks`); unset:
+    /// `dim / 2` capped at 512 (Milvus's 0.125 code budget).
+    #[serde(default)]
+    pub pq_chunks: Option<u64>,
     /// Reads issued together per hop (W).
     #[serde(default = "default_beam_width")]
     pub beam_width: u64,
@@ -172,7 +178,7 @@ fn default_alpha() -> f64 {
     1.2
 }
 fn default_quantizer() -> String {
-    "sq8".into()
+    "pq".into()
 }
 fn default_beam_width() -> u64 {
     4
@@ -242,7 +248,14 @@ impl VdbConfig {
         }
         check_int_range("build_passes", self.build_passes, 1, 2)?;
         check_int_range("build_threads", self.build_threads, 0, 1024)?;
-        check_name("quantizer", &self.quantizer, &["sq8"], &["pq"])?;
+        check_name("quantizer", &self.quantizer, &["pq", "sq8"], &[])?;
+        if let Some(c) = self.pq_chunks {
+            if self.quantizer != "pq" {
+                return Err(key_error("pq_chunks", "applies only to quantizer: pq"));
+            }
+            check_int_range("pq_chunks", c, 1, self.dim.min(crate::workload::vdb::pq::MAX_CHUNKS as u64))
+                .map_err(|e| Error::usage(format!("{e} (at most dim and at most 512)")))?;
+        }
         check_int_range("beam_width", self.beam_width, 1, MAX_BEAM)?;
         check_int_range("k", self.k, 1, MAX_K.min(self.num_vectors))?;
         check_int_range("search_list", self.search_list, self.k, MAX_LIST)
@@ -273,6 +286,13 @@ impl VdbConfig {
         ws.iter().flat_map(|&w| ls.iter().map(move |&l| (w, l))).collect()
     }
 
+    /// PQ chunks used (`pq_chunks`, or the default for `dim`); `None`
+    /// with SQ8.
+    pub fn effective_pq_chunks(&self) -> Option<u64> {
+        (self.quantizer == "pq")
+            .then(|| self.pq_chunks.unwrap_or(crate::workload::vdb::pq::default_chunks(self.dim as usize) as u64))
+    }
+
     /// Bytes of one node record: vector, neighbour count, R neighbour ids.
     pub fn node_len_bytes(&self) -> u64 {
         self.dim * 4 + 4 + 4 * self.max_degree
@@ -298,9 +318,7 @@ mod tests {
 
     #[test]
     fn unbuilt_features_are_refused_as_not_available_yet() {
-        for set in
-            ["workers=2", "segments=4", "cache_nodes=100", "quantizer=pq", "index=hnsw-ram", "distribution=normal"]
-        {
+        for set in ["workers=2", "segments=4", "cache_nodes=100", "index=hnsw-ram", "distribution=normal"] {
             let m = message(set);
             let key = set.split('=').next().unwrap();
             assert!(m.contains(&format!("`{key}`")) && m.contains("not available yet"), "{set}: {m}");
@@ -314,6 +332,13 @@ mod tests {
         assert!(message("alpha=0.5").contains("`alpha`"));
         assert!(message("build_list=8").contains("at least max_degree"));
         assert!(message("bogus=1").contains("bogus"));
+        assert!(message("pq_chunks=0").contains("`pq_chunks`"));
+        assert!(message("pq_chunks=129").contains("at most dim"));
+        assert!(message("quantizer=pq4").contains("expected one of pq, sq8"));
+        let sq8 = load("vdb/vdb-smoke", &["quantizer=sq8".into(), "pq_chunks=8".into()], None, None).unwrap();
+        assert!(VdbConfig::from_run_config(&sq8).unwrap_err().to_string().contains("only to quantizer: pq"));
+        assert_eq!(with("pq_chunks=16").unwrap().effective_pq_chunks(), Some(16));
+        assert_eq!(with("quantizer=sq8").unwrap().effective_pq_chunks(), None);
         assert!(with("beam_width=8").is_ok());
         assert!(message("sweep.search_list=[50,5]").contains("`sweep.search_list`"));
         assert!(message("sweep.beam_width=[0]").contains("`sweep.beam_width`"));

@@ -4,10 +4,12 @@
 //! 1. `prepare` (untimed, CPU only): seeded synthetic vectors and queries,
 //!    or vectors read from files ([`files`]), exact ground truth by brute
 //!    force (or from its cache), a two-pass Vamana graph built on all
-//!    cores ([`graph`]), the SQ8 codes kept in RAM ([`quant`]) and the
-//!    `_disk.index` bytes in DiskANN's layout ([`layout`]).
+//!    cores ([`graph`]), the PQ (or SQ8) codes kept in RAM ([`quant`],
+//!    [`pq`]) and the `_disk.index` bytes in DiskANN's layout ([`layout`]).
 //! 2. `index-write` (recorded, not in the measured window): the index file
-//!    is written through the target by the engine, then committed.
+//!    (and with PQ, DiskANN's pivot, code and metadata files next to it,
+//!    so diskannpy can open the directory) is written through the target
+//!    by the engine, then committed.
 //! 3. `measure`: beam search ([`search`]) on one engine worker with many
 //!    queries in flight, once per sweep point; QPS, per-query latency and
 //!    recall@1/@10/@100/@k per point.
@@ -17,6 +19,7 @@ pub mod files;
 pub mod graph;
 pub mod layout;
 mod par;
+pub mod pq;
 pub mod quant;
 pub mod ranks;
 pub mod search;
@@ -35,6 +38,9 @@ use crate::recorder::Recorder;
 use layout::Layout;
 use search::{Answer, BeamSearch, SearchParams};
 
+/// The index files' common prefix inside the target (diskannpy's
+/// `index_prefix` is `index`).
+pub const INDEX_PREFIX: &str = "vdb/index";
 /// The index file's name inside the target.
 pub const INDEX_NAME: &str = "vdb/index_disk.index";
 
@@ -45,11 +51,13 @@ pub struct Prepared {
     pub truth_source: TruthSource,
     /// Things to tell the user (a cache that could not be written).
     pub notes: Vec<String>,
-    pub sq: quant::Sq8,
+    pub codes: quant::Codes,
     pub layout: Layout,
     pub file: Vec<u8>,
     pub gt_s: f64,
     pub build_s: f64,
+    /// Of `build_s`: training and encoding the codes.
+    pub codes_s: f64,
     pub mean_degree: f64,
     pub build_threads: usize,
 }
@@ -152,7 +160,11 @@ pub fn prepare(cfg: &VdbConfig, seed: u64, clock: &dyn Fn() -> Instant) -> Resul
         threads,
     };
     let g = graph::build(&base, &params);
-    let sq = quant::Sq8::encode(&base);
+    let t_codes = clock();
+    let codes = match cfg.effective_pq_chunks() {
+        Some(chunks) => quant::Codes::Pq(quant::Pq::train_and_encode(&base, chunks as usize, seed, threads)),
+        None => quant::Codes::Sq8(quant::Sq8::encode(&base)),
+    };
     let t2 = clock();
     let mean_degree = g.adj.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
     let (layout, file) = layout::encode(&base, &g, cfg.max_degree as usize);
@@ -161,14 +173,74 @@ pub fn prepare(cfg: &VdbConfig, seed: u64, clock: &dyn Fn() -> Instant) -> Resul
         truth,
         truth_source,
         notes,
-        sq,
+        codes,
         layout,
         file,
         gt_s: (t1 - t0).as_secs_f64(),
         build_s: (t2 - t1).as_secs_f64(),
+        codes_s: (t2 - t_codes).as_secs_f64(),
         mean_degree,
         build_threads: threads,
     })
+}
+
+/// The files DiskANN keeps next to `_disk.index` (with PQ codes): the
+/// pivots, the codes, and diskannpy's metadata (u64 dtype 0 = f32, metric
+/// 0 = L2, points, dimension; cosine is searched as L2 on normalised
+/// vectors). Empty with SQ8 codes (DiskANN has no such file).
+pub fn companion_files(p: &Prepared) -> Vec<(String, Vec<u8>)> {
+    let quant::Codes::Pq(pq) = &p.codes else { return Vec::new() };
+    let meta: Vec<u8> = [0u64, 0, p.layout.npts, p.layout.dim].iter().flat_map(|v| v.to_le_bytes()).collect();
+    companion_names(&p.codes).into_iter().zip([pq.pivots_file(), pq.compressed_file(), meta]).collect()
+}
+
+/// The names of [`companion_files`].
+fn companion_names(codes: &quant::Codes) -> Vec<String> {
+    match codes {
+        quant::Codes::Pq(_) => ["pq_pivots.bin", "pq_compressed.bin", "metadata.bin"]
+            .iter()
+            .map(|f| format!("{INDEX_PREFIX}_{f}"))
+            .collect(),
+        quant::Codes::Sq8(_) => Vec::new(),
+    }
+}
+
+/// RAM a run needs, estimated: the vectors, the index file's bytes (built
+/// in memory before they are written), the graph's lists (with DiskANN's
+/// 1.3 × R slack during the build), the codes and the queries.
+pub fn memory_bytes(cfg: &VdbConfig) -> u64 {
+    let (n, dim, r) = (cfg.num_vectors, cfg.dim, cfg.max_degree);
+    let vectors = n * dim * 4;
+    let file = Layout::new(n, dim, r, 0).file_size;
+    let graph = n * ((r * 13 / 10 + 1) * 4 + 24);
+    let code_bytes = n * cfg.effective_pq_chunks().unwrap_or(dim);
+    let queries = cfg.num_query_vectors * (dim * 4 + cfg.k * 4);
+    vectors + file + graph + code_bytes + queries
+}
+
+/// Refuses a run the machine's available memory obviously cannot hold
+/// (before anything is generated or written).
+pub fn check_memory(cfg: &VdbConfig) -> Result<(), Error> {
+    let need = memory_bytes(cfg);
+    let Some(avail) = crate::workload::kvcache::mem_available() else { return Ok(()) };
+    if need <= avail {
+        return Ok(());
+    }
+    const GIB: f64 = (1u64 << 30) as f64;
+    Err(crate::config::key_error(
+        "num_vectors",
+        format!(
+            "{} vectors of {} dimensions need about {:.1} GiB of RAM (vectors {:.1} GiB, the index file {:.1} GiB, \
+             graph and codes) to build in memory, more than the {:.1} GiB available; lower num_vectors or run on a \
+             machine with more memory (partitioned builds are not available yet)",
+            cfg.num_vectors,
+            cfg.dim,
+            need as f64 / GIB,
+            (cfg.num_vectors * cfg.dim * 4) as f64 / GIB,
+            Layout::new(cfg.num_vectors, cfg.dim, cfg.max_degree, 0).file_size as f64 / GIB,
+            avail as f64 / GIB
+        ),
+    ))
 }
 
 /// Threads of the build and ground truth: `build_threads`, 0 = all cores.
@@ -197,6 +269,9 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
     // rank built the same index in RAM (same seed) for its codes.
     let obj = if env.world.is_root() {
         let obj = write::write_index(env, INDEX_NAME, &p.file, &mut untimed)?;
+        for (name, bytes) in companion_files(&p) {
+            write::write_index(env, &name, &bytes, &mut untimed)?;
+        }
         env.world.sync("opening the index")?;
         obj
     } else {
@@ -235,7 +310,7 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
             total_queries: queries.len(),
             first_query: queries.start,
         };
-        let mut src = BeamSearch::new(p.layout, obj, &p.sq, &p.queries, params, search::read_key());
+        let mut src = BeamSearch::new(p.layout, obj, &p.codes, &p.queries, params, search::read_key());
         let mut pool = BufPool::new(qd, p.layout.read_len() as usize, align as usize);
         let mut queue = env
             .target
@@ -270,7 +345,17 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
     recorder.merge(&untimed);
     let window_s = last_end.saturating_duration_since(start).as_secs_f64();
     let mut notes = vec![
-        "vdb: the in-RAM codes are SQ8 (not DiskANN's PQ); see docs/workloads/vdb.md".to_string(),
+        match &p.codes {
+            quant::Codes::Pq(pq) => format!(
+                "vdb: PQ codes of {} bytes per vector steer the search; {INDEX_PREFIX}_* is a DiskANN index set \
+                 (diskannpy opens it with index_prefix \"index\")",
+                pq.chunks
+            ),
+            quant::Codes::Sq8(_) => {
+                "vdb: the in-RAM codes are SQ8 (not DiskANN's PQ): no PQ files are written; see docs/workloads/vdb.md"
+                    .to_string()
+            }
+        },
         "vdb: index reads are checked by parsing each node record (datagen verification does not apply)".to_string(),
     ];
     notes.extend(p.notes.iter().cloned());
@@ -406,8 +491,13 @@ fn summary(cfg: &VdbConfig, p: &Prepared, points: &[Point], write_s: f64, cpu_ti
         "node_len_bytes": p.layout.node_len,
         "nodes_per_sector": p.layout.nodes_per_sector,
         "mean_degree": p.mean_degree,
-        "codes_bytes": p.sq.bytes(),
+        "codes_bytes": p.codes.bytes(),
+        "pq_chunks": cfg.effective_pq_chunks(),
+        "index_files": std::iter::once(INDEX_NAME.to_string())
+            .chain(companion_names(&p.codes))
+            .collect::<Vec<_>>(),
         "build_s": cpu_timed.then_some(p.build_s),
+        "codes_build_s": cpu_timed.then_some(p.codes_s),
         "ground_truth_s": cpu_timed.then_some(p.gt_s),
         "ground_truth_source": p.truth_source.name(),
         "index_write_s": write_s,
@@ -446,7 +536,7 @@ mod tests {
             total_queries: cfg.num_query_vectors as usize,
             first_query: 0,
         };
-        let mut src = BeamSearch::new(p.layout, ObjectHandle(0), &p.sq, &p.queries, params, search::read_key());
+        let mut src = BeamSearch::new(p.layout, ObjectHandle(0), &p.codes, &p.queries, params, search::read_key());
         let mut now = Instant::now();
         let mut reads = 0u64;
         loop {

@@ -1,9 +1,54 @@
-//! The compressed vectors kept in RAM to steer the search: an 8-bit scalar
-//! quantiser (per dimension, `min + code × step` over that dimension's
-//! range). Not DiskANN's product quantiser: one byte per dimension (128 B
-//! per 128-d vector where DiskANN's default PQ budget would use fewer).
+//! The compressed vectors kept in RAM to steer the search: DiskANN's
+//! product quantiser ([`Pq`], `quantizer: pq`, the default) or an 8-bit
+//! scalar quantiser ([`Sq8`], `quantizer: sq8`: per dimension,
+//! `min + code × step` over that dimension's range, one byte per
+//! dimension). The search asks [`Codes`] for a per-query table once, then
+//! for one approximate distance per candidate.
 
 use super::data::Matrix;
+pub use super::pq::Pq;
+
+/// The codes of every vector, by quantiser.
+pub enum Codes {
+    Sq8(Sq8),
+    Pq(Pq),
+}
+
+impl Codes {
+    /// What a query needs to score candidates: its PQ distance table, or
+    /// (SQ8) the query itself.
+    pub fn query_table(&self, q: &[f32]) -> Vec<f32> {
+        match self {
+            Codes::Sq8(_) => q.to_vec(),
+            Codes::Pq(pq) => pq.table(q),
+        }
+    }
+
+    /// Approximate squared L2 distance of vector `id` from the query whose
+    /// table is `t`.
+    pub fn distance(&self, t: &[f32], id: u32) -> f32 {
+        match self {
+            Codes::Sq8(sq) => sq.distance(t, id),
+            Codes::Pq(pq) => pq.distance(t, id),
+        }
+    }
+
+    /// Bytes of codes held in RAM.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Codes::Sq8(sq) => sq.bytes(),
+            Codes::Pq(pq) => pq.bytes(),
+        }
+    }
+
+    /// Bytes per vector's code.
+    pub fn bytes_per_vector(&self) -> usize {
+        match self {
+            Codes::Sq8(sq) => sq.dim,
+            Codes::Pq(pq) => pq.chunks,
+        }
+    }
+}
 
 pub struct Sq8 {
     dim: usize,

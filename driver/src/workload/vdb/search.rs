@@ -1,6 +1,6 @@
 //! DiskANN-style beam search over the engine: one [`OpSource`] runs many
 //! queries at once, each a state machine. A query keeps a candidate list of
-//! `search_list` nodes ordered by compressed (SQ8) distance; each hop issues
+//! `search_list` nodes ordered by compressed (PQ or SQ8) distance; each hop issues
 //! reads for up to `beam_width` of the closest unexpanded candidates and
 //! waits for all of them (DiskANN's synchronous beam). A read's node record
 //! gives the exact distance (full vector) and the neighbours, which join
@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use super::data::{Matrix, l2_sq};
 use super::layout::{Layout, parse_node};
-use super::quant::Sq8;
+use super::quant::Codes;
 use crate::engine::{Data, Next, OpSource, Request};
 use crate::recorder::SeriesKey;
 use crate::target::{Completion, ObjectHandle, Op, OpKind};
@@ -45,6 +45,8 @@ struct Query {
     /// complete later must not reach a new query in the same slot).
     serial: usize,
     qi: usize,
+    /// The query's distance table (PQ) or the query itself (SQ8).
+    table: Vec<f32>,
     started: Instant,
     /// (compressed distance, id, state), nearest first, at most L long.
     list: Vec<(f32, u32, State)>,
@@ -69,7 +71,7 @@ pub struct Answer {
 pub struct BeamSearch<'a> {
     layout: Layout,
     obj: ObjectHandle,
-    sq: &'a Sq8,
+    codes: &'a Codes,
     queries: &'a Matrix,
     p: SearchParams,
     key: SeriesKey,
@@ -91,7 +93,7 @@ impl<'a> BeamSearch<'a> {
     pub fn new(
         layout: Layout,
         obj: ObjectHandle,
-        sq: &'a Sq8,
+        codes: &'a Codes,
         queries: &'a Matrix,
         p: SearchParams,
         key: SeriesKey,
@@ -100,7 +102,7 @@ impl<'a> BeamSearch<'a> {
         BeamSearch {
             layout,
             obj,
-            sq,
+            codes,
             queries,
             p,
             key,
@@ -120,10 +122,12 @@ impl<'a> BeamSearch<'a> {
         let qi = serial % self.queries.rows();
         self.started += 1;
         let m = self.layout.medoid as u32;
-        let d = self.sq.distance(self.queries.row(qi), m);
+        let table = self.codes.query_table(self.queries.row(qi));
+        let d = self.codes.distance(&table, m);
         self.slots[slot] = Some(Query {
             serial,
             qi,
+            table,
             started: now,
             list: vec![(d, m, State::New)],
             visited: HashSet::from([m]),
@@ -187,7 +191,7 @@ impl<'a> BeamSearch<'a> {
             if !q.visited.insert(nb) {
                 continue;
             }
-            let d = self.sq.distance(qv, nb);
+            let d = self.codes.distance(&q.table, nb);
             if q.list.len() >= l && d >= q.list[q.list.len() - 1].0 {
                 continue;
             }
