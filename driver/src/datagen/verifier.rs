@@ -50,8 +50,9 @@ pub const SAMPLE_EVERY_MAX: u64 = 1 << 20;
 const SAMPLE_DOMAIN: u64 = u64::from_le_bytes(*b"mlpdsamp");
 
 /// What the `verify` key asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum VerifyMode {
+    #[default]
     Full,
     Sampled,
     Off,
@@ -66,6 +67,20 @@ impl VerifyMode {
             VerifyMode::Full => "full",
             VerifyMode::Sampled => "sampled",
             VerifyMode::Off => "off",
+        }
+    }
+
+    /// The results note for a mode that does not check every byte
+    /// (`sample_every`: sampled mode's rate).
+    pub fn note(self, sample_every: Option<u64>) -> Option<String> {
+        match self {
+            VerifyMode::Full => None,
+            VerifyMode::Sampled => Some(format!(
+                "verify=sampled: payload checked in 1 of {} blocks (every block's header and first \
+                 {PREFIX_BYTES} bytes checked); corruption elsewhere is not detected",
+                sample_every.unwrap_or(DEFAULT_SAMPLE_EVERY)
+            )),
+            VerifyMode::Off => Some("verify=off: read data was not checked".into()),
         }
     }
 
@@ -186,18 +201,5 @@ impl Verifier {
             return VerifyOutcome { unverified_bytes: data.len() as u64, ..VerifyOutcome::default() };
         }
         super::verify_blocks(data, offset, expect, self)
-    }
-
-    /// The results note for a mode that does not check every byte.
-    pub fn note(&self) -> Option<String> {
-        match self.mode {
-            VerifyMode::Full => None,
-            VerifyMode::Sampled => Some(format!(
-                "verify=sampled: every block's header and first {PREFIX_BYTES} bytes were checked, the payload \
-                 checksum in 1 of {} blocks; corruption elsewhere in the payload is not detected",
-                self.sample_every
-            )),
-            VerifyMode::Off => Some("verify=off: read data was not checked".into()),
-        }
     }
 }
