@@ -109,7 +109,7 @@ pub(super) fn write_rows_wide(block: &mut [u8; BLOCK_BYTES], id: BlockId) {
 /// sampled verifier compares the start of every block with, at the cost of
 /// seeding the lanes and stepping each `N / 64` times.
 pub(super) fn write_prefix_rows<const N: usize>(out: &mut [u8; N], id: BlockId) {
-    const { assert!(N % ROW_BYTES == 0 && N <= BLOCK_BYTES) };
+    const { assert!(N.is_multiple_of(ROW_BYTES) && N <= BLOCK_BYTES) };
     write_rows_in_passes::<2, N>(out, id);
 }
 
