@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mlpdrive::datagen::{Expect, fill, object_key, verify};
+use mlpdrive::datagen::{Expect, Verifier, VerifyMode, fill, object_key, verify};
 
 const BUF_BYTES: usize = 1 << 20;
 const SEED: u64 = 42;
@@ -41,6 +41,23 @@ fn datagen(c: &mut Criterion) {
         });
         group.finish();
     }
+
+    // Sampled mode (1 in 16): the header and prefix of every block, the
+    // checksum of a few. The buffer is cache-resident here, so this is the
+    // CPU cost alone; on cold O_DIRECT buffers full mode is memory-bound
+    // (docs/performance.md), which the sampled check mostly avoids.
+    let expect = Expect { seed: SEED, object, generation: Some(GEN) };
+    let sampled = Verifier::new(VerifyMode::Sampled, SEED, 16);
+    let mut group = c.benchmark_group("verify");
+    group.throughput(Throughput::Bytes(BUF_BYTES as u64));
+    group.bench_function("1MiB_sampled_16", |b| {
+        b.iter(|| {
+            let outcome = sampled.verify(black_box(&buf), 0, &expect);
+            assert!(outcome.is_ok());
+            outcome
+        })
+    });
+    group.finish();
 }
 
 criterion_group!(benches, datagen);

@@ -48,7 +48,7 @@ fn control() -> Control {
         stop: Arc::new(AtomicBool::new(false)),
         deadline: None,
         live: Arc::new(LiveCounters::default()),
-        verify: false,
+        verify: mlpdrive::datagen::Verifier::OFF,
         continue_on_error: false,
         stall_timeout: Duration::from_secs(30),
         clock: mlpdrive::clock::Clock::real(),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::buf::BufPool;
 use crate::clock::Clock;
-use crate::datagen::{self, Expect, VerifyOutcome};
+use crate::datagen::{self, Expect, Verifier, VerifyOutcome};
 use crate::recorder::{LiveCounters, Recorder, SeriesKey};
 use crate::target::{Completion, Op, OpKind, Queue, TargetError};
 
@@ -81,7 +81,8 @@ pub struct Control {
     pub stop: Arc<AtomicBool>,
     pub deadline: Option<Instant>,
     pub live: Arc<LiveCounters>,
-    pub verify: bool,
+    /// How reads with [`Data::Verify`] are checked (off: not at all).
+    pub verify: Verifier,
     pub continue_on_error: bool,
     /// An op in flight this long without any completion fails the run.
     pub stall_timeout: Duration,
@@ -276,9 +277,9 @@ fn handle_completion(req: &Request, c: &Completion, ctl: &Control, report: &mut 
             report.recorder.record(&req.key, c.latency().as_nanos() as u64, u64::from(n));
             ctl.live.add(kind, u64::from(n), c.latency().as_nanos() as u64);
             if let (true, OpKind::Read, Data::Verify(expect), Op::Read { offset, .. }) =
-                (ctl.verify, kind, req.data, req.op)
+                (ctl.verify.is_on(), kind, req.data, req.op)
             {
-                let v = datagen::verify(c.data(), offset, &expect);
+                let v = ctl.verify.verify(c.data(), offset, &expect);
                 report.verify.merge(&v);
             }
         }
@@ -368,7 +369,7 @@ mod tests {
             stop: Arc::new(AtomicBool::new(false)),
             deadline: None,
             live: Arc::new(LiveCounters::default()),
-            verify: false,
+            verify: Verifier::OFF,
             continue_on_error,
             stall_timeout: stall,
             clock: Clock::real(),

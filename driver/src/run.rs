@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::cli::{ResultsArgs, RunArgs};
 use crate::clock::Clock;
 use crate::config::{self, RunConfig};
+use crate::datagen::VerifyMode;
 use crate::error::{EXIT_FAILED, EXIT_OK, Error};
 use crate::mpi::World;
 use crate::progress::{Progress, Rates};
@@ -441,8 +442,11 @@ pub(crate) fn skeleton(
         cpu_sys_s: 0.0,
         peak_rss_bytes: 0,
         verify: VerifyRecord {
-            enabled: cfg.common.verify,
+            enabled: cfg.common.verifier().is_on(),
+            mode: cfg.common.verify,
+            sample_every: cfg.common.verifier().sample_every(),
             verified_bytes: 0,
+            header_checked_bytes: 0,
             unverified_bytes: 0,
             errors: 0,
             first: None,
@@ -463,6 +467,7 @@ pub(crate) fn fill_from_output(r: &mut RunResult, out: WorkloadOutput, interrupt
     r.io_mode = out.io_mode;
     r.summary = out.summary;
     r.verify.verified_bytes = out.verify.verified_bytes;
+    r.verify.header_checked_bytes = out.verify.header_checked_bytes;
     r.verify.unverified_bytes = out.verify.unverified_bytes;
     r.verify.errors = out.verify.bad_blocks;
     r.verify.first = out.verify.first_error.as_ref().map(ToString::to_string);
@@ -479,9 +484,11 @@ pub(crate) fn fill_from_output(r: &mut RunResult, out: WorkloadOutput, interrupt
     if r.target.kind == "null" && r.verify.enabled {
         r.notes.push("null:// stores nothing: read verification was skipped".into());
         r.verify.enabled = false;
+        r.verify.mode = VerifyMode::Off;
+        r.verify.sample_every = None;
     }
-    if !r.verify.enabled && r.target.kind != "null" {
-        r.notes.push("verify=false: read data was not checked".into());
+    if let Some(note) = r.verify.mode.note(r.verify.sample_every).filter(|_| r.target.kind != "null") {
+        r.notes.push(note);
     }
     r.status = if interrupted {
         RunStatus::Interrupted

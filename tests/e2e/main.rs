@@ -23,4 +23,5 @@ mod shim;
 mod suite;
 mod training;
 mod vdb;
+mod verify_modes;
 mod virtual_clock;

@@ -55,7 +55,7 @@ fn control(verify: bool) -> Control {
         stop: Arc::new(AtomicBool::new(false)),
         deadline: None,
         live: Arc::new(LiveCounters::default()),
-        verify,
+        verify: if verify { mlpdrive::datagen::Verifier::FULL } else { mlpdrive::datagen::Verifier::OFF },
         continue_on_error: true,
         stall_timeout: Duration::from_secs(30),
         clock: mlpdrive::clock::Clock::real(),

@@ -11,13 +11,24 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::KNOWN_WORKLOADS;
 use super::errors::{self, Scope, key_error};
+use crate::datagen::{self, Verifier, VerifyMode};
 use crate::error::Error;
 use crate::units::Dur;
 
 /// The top-level keys this layer owns, in the order the effective config
 /// lists them.
-pub const COMMON_KEYS: &[&str] =
-    &["workload", "description", "seed", "duration", "verify", "continue_on_error", "io", "progress_interval", "s3"];
+pub const COMMON_KEYS: &[&str] = &[
+    "workload",
+    "description",
+    "seed",
+    "duration",
+    "verify",
+    "verify_sample_every",
+    "continue_on_error",
+    "io",
+    "progress_interval",
+    "s3",
+];
 
 /// Default `seed`.
 pub const DEFAULT_SEED: u64 = 1;
@@ -37,8 +48,10 @@ pub struct Common {
     pub seed: u64,
     /// How long the measured phase runs; `None` if the workload stops otherwise.
     pub duration: Option<Duration>,
-    /// Verify the content of every read against the data generator.
-    pub verify: bool,
+    /// How reads are checked against the data generator (full, sampled, off).
+    pub verify: VerifyMode,
+    /// Sampled mode: 1 in this many blocks gets the full payload checksum.
+    pub verify_sample_every: u64,
     /// Keep going after an I/O error (counted) instead of stopping the run.
     pub continue_on_error: bool,
     /// How I/O is issued.
@@ -47,6 +60,14 @@ pub struct Common {
     pub progress_interval: Duration,
     /// The `s3` keys as written (checked); only `s3://` targets accept them.
     pub s3: Option<super::s3::S3Keys>,
+}
+
+impl Common {
+    /// The run's verification policy (the subset of sampled mode is keyed
+    /// by the seed).
+    pub fn verifier(&self) -> Verifier {
+        Verifier::new(self.verify, self.seed, self.verify_sample_every)
+    }
 }
 
 /// The `io` keys.
@@ -121,7 +142,8 @@ struct CommonKeys {
     description: Option<String>,
     seed: Option<u64>,
     duration: Option<Dur>,
-    verify: Option<bool>,
+    verify: Option<VerifyMode>,
+    verify_sample_every: Option<u64>,
     continue_on_error: Option<bool>,
     io: Option<IoKeys>,
     progress_interval: Option<Dur>,
@@ -188,12 +210,27 @@ fn resolve(keys: CommonKeys, source: &str) -> Result<Common, Error> {
     if let Some(s3) = &keys.s3 {
         s3.resolve()?;
     }
+    let verify = keys.verify.unwrap_or(VerifyMode::Full);
+    let verify_sample_every = match keys.verify_sample_every {
+        Some(_) if verify != VerifyMode::Sampled => {
+            return Err(key_error(
+                "verify_sample_every",
+                format!("applies only with `verify: sampled` (verify is {verify}); remove it or set verify=sampled"),
+            ));
+        }
+        Some(n) => {
+            errors::check_int_range("verify_sample_every", n, datagen::SAMPLE_EVERY_MIN, datagen::SAMPLE_EVERY_MAX)?;
+            n
+        }
+        None => datagen::DEFAULT_SAMPLE_EVERY,
+    };
     Ok(Common {
         workload,
         description,
         seed: keys.seed.unwrap_or(DEFAULT_SEED),
         duration,
-        verify: keys.verify.unwrap_or(true),
+        verify,
+        verify_sample_every,
         continue_on_error: keys.continue_on_error.unwrap_or(false),
         io: IoConfig { direct: io.direct.unwrap_or(true), engine: io.engine.unwrap_or(EngineKind::IoUring), timeout },
         progress_interval,
@@ -214,7 +251,10 @@ pub(crate) fn to_mapping(common: &Common) -> Mapping {
     if let Some(duration) = common.duration {
         map.insert("duration".into(), dur(duration));
     }
-    map.insert("verify".into(), common.verify.into());
+    map.insert("verify".into(), common.verify.as_str().into());
+    if common.verify == VerifyMode::Sampled {
+        map.insert("verify_sample_every".into(), common.verify_sample_every.into());
+    }
     map.insert("continue_on_error".into(), common.continue_on_error.into());
     let mut io = Mapping::new();
     io.insert("direct".into(), common.io.direct.into());

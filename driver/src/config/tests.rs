@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_yaml_ng::Value;
 
 use super::*;
+use crate::datagen::VerifyMode;
 use crate::units::ByteSize;
 
 fn sets(list: &[&str]) -> Vec<String> {
@@ -56,7 +57,8 @@ fn raw_preset_loads_with_defaults() {
             description: Some("fio-like calibration: 4 KiB random reads, QD 32, on a 256 MiB file for 10 s".into()),
             seed: 1,
             duration: Some(Duration::from_secs(10)),
-            verify: true,
+            verify: VerifyMode::Full,
+            verify_sample_every: crate::datagen::DEFAULT_SAMPLE_EVERY,
             continue_on_error: false,
             io: IoConfig { direct: true, engine: EngineKind::IoUring, timeout: Duration::from_secs(30) },
             progress_interval: Duration::from_secs(5),
@@ -149,7 +151,7 @@ fn overrides_apply_in_order_then_shortcuts() {
     let cfg = load("raw", &list, Some(42), Some("1m 30s")).unwrap();
     assert_eq!(cfg.common.seed, 42, "--seed wins over --set seed");
     assert_eq!(cfg.common.duration, Some(Duration::from_secs(90)));
-    assert!(!cfg.common.verify);
+    assert_eq!(cfg.common.verify, VerifyMode::Off);
     assert!(cfg.common.continue_on_error);
     assert_eq!(cfg.common.io, IoConfig { direct: false, engine: EngineKind::Sync, timeout: Duration::from_secs(120) });
     assert_eq!(cfg.common.progress_interval, Duration::from_secs(1));
@@ -180,7 +182,7 @@ fn file_with_only_required_keys_gets_every_default() {
     assert_eq!(cfg.source, path);
     assert_eq!(cfg.common.seed, DEFAULT_SEED);
     assert_eq!(cfg.common.description, None);
-    assert!(cfg.common.verify);
+    assert_eq!(cfg.common.verify, VerifyMode::Full);
     assert!(!cfg.common.continue_on_error);
     assert!(cfg.common.io.direct);
     assert_eq!(cfg.common.io.engine, EngineKind::IoUring);
@@ -214,7 +216,8 @@ fn effective_config_has_common_defaults_and_workload_keys() {
     assert_eq!(eff["workload"], Value::from("raw"));
     assert_eq!(eff["seed"], Value::from(3));
     assert_eq!(eff["duration"], Value::from("10s"));
-    assert_eq!(eff["verify"], Value::from(true));
+    assert_eq!(eff["verify"], Value::from("full"));
+    assert!(eff.get("verify_sample_every").is_none(), "only sampled mode has a rate");
     assert_eq!(eff["continue_on_error"], Value::from(false));
     assert_eq!(eff["io"]["direct"], Value::from(true));
     assert_eq!(eff["io"]["engine"], Value::from("io_uring"));
@@ -291,7 +294,7 @@ fn unknown_keys_list_the_known_ones() {
             "unknown config key `blok_size` for workload raw; known keys: rw, rwmix_read, \
              block_size, queue_depth, jobs, size, bytes, object_size, objects, concurrency (and the common \
              keys: workload, \
-             description, seed, duration, verify, continue_on_error, io, progress_interval, s3)"
+             description, seed, duration, verify, verify_sample_every, continue_on_error, io, progress_interval, s3)"
         ),
         "{e}"
     );
@@ -311,7 +314,10 @@ fn unknown_keys_list_the_known_ones() {
 #[test]
 fn wrong_types_name_the_key() {
     assert_eq!(raw_err(&["io.direct=maybe"]), "config key `io.direct`: expected true or false, got 'maybe'");
-    assert_eq!(raw_err(&["verify=yes"]), "config key `verify`: expected true or false, got 'yes'");
+    assert_eq!(
+        raw_err(&["verify=yes"]),
+        "config key `verify`: expected one of full, sampled, off (or true = full, false = off), got 'yes'"
+    );
     assert_eq!(raw_err(&["continue_on_error=1"]), "config key `continue_on_error`: expected true or false, got 1");
     assert_eq!(raw_err(&["seed=abc"]), "config key `seed`: expected an integer, got 'abc'");
     assert_eq!(raw_err(&["seed=-1"]), "config key `seed`: expected an integer from 0 to 18446744073709551615, got -1");
@@ -501,6 +507,7 @@ fn odd_values_never_panic() {
         "seed",
         "duration",
         "verify",
+        "verify_sample_every",
         "continue_on_error",
         "io",
         "io.direct",
@@ -600,4 +607,59 @@ fn object_mode_effective_config_loads_back_to_the_same_run() {
     let again = RawConfig::from_run_config(&back.unwrap()).unwrap();
     assert_eq!(again, raw);
     assert!(raw_with(&["rw=randread"]).unwrap().object_view().is_none());
+}
+
+#[test]
+fn verify_accepts_modes_and_booleans_and_sampling_rates() {
+    for (value, want) in [
+        ("full", VerifyMode::Full),
+        ("true", VerifyMode::Full),
+        ("sampled", VerifyMode::Sampled),
+        ("off", VerifyMode::Off),
+        ("false", VerifyMode::Off),
+    ] {
+        let cfg = load("raw", &sets(&[&format!("verify={value}")]), None, None).unwrap();
+        assert_eq!(cfg.common.verify, want, "verify={value}");
+        assert_eq!(cfg.effective["verify"], Value::from(want.as_str()), "canonical spelling");
+        assert_eq!(cfg.common.verifier().mode(), want);
+    }
+    // In a file, YAML booleans and names alike.
+    for (text, want) in [("true", VerifyMode::Full), ("false", VerifyMode::Off), ("sampled", VerifyMode::Sampled)] {
+        let (_dir, _path, result) = load_text(&format!("workload: raw\nrw: read\nbytes: 1MiB\nverify: {text}\n"));
+        assert_eq!(result.unwrap().common.verify, want, "verify: {text}");
+    }
+    let cfg = load("raw", &sets(&["verify=sampled"]), None, None).unwrap();
+    assert_eq!(cfg.common.verify_sample_every, crate::datagen::DEFAULT_SAMPLE_EVERY);
+    assert_eq!(cfg.effective["verify_sample_every"], Value::from(16));
+    assert_eq!(cfg.common.verifier().sample_every(), Some(16));
+    let cfg = load("raw", &sets(&["verify=sampled", "verify_sample_every=64"]), Some(9), None).unwrap();
+    assert_eq!(cfg.common.verifier().sample_every(), Some(64));
+    assert_eq!(cfg.common.verifier(), crate::datagen::Verifier::new(VerifyMode::Sampled, 9, 64), "keyed by the seed");
+    assert_eq!(cfg.effective["verify_sample_every"], Value::from(64));
+}
+
+#[test]
+fn bad_verify_values_name_the_key_and_the_accepted_values() {
+    let accepted = "expected one of full, sampled, off (or true = full, false = off)";
+    assert_eq!(raw_err(&["verify=sample"]), format!("config key `verify`: {accepted}, got 'sample'"));
+    assert_eq!(raw_err(&["verify=1"]), format!("config key `verify`: {accepted}, got 1"));
+    assert_eq!(raw_err(&["verify=[full]"]), format!("config key `verify`: {accepted}, got a list"));
+    assert_eq!(
+        raw_err(&["verify=sampled", "verify_sample_every=1"]),
+        "config key `verify_sample_every`: expected an integer ≥ 2, got 1"
+    );
+    assert_eq!(
+        raw_err(&["verify=sampled", "verify_sample_every=2000000"]),
+        "config key `verify_sample_every`: expected an integer ≤ 1048576, got 2000000"
+    );
+    assert_eq!(
+        raw_err(&["verify=sampled", "verify_sample_every=many"]),
+        "config key `verify_sample_every`: expected an integer, got 'many'"
+    );
+    assert_eq!(
+        raw_err(&["verify_sample_every=8"]),
+        "config key `verify_sample_every`: applies only with `verify: sampled` (verify is full); remove it or set \
+         verify=sampled"
+    );
+    assert!(raw_err(&["verify=off", "verify_sample_every=8"]).contains("(verify is off)"));
 }

@@ -52,6 +52,11 @@
 //! block's own header if the read covers it (`[0, 48)`). A partial block with
 //! neither is counted as unverified. A partial read whose covered header
 //! names another block, and whose bytes match that block, is misplaced.
+//!
+//! That is the `full` policy. [`Verifier`] also offers `sampled` (every
+//! whole block's header and first [`PREFIX_BYTES`] checked, the checksum on
+//! a seeded 1-in-N subset; unsampled blocks count as header-checked, not
+//! verified) and `off`; see `verifier.rs`.
 
 use std::fmt;
 
@@ -59,6 +64,9 @@ use xxhash_rust::xxh3::xxh3_64;
 
 mod checksum;
 mod payload;
+mod verifier;
+
+pub use verifier::{DEFAULT_SAMPLE_EVERY, PREFIX_BYTES, SAMPLE_EVERY_MAX, SAMPLE_EVERY_MIN, Verifier, VerifyMode};
 
 /// Size of one generated block; the unit of uniqueness and verification.
 pub const BLOCK_BYTES: usize = 4096;
@@ -211,10 +219,15 @@ impl fmt::Display for VerifyError {
 }
 
 /// Result of verifying one or more reads. Bytes of bad blocks count as
-/// neither verified nor unverified.
+/// none of verified, header-checked or unverified.
 #[derive(Debug, Default, Clone)]
 pub struct VerifyOutcome {
+    /// Bytes checked completely (checksum, or compared with the regenerated block).
     pub verified_bytes: u64,
+    /// Bytes of whole blocks whose header and first [`PREFIX_BYTES`] were
+    /// checked but whose payload checksum was not (sampled mode's
+    /// unsampled blocks).
+    pub header_checked_bytes: u64,
     pub unverified_bytes: u64,
     pub bad_blocks: u64,
     pub first_error: Option<VerifyError>,
@@ -224,6 +237,7 @@ impl VerifyOutcome {
     /// Adds `other`'s counts; keeps the earlier first error.
     pub fn merge(&mut self, other: &VerifyOutcome) {
         self.verified_bytes += other.verified_bytes;
+        self.header_checked_bytes += other.header_checked_bytes;
         self.unverified_bytes += other.unverified_bytes;
         self.bad_blocks += other.bad_blocks;
         if self.first_error.is_none() {
@@ -237,11 +251,19 @@ impl VerifyOutcome {
     }
 }
 
-/// Verifies `data`, which was read from the object at byte `offset` (any
-/// offset and length; short reads are fine). Never allocates.
+/// Verifies every byte of `data`, which was read from the object at byte
+/// `offset` (any offset and length; short reads are fine). Never allocates.
+/// Workloads check reads through their run's [`Verifier`] instead.
 ///
 /// Panics if `offset + data.len()` overflows `u64`.
 pub fn verify(data: &[u8], offset: u64, expect: &Expect) -> VerifyOutcome {
+    verify_blocks(data, offset, expect, &Verifier::FULL)
+}
+
+/// The block loop of every policy: whole blocks the policy samples get the
+/// full check, the others the header-and-prefix check; partial blocks are
+/// always checked in full.
+fn verify_blocks(data: &[u8], offset: u64, expect: &Expect, policy: &Verifier) -> VerifyOutcome {
     assert_range_fits(offset, data.len());
     let mut outcome = VerifyOutcome::default();
     let mut pos = 0;
@@ -249,11 +271,13 @@ pub fn verify(data: &[u8], offset: u64, expect: &Expect) -> VerifyOutcome {
         let span = Span::at(offset, pos, data.len());
         let bytes = &data[pos..pos + span.len()];
         let check = match <&[u8; BLOCK_BYTES]>::try_from(bytes) {
-            Ok(whole) => check_whole(whole, span.block, expect),
+            Ok(whole) if policy.samples(expect.object, span.block) => check_whole(whole, span.block, expect),
+            Ok(whole) => check_header_prefix(whole, span.block, expect),
             Err(_) => check_partial(bytes, &span, expect),
         };
         match check {
             Check::Verified => outcome.verified_bytes += bytes.len() as u64,
+            Check::HeaderChecked => outcome.header_checked_bytes += bytes.len() as u64,
             Check::Unverified => outcome.unverified_bytes += bytes.len() as u64,
             Check::Bad(kind) => {
                 outcome.bad_blocks += 1;
@@ -270,6 +294,8 @@ pub fn verify(data: &[u8], offset: u64, expect: &Expect) -> VerifyOutcome {
 /// Verdict on the covered part of one block.
 enum Check {
     Verified,
+    /// Header and prefix as expected; the rest of the payload not checked.
+    HeaderChecked,
     Unverified,
     Bad(VerifyErrorKind),
 }
@@ -355,6 +381,22 @@ fn check_whole(bytes: &[u8; BLOCK_BYTES], block: u64, expect: &Expect) -> Check 
     fill_block(&mut scratch, expected_id(expect, block, generation));
     let index = first_difference(bytes, &scratch);
     Check::Bad(VerifyErrorKind::Corrupt { byte_offset: block * BLOCK_BYTES_U64 + index as u64 })
+}
+
+/// Whole block, sampled mode's cheap check: the header must name the
+/// expected block and bytes `[8, PREFIX_BYTES)` must equal the regenerated
+/// block's (only the first two rows are generated). Any mismatch goes to
+/// the full check, which classifies it exactly as full mode would.
+fn check_header_prefix(bytes: &[u8; BLOCK_BYTES], block: u64, expect: &Expect) -> Check {
+    let header = Header::parse(bytes);
+    if header.names(expect, block) {
+        let mut want = [0u8; PREFIX_BYTES];
+        payload::write_prefix_rows(&mut want, header.id);
+        if bytes[HEADER_BYTES..PREFIX_BYTES] == want[HEADER_BYTES..] {
+            return Check::HeaderChecked;
+        }
+    }
+    check_whole(bytes, block, expect)
 }
 
 /// Partial block: regenerate and compare the covered bytes. Without an
@@ -732,6 +774,126 @@ mod tests {
         };
         let text = misplaced.to_string();
         assert!(text.contains("misplaced") && text.contains("block 3 generation 9"), "{text}");
+    }
+
+    fn sampled(seed: u64) -> Verifier {
+        Verifier::new(VerifyMode::Sampled, seed, 16)
+    }
+
+    #[test]
+    fn sampled_mode_catches_a_bad_header_or_prefix_in_every_block() {
+        const BLOCKS: usize = 64;
+        let whole = stream(obj(), GEN, 0, BLOCKS * B);
+        let policy = sampled(SEED);
+        let clean = policy.verify(&whole, 0, &expect(Some(GEN)));
+        assert!(clean.is_ok(), "{clean:?}");
+        assert_eq!(clean.verified_bytes + clean.header_checked_bytes, (BLOCKS * B) as u64);
+        assert!(clean.header_checked_bytes > 0 && clean.verified_bytes > 0, "{clean:?}");
+        // Magic, seed, object, block index, generation, and the payload prefix.
+        for pos in [8, 15, 16, 24, 32, 40, 47, 48, 100, PREFIX_BYTES - 1] {
+            for b in 0..BLOCKS {
+                let mut data = whole.clone();
+                data[b * B + pos] ^= 0x10;
+                for generation in [Some(GEN), None] {
+                    let got = policy.verify(&data, 0, &expect(generation));
+                    assert_eq!(got.bad_blocks, 1, "block {b} pos {pos} gen {generation:?}");
+                    let err = got.first_error.clone().unwrap();
+                    assert_eq!(err.block, b as u64);
+                    // Classified as full mode classifies it.
+                    assert_eq!(got.first_error, verify(&data, 0, &expect(generation)).first_error);
+                }
+            }
+        }
+        // A zeroed block and two swapped blocks, wherever they are.
+        for b in 0..BLOCKS - 1 {
+            let mut data = whole.clone();
+            data[b * B..(b + 1) * B].fill(0);
+            assert_eq!(corrupt_at(&policy.verify(&data, 0, &expect(None))), (b * B) as u64);
+            let mut data = whole.clone();
+            let (left, right) = data.split_at_mut((b + 1) * B);
+            left[b * B..].swap_with_slice(&mut right[..B]);
+            let got = policy.verify(&data, 0, &expect(Some(GEN)));
+            assert_eq!(got.bad_blocks, 2, "swap {b}");
+            assert_eq!(misplaced_found(&got).block, b as u64 + 1);
+        }
+        // Stale data (an older generation) is misplaced in every block.
+        let stale = stream(obj(), GEN - 1, 0, BLOCKS * B);
+        assert_eq!(policy.verify(&stale, 0, &expect(Some(GEN))).bad_blocks, BLOCKS as u64);
+    }
+
+    #[test]
+    fn sampled_mode_checks_payload_only_in_sampled_blocks_with_exact_accounting() {
+        const BLOCKS: u64 = 256;
+        let whole = stream(obj(), GEN, 0, BLOCKS as usize * B);
+        let policy = sampled(SEED);
+        let chosen: Vec<u64> = (0..BLOCKS).filter(|&b| policy.samples(obj(), b)).collect();
+        assert!(!chosen.is_empty() && chosen.len() < BLOCKS as usize / 4, "{chosen:?}");
+        let n_sampled = chosen.len() as u64;
+        for b in 0..BLOCKS {
+            let mut data = whole.clone();
+            let at = b as usize * B + 2000;
+            data[at] ^= 1;
+            let got = policy.verify(&data, 0, &expect(Some(GEN)));
+            if chosen.contains(&b) {
+                assert_eq!(got.bad_blocks, 1, "sampled block {b}");
+                assert_eq!(corrupt_at(&got), at as u64);
+                assert_eq!(got.verified_bytes, (n_sampled - 1) * B64);
+                assert_eq!(got.header_checked_bytes, (BLOCKS - n_sampled) * B64);
+            } else {
+                // Not detected, and not claimed as verified either.
+                assert!(got.is_ok(), "unsampled block {b}: {got:?}");
+                assert_eq!(got.verified_bytes, n_sampled * B64, "block {b}");
+                assert_eq!(got.header_checked_bytes, (BLOCKS - n_sampled) * B64, "block {b}");
+            }
+            assert_eq!(got.unverified_bytes, 0);
+        }
+        // Partial blocks (the ends of an unaligned read) are always checked in full.
+        let mut data = whole.clone();
+        let unsampled = (0..BLOCKS).find(|b| !chosen.contains(b)).unwrap() as usize;
+        data[unsampled * B + 3000] ^= 1;
+        let lo = unsampled * B + 100;
+        let got = policy.verify(&data[lo..lo + B], lo as u64, &expect(Some(GEN)));
+        assert_eq!(corrupt_at(&got), (unsampled * B + 3000) as u64);
+        // Off checks nothing and says so.
+        let got = Verifier::OFF.verify(&data, 0, &expect(Some(GEN)));
+        assert!(got.is_ok());
+        assert_eq!((got.verified_bytes, got.header_checked_bytes, got.unverified_bytes), (0, 0, BLOCKS * B64));
+        // Full is plain `verify`.
+        let got = Verifier::FULL.verify(&whole, 0, &expect(Some(GEN)));
+        assert_eq!((got.verified_bytes, got.header_checked_bytes), (BLOCKS * B64, 0));
+    }
+
+    #[test]
+    fn sample_subset_is_deterministic_per_seed_and_differs_across_seeds() {
+        const BLOCKS: u64 = 1 << 14;
+        let subset = |seed: u64, every: u64| -> Vec<u64> {
+            let policy = Verifier::new(VerifyMode::Sampled, seed, every);
+            (0..BLOCKS).filter(|&b| policy.samples(obj(), b)).collect()
+        };
+        let a = subset(SEED, 16);
+        assert_eq!(a, subset(SEED, 16), "same seed, same blocks");
+        let b = subset(SEED + 1, 16);
+        assert_ne!(a, b, "another seed, other blocks");
+        let common = a.iter().filter(|x| b.binary_search(x).is_ok()).count();
+        // Independent subsets of rate 1/16 share about 1/16 of their blocks.
+        assert!(common < a.len() / 8, "{common} of {} shared", a.len());
+        for (every, got) in [(16, a.len()), (4, subset(SEED, 4).len()), (256, subset(SEED, 256).len())] {
+            let want = BLOCKS / every;
+            // Binomial: within 5 standard deviations of BLOCKS / every.
+            let sd = ((want as f64) * (1.0 - 1.0 / every as f64)).sqrt();
+            assert!((got as f64 - want as f64).abs() < 5.0 * sd, "1 in {every}: {got} of {BLOCKS}");
+        }
+        // Not a stride: consecutive gaps vary.
+        let gaps: HashSet<u64> = a.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.len() > 10, "{gaps:?}");
+        // Other objects get other blocks.
+        let policy = sampled(SEED);
+        let other = object_key("train/file_0002.npz");
+        let c: Vec<u64> = (0..BLOCKS).filter(|&b| policy.samples(other, b)).collect();
+        assert_ne!(a, c);
+        assert!((0..BLOCKS).all(|b| Verifier::FULL.samples(obj(), b)));
+        assert_eq!(Verifier::FULL.sample_every(), None);
+        assert_eq!(policy.sample_every(), Some(16));
     }
 
     /// Payload statistics over 16 MiB (4096 blocks, 2,072,576 payload

@@ -94,30 +94,40 @@ fn has_avx512() -> bool {
 /// Running two lanes at a time over the whole block keeps all their state
 /// in registers, which is faster here than all eight at once.
 pub(super) fn write_rows_portable(block: &mut [u8; BLOCK_BYTES], id: BlockId) {
-    write_rows_in_passes::<2>(block, id);
+    write_rows_in_passes::<2, BLOCK_BYTES>(block, id);
 }
 
 /// All eight lanes per pass, compiled for AVX-512 as well as the baseline;
 /// `multiversion` picks the AVX-512 version when the CPU has it.
 #[multiversion::multiversion(targets("x86_64+avx2+avx512f+avx512vl+avx512dq"))]
 pub(super) fn write_rows_wide(block: &mut [u8; BLOCK_BYTES], id: BlockId) {
-    write_rows_in_passes::<8>(block, id);
+    write_rows_in_passes::<8, BLOCK_BYTES>(block, id);
 }
 
-/// Generates the block `GROUP` lanes at a time (`GROUP` divides `LANES`).
-/// The grouping changes only the order of work, never the bytes.
+/// Writes the first `N / 64` rows of the block's lane outputs over `out`
+/// (the block's first `N` bytes before the header goes on): what the
+/// sampled verifier compares the start of every block with, at the cost of
+/// seeding the lanes and stepping each `N / 64` times.
+pub(super) fn write_prefix_rows<const N: usize>(out: &mut [u8; N], id: BlockId) {
+    const { assert!(N.is_multiple_of(ROW_BYTES) && N <= BLOCK_BYTES) };
+    write_rows_in_passes::<2, N>(out, id);
+}
+
+/// Generates the first `N` bytes of the block (`N` a whole number of rows)
+/// `GROUP` lanes at a time (`GROUP` divides `LANES`). The grouping changes
+/// only the order of work, never the bytes.
 #[inline(always)]
-fn write_rows_in_passes<const GROUP: usize>(block: &mut [u8; BLOCK_BYTES], id: BlockId) {
+fn write_rows_in_passes<const GROUP: usize, const N: usize>(block: &mut [u8; N], id: BlockId) {
     let states = lane_states(id);
     for pass in 0..LANES / GROUP {
-        write_lane_group::<GROUP>(block, &states, pass * GROUP);
+        write_lane_group::<GROUP, N>(block, &states, pass * GROUP);
     }
 }
 
 /// Steps lanes `first..first + GROUP` through all rows, writing each output
 /// to its lane's column.
 #[inline(always)]
-fn write_lane_group<const GROUP: usize>(block: &mut [u8; BLOCK_BYTES], states: &LaneStates, first: usize) {
+fn write_lane_group<const GROUP: usize, const N: usize>(block: &mut [u8; N], states: &LaneStates, first: usize) {
     let mut s = [[0u64; GROUP]; 4];
     for (group, all) in s.iter_mut().zip(&states.words) {
         group.copy_from_slice(&all[first..first + GROUP]);
@@ -174,10 +184,10 @@ mod tests {
         for group in [1, 2, 4, 8] {
             let mut block = [0u8; BLOCK_BYTES];
             match group {
-                1 => write_lane_group::<1>(&mut block, &states, 5),
-                2 => write_lane_group::<2>(&mut block, &states, 4),
-                4 => write_lane_group::<4>(&mut block, &states, 4),
-                _ => write_lane_group::<8>(&mut block, &states, 0),
+                1 => write_lane_group::<1, BLOCK_BYTES>(&mut block, &states, 5),
+                2 => write_lane_group::<2, BLOCK_BYTES>(&mut block, &states, 4),
+                4 => write_lane_group::<4, BLOCK_BYTES>(&mut block, &states, 4),
+                _ => write_lane_group::<8, BLOCK_BYTES>(&mut block, &states, 0),
             }
             assert_eq!(column(&block, 5)[..4], expected, "group {group}");
         }
@@ -205,13 +215,13 @@ mod tests {
     fn lane_grouping_never_changes_the_bytes() {
         for n in 0..50 {
             let mut want = [0u8; BLOCK_BYTES];
-            write_rows_in_passes::<8>(&mut want, id(n));
+            write_rows_in_passes::<8, BLOCK_BYTES>(&mut want, id(n));
             for group in [1, 2, 4] {
                 let mut got = [0u8; BLOCK_BYTES];
                 match group {
-                    1 => write_rows_in_passes::<1>(&mut got, id(n)),
-                    2 => write_rows_in_passes::<2>(&mut got, id(n)),
-                    _ => write_rows_in_passes::<4>(&mut got, id(n)),
+                    1 => write_rows_in_passes::<1, BLOCK_BYTES>(&mut got, id(n)),
+                    2 => write_rows_in_passes::<2, BLOCK_BYTES>(&mut got, id(n)),
+                    _ => write_rows_in_passes::<4, BLOCK_BYTES>(&mut got, id(n)),
                 }
                 assert_eq!(got, want, "block {n} group {group}");
             }
@@ -241,6 +251,17 @@ mod tests {
                 assert!(state != [0; 4], "all-zero state, block {n} lane {lane}");
                 assert!(seen.insert(state), "repeated state, block {n} lane {lane}");
             }
+        }
+    }
+
+    #[test]
+    fn prefix_rows_are_the_start_of_the_block() {
+        for n in 0..200 {
+            let mut whole = [0u8; BLOCK_BYTES];
+            write_rows_portable(&mut whole, id(n));
+            let mut prefix = [0u8; 128];
+            write_prefix_rows(&mut prefix, id(n));
+            assert_eq!(prefix[..], whole[..128], "block {n}");
         }
     }
 

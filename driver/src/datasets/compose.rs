@@ -1,6 +1,6 @@
 //! A file as a list of segments, streamed front to back.
 
-use crate::datagen::{self, Expect, VerifyOutcome};
+use crate::datagen::{self, Expect, Verifier, VerifyOutcome};
 
 /// Checksums a container needs over some of its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,10 +102,10 @@ impl Layout {
     }
 
     /// Verifies bytes read at `offset`: payload bytes against the data
-    /// generator (every byte is checked: whole 4 KiB generator blocks by
-    /// their checksum, partial ones by regeneration); container bytes
-    /// (headers, lengths, CRC fields) are counted as unverified.
-    pub fn verify(&self, data: &[u8], offset: u64) -> VerifyOutcome {
+    /// generator by `policy` (full: whole 4 KiB generator blocks by their
+    /// checksum, partial ones by regeneration); container bytes (headers,
+    /// lengths, CRC fields) are counted as unverified.
+    pub fn verify(&self, data: &[u8], offset: u64, policy: &Verifier) -> VerifyOutcome {
         let mut out = VerifyOutcome::default();
         let end = offset + data.len() as u64;
         let expect = Expect { seed: self.seed, object: self.key, generation: Some(0) };
@@ -118,7 +118,7 @@ impl Layout {
             let lo = run.file_offset.max(offset);
             let hi = (run.file_offset + run.len).min(end);
             let part = &data[(lo - offset) as usize..(hi - offset) as usize];
-            out.merge(&datagen::verify(part, run.stream_offset + (lo - run.file_offset), &expect));
+            out.merge(&policy.verify(part, run.stream_offset + (lo - run.file_offset), &expect));
             covered += hi - lo;
         }
         out.unverified_bytes += data.len() as u64 - covered;

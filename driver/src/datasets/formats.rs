@@ -416,8 +416,8 @@ mod tests {
             records += 1;
         }
         assert_eq!(records, 3);
-        assert_eq!(layout.verify(&file, 0).bad_blocks, 0);
-        assert_eq!(layout.verify(&file, 0).verified_bytes, 3600);
+        assert_eq!(layout.verify(&file, 0, &crate::datagen::Verifier::FULL).bad_blocks, 0);
+        assert_eq!(layout.verify(&file, 0, &crate::datagen::Verifier::FULL).verified_bytes, 3600);
     }
 
     /// resnet50's 338 × 338 samples: 114,304-byte records (the reference
@@ -472,7 +472,7 @@ mod tests {
             at += 46 + name_len;
         }
         assert_eq!(names, ["x.npy", "y.npy"]);
-        let v = layout.verify(&file, 0);
+        let v = layout.verify(&file, 0, &crate::datagen::Verifier::FULL);
         assert_eq!((v.bad_blocks, v.verified_bytes), (0, 7000));
     }
 
@@ -482,10 +482,10 @@ mod tests {
         let (layout, mut file) = bytes_of(Format::Npz, shape);
         let at = layout.payload[0].file_offset as usize + 5000;
         file[at] ^= 1;
-        let v = layout.verify(&file[4096..], 4096);
+        let v = layout.verify(&file[4096..], 4096, &crate::datagen::Verifier::FULL);
         assert_eq!(v.bad_blocks, 1);
         file[at] ^= 1;
-        let v = layout.verify(&file[4096..], 4096);
+        let v = layout.verify(&file[4096..], 4096, &crate::datagen::Verifier::FULL);
         assert!(v.is_ok());
         assert_eq!(v.verified_bytes + v.unverified_bytes, (file.len() - 4096) as u64);
     }

@@ -9,6 +9,7 @@ use super::load::Loaded;
 use super::plan::{Plan, Step};
 use super::source::{Pacing, ReplaySource, Tally};
 use crate::buf::{BufPool, align_up};
+use crate::datagen::Verifier;
 use crate::engine::{self, WorkerReport};
 use crate::error::Error;
 use crate::recorder::Recorder;
@@ -43,7 +44,7 @@ fn run_steps(
     steps: &[Step],
     opts: ExecOptions,
     pacing: Option<Pacing>,
-    verify: bool,
+    verify: Verifier,
     existing: &[Step],
 ) -> Result<Ran, Error> {
     let align = env.target.info().caps.align;
@@ -66,12 +67,12 @@ fn run_steps(
 }
 
 pub fn execute(env: &RunEnv, loaded: &Loaded, plan: &Plan, opts: ExecOptions) -> Result<WorkloadOutput, Error> {
-    let verify = env.common.verify && env.target.info().caps.stores_data;
+    let verify = env.verifier();
     let mut recorder = Recorder::new();
     let mut notes = Vec::new();
     if !plan.setup.is_empty() {
         env.phase.set("setup");
-        let ran = run_steps(env, &loaded.keys, &plan.setup, opts, None, false, &[])?;
+        let ran = run_steps(env, &loaded.keys, &plan.setup, opts, None, Verifier::OFF, &[])?;
         recorder.merge(&ran.report.recorder);
         if ran.report.errors.count > 0 || ran.tally.write_rows as usize != plan.setup.len() {
             return Err(Error::failed(format!(

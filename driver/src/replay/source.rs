@@ -499,7 +499,7 @@ mod tests {
             stop: Arc::new(AtomicBool::new(false)),
             deadline: None,
             live: Arc::new(LiveCounters::default()),
-            verify: false,
+            verify: crate::datagen::Verifier::OFF,
             continue_on_error: false,
             stall_timeout: Duration::from_secs(5),
             clock: Clock::real(),

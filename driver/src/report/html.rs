@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use super::plots::{Plot, report_plots, run_plots};
 use super::text::{fmt_num, fmt_ratio};
 use super::{Report, ReportRun};
-use crate::results::summary::{bytes_text, io_mode_text, io_mode_warnings};
+use crate::results::summary::{io_mode_text, io_mode_warnings, verify_text};
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222;max-width:1100px}\
 table{border-collapse:collapse;margin:0.5em 0 1em}\
@@ -115,11 +115,7 @@ fn run_section(out: &mut String, n: usize, run: &ReportRun) {
     let r = &run.result;
     let _ = writeln!(out, "<section class=\"run\" id=\"run-{n}\">\n<h2>[{n}] Run <code>{}</code></h2>", esc(&r.run_id));
     out.push_str("<table>\n");
-    let verify = if !r.verify.enabled {
-        "OFF (data read back was not checked)".to_string()
-    } else {
-        format!("{} bad blocks in {} verified", r.verify.errors, bytes_text(r.verify.verified_bytes))
-    };
+    let verify = verify_text(&r.verify);
     let errors = match &r.errors.first {
         Some(f) => format!("{} (first: {f})", r.errors.count),
         None => r.errors.count.to_string(),

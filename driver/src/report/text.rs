@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 
 use super::{Comparison, Report, ReportRun};
-use crate::results::summary::{bytes_text, io_mode_text, io_mode_warnings, render_text as summary_text};
+use crate::results::summary::{io_mode_text, io_mode_warnings, render_text as summary_text, verify_text};
 
 /// A number for people: integers as integers, others with a precision that
 /// fits their size.
@@ -142,11 +142,7 @@ fn run_markdown(out: &mut String, run: &ReportRun) {
     let r = &run.result;
     let _ = writeln!(out, "## Run `{}`\n", md_cell(&r.run_id));
     out.push_str("| field | value |\n| --- | --- |\n");
-    let verify = if !r.verify.enabled {
-        "off".to_string()
-    } else {
-        format!("{} bad blocks in {} verified", r.verify.errors, bytes_text(r.verify.verified_bytes))
-    };
+    let verify = verify_text(&r.verify);
     let errors = match &r.errors.first {
         Some(f) => format!("{} (first: {f})", r.errors.count),
         None => r.errors.count.to_string(),

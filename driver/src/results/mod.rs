@@ -14,6 +14,7 @@ pub mod summary;
 pub use store::{ResultsDir, load, new_run_id, write_bytes_atomic, write_json_atomic};
 pub use summary::{raw_op_summary, render_text};
 
+use crate::datagen::VerifyMode;
 use crate::recorder::{LatencyUs, Recorder, TimePoint};
 use crate::target::IoMode;
 
@@ -66,17 +67,58 @@ pub struct TargetRecord {
 
 /// Read-back verification.
 #[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(from = "VerifyRecordIn")]
 pub struct VerifyRecord {
-    /// Verification was on for this run.
+    /// Verification was on for this run (mode full or sampled).
     pub enabled: bool,
-    /// Bytes read and checked against the generator, bytes.
+    /// How reads were checked: full, sampled or off.
+    pub mode: VerifyMode,
+    /// Sampled mode: 1 in this many blocks got the full checksum; else null.
+    pub sample_every: Option<u64>,
+    /// Bytes read and checked completely against the generator, bytes.
     pub verified_bytes: u64,
+    /// Bytes read whose blocks' headers and first 128 bytes were checked
+    /// but not the rest of the payload (sampled mode), bytes.
+    pub header_checked_bytes: u64,
     /// Bytes read but not checked, bytes.
     pub unverified_bytes: u64,
     /// Blocks that failed verification.
     pub errors: u64,
     /// Description of the first failure.
     pub first: Option<String>,
+}
+
+/// [`VerifyRecord`] as read: results written before `mode` existed were
+/// full or off, and had no header-checked bytes.
+#[derive(serde::Deserialize)]
+struct VerifyRecordIn {
+    enabled: bool,
+    #[serde(default)]
+    mode: Option<VerifyMode>,
+    #[serde(default)]
+    sample_every: Option<u64>,
+    verified_bytes: u64,
+    #[serde(default)]
+    header_checked_bytes: u64,
+    unverified_bytes: u64,
+    errors: u64,
+    first: Option<String>,
+}
+
+impl From<VerifyRecordIn> for VerifyRecord {
+    fn from(r: VerifyRecordIn) -> VerifyRecord {
+        let fallback = if r.enabled { VerifyMode::Full } else { VerifyMode::Off };
+        VerifyRecord {
+            enabled: r.enabled,
+            mode: r.mode.unwrap_or(fallback),
+            sample_every: r.sample_every,
+            verified_bytes: r.verified_bytes,
+            header_checked_bytes: r.header_checked_bytes,
+            unverified_bytes: r.unverified_bytes,
+            errors: r.errors,
+            first: r.first,
+        }
+    }
 }
 
 /// Failed operations (I/O errors, timeouts).
@@ -191,7 +233,10 @@ pub(crate) mod testutil {
             peak_rss_bytes: 48 << 20,
             verify: VerifyRecord {
                 enabled: true,
+                mode: VerifyMode::Full,
+                sample_every: None,
                 verified_bytes: 4 << 30,
+                header_checked_bytes: 0,
                 unverified_bytes: 0,
                 errors: 0,
                 first: None,

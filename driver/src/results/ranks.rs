@@ -81,6 +81,7 @@ pub fn merge(
     out.cpu_sys_s = results.iter().map(|r| r.cpu_sys_s).sum();
     out.peak_rss_bytes = results.iter().map(|r| r.peak_rss_bytes).max().unwrap_or(0);
     out.verify.verified_bytes = results.iter().map(|r| r.verify.verified_bytes).sum();
+    out.verify.header_checked_bytes = results.iter().map(|r| r.verify.header_checked_bytes).sum();
     out.verify.unverified_bytes = results.iter().map(|r| r.verify.unverified_bytes).sum();
     out.verify.errors = results.iter().map(|r| r.verify.errors).sum();
     out.verify.first = reports

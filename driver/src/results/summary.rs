@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::{RunResult, RunStatus};
+use super::{RunResult, RunStatus, VerifyRecord};
+use crate::datagen::VerifyMode;
 use crate::recorder::SeriesStats;
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -274,28 +275,33 @@ fn scalar_text(v: &Value) -> String {
     }
 }
 
-fn footer(out: &mut String, r: &RunResult) {
-    let v = &r.verify;
+/// One line on read verification, shared by the summary and every report
+/// format: the mode, then what was checked how much, or the failure.
+pub fn verify_text(v: &VerifyRecord) -> String {
     if !v.enabled {
-        line(out, "verify", "OFF (data read back was not checked)");
-    } else if v.errors > 0 {
-        let first = v.first.as_deref().unwrap_or("no description");
-        line(
-            out,
-            "verify",
-            format!("FAILED: {} bad blocks in {} verified (first: {first})", v.errors, bytes_text(v.verified_bytes)),
-        );
-    } else {
-        line(
-            out,
-            "verify",
-            format!(
-                "ok: {} verified, {} read unverified, 0 errors",
-                bytes_text(v.verified_bytes),
-                bytes_text(v.unverified_bytes)
-            ),
-        );
+        return "OFF (data read back was not checked)".to_string();
     }
+    let (mode, checked) = match v.mode {
+        VerifyMode::Sampled => (
+            format!(" (sampled: payload checked in 1 of {} blocks)", v.sample_every.unwrap_or(0)),
+            format!(
+                "{} fully verified, {} header-checked only",
+                bytes_text(v.verified_bytes),
+                bytes_text(v.header_checked_bytes)
+            ),
+        ),
+        _ => (String::new(), format!("{} verified", bytes_text(v.verified_bytes))),
+    };
+    if v.errors > 0 {
+        let first = v.first.as_deref().unwrap_or("no description");
+        format!("FAILED{mode}: {} bad blocks in {checked} (first: {first})", v.errors)
+    } else {
+        format!("ok{mode}: {checked}, {} read unverified, 0 errors", bytes_text(v.unverified_bytes))
+    }
+}
+
+fn footer(out: &mut String, r: &RunResult) {
+    line(out, "verify", verify_text(&r.verify));
     match (&r.errors.count, &r.errors.first) {
         (0, _) => line(out, "errors", "0"),
         (n, Some(first)) => line(out, "errors", format!("{n} (first: {first})")),
@@ -391,6 +397,30 @@ mod tests {
         let warnings: Vec<&str> = t.lines().filter(|l| l.starts_with("!!!")).collect();
         assert_eq!(warnings.len(), 1, "{t}");
         assert!(warnings[0].contains("NULL ENGINE"), "{t}");
+    }
+
+    #[test]
+    fn sampled_verification_shows_its_mode_and_both_byte_counts() {
+        let mut r = sample_result();
+        r.verify.mode = VerifyMode::Sampled;
+        r.verify.sample_every = Some(16);
+        r.verify.verified_bytes = 256 << 20;
+        r.verify.header_checked_bytes = (4 << 30) - (256 << 20);
+        let t = render_text(&r);
+        assert_eq!(
+            line_starting(&t, "verify:"),
+            "verify:    ok (sampled: payload checked in 1 of 16 blocks): 256.00 MiB fully verified, 3.75 GiB \
+             header-checked only, 0 B read unverified, 0 errors"
+        );
+        r.verify.errors = 1;
+        r.verify.first = Some("object 7 block 2: misplaced".into());
+        let t = render_text(&r);
+        assert!(
+            line_starting(&t, "verify:").starts_with("verify:    FAILED (sampled: payload checked in 1 of 16"),
+            "{t}"
+        );
+        // The report formats use the same line.
+        assert!(verify_text(&r.verify).contains("header-checked only"));
     }
 
     #[test]

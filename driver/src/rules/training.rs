@@ -236,6 +236,21 @@ mod tests {
     }
 
     #[test]
+    fn closed_runs_may_verify_sampled_or_not_at_all() {
+        // MLPerf's reference checks nothing it reads, so mlpdrive's verify
+        // modes are harness keys in both divisions.
+        for sets in [&[("verify", "sampled"), ("verify_sample_every", "64")][..], &[("verify", "off")][..]] {
+            let mut run = run_of("training/unet3d_h100", summary(93.0, 500, 3_823 << 30));
+            run.result.config["dataset"]["num_files_train"] = 28_000.into();
+            for (key, value) in sets {
+                run.result.config[*key] = (*value).into();
+            }
+            let f = check_run(&run, Division::Closed, &with_mem(256.0));
+            assert_eq!(verdict(&f, "training.overrides"), Verdict::Pass, "{sets:?}: {f:#?}");
+        }
+    }
+
+    #[test]
     fn each_training_rule_fails_with_what_it_found() {
         let mut run = run_of("training/unet3d_a100", summary(85.0, 499, 100 << 30));
         run.result.config["train"]["epochs"] = 1.into();

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use crate::clock::Clock;
 use crate::config::Common;
-use crate::datagen::VerifyOutcome;
+use crate::datagen::{Verifier, VerifyOutcome};
 use crate::engine::{Control, ErrorTally, WorkerReport};
 use crate::error::Error;
 use crate::mpi::World;
@@ -123,9 +123,15 @@ impl RunEnv<'_> {
         Ok(self.phase.begin_measure(self.clock.now()))
     }
 
+    /// The run's verification policy for reads of this target: the
+    /// `verify` key's, or off when the target stores nothing.
+    pub fn verifier(&self) -> Verifier {
+        if self.target.info().caps.stores_data { self.common.verifier() } else { Verifier::OFF }
+    }
+
     /// Engine control for a phase: `deadline` bounds it (None: until the
-    /// sources are done).
-    pub fn control(&self, deadline: Option<Instant>, verify: bool) -> Control {
+    /// sources are done); `verify` checks the reads that ask for it.
+    pub fn control(&self, deadline: Option<Instant>, verify: Verifier) -> Control {
         Control {
             stop: self.stop.clone(),
             deadline,

@@ -20,7 +20,7 @@ use serde_json::json;
 use super::{RunEnv, WorkloadOutput, merge_reports};
 use crate::buf::BufPool;
 use crate::config::raw::{RawConfig, Rw};
-use crate::datagen::{self, Expect};
+use crate::datagen::{self, Expect, Verifier};
 use crate::engine::{self, Data, Next, OpSource, Request, WorkerReport};
 use crate::error::Error;
 use crate::recorder::{Recorder, SeriesKey};
@@ -85,7 +85,7 @@ pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
     // The measured window.
     let start = env.begin_measure()?;
     let deadline = env.common.duration.map(|d| start + d);
-    let ctl = env.control(deadline, env.common.verify && env.target.info().caps.stores_data);
+    let ctl = env.control(deadline, env.verifier());
     let budget = cfg.bytes.map(|b| b.0.div_ceil(u64::from(cfg.jobs)));
     let qd = cfg.queue_depth as usize;
     let results: Vec<Result<(WorkerReport, IoMode, RawSource), Error>> = std::thread::scope(|s| {
@@ -230,7 +230,7 @@ fn ensure_layout(
         .map_err(|e| Error::failed(format!("cannot set up the layout queue: {e}")))?;
     let mut src = LayoutSource::new(h, key, seed, size, chunk as u64);
     let mut rep = WorkerReport::default();
-    engine::run_worker(&mut src, queue.as_mut(), &mut pool, &env.control(None, false), &mut rep);
+    engine::run_worker(&mut src, queue.as_mut(), &mut pool, &env.control(None, Verifier::OFF), &mut rep);
     untimed.merge(&rep.recorder);
     if rep.errors.count > 0 || !src.finished() {
         return Err(Error::failed(format!(
@@ -248,7 +248,8 @@ fn run_single(env: &RunEnv, op: Op, data: Data, phase: &'static str, buf_bytes: 
     let mut queue = env.target.queue(1, &mut pool).map_err(|e| Error::failed(format!("cannot set up a queue: {e}")))?;
     let mut src = Single(Some(Request { op, data, key: key(phase, op.kind()), exact: true }));
     let mut rep = WorkerReport::default();
-    let verify = matches!(data, Data::Verify(_));
+    // The layout probe must check the whole block, whatever the run's mode.
+    let verify = if matches!(data, Data::Verify(_)) { Verifier::FULL } else { Verifier::OFF };
     engine::run_worker(&mut src, queue.as_mut(), &mut pool, &env.control(None, verify), &mut rep);
     Ok(rep)
 }

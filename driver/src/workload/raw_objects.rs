@@ -37,7 +37,7 @@ use serde_json::json;
 use super::{RunEnv, WorkloadOutput};
 use crate::buf::BufPool;
 use crate::config::raw::{RawConfig, Rw};
-use crate::datagen::{self, Expect};
+use crate::datagen::{self, Expect, Verifier};
 use crate::engine::{self, Data, Next, OpSource, Request, WorkerReport};
 use crate::error::Error;
 use crate::recorder::{NO_TIER, Recorder, SeriesKey};
@@ -436,7 +436,7 @@ pub fn run(env: &RunEnv, cfg: &RawConfig) -> Result<WorkloadOutput, Error> {
 
     let start = env.begin_measure()?;
     let deadline = env.common.duration.map(|d| start + d);
-    let ctl = env.control(deadline, env.common.verify && target.info().caps.stores_data);
+    let ctl = env.control(deadline, env.verifier());
     let mut src = ObjectSource::new(target, cfg, objs, seed, Order::Cycle { next: 0 });
     src.budget = cfg.bytes.map(|b| b.bytes());
     let (mut report, io_mode) = drive(env, cfg, &mut src, &ctl)?;
@@ -538,7 +538,7 @@ fn prepare(env: &RunEnv, cfg: &RawConfig, objs: &mut Vec<Obj>, untimed: &mut Rec
             .queue(depth, &mut pool)
             .map_err(|e| Error::failed(format!("cannot set up the prepare queue: {e}")))?;
         let mut rep = WorkerReport::default();
-        engine::run_worker(&mut probe, queue.as_mut(), &mut pool, &env.control(None, false), &mut rep);
+        engine::run_worker(&mut probe, queue.as_mut(), &mut pool, &env.control(None, Verifier::OFF), &mut rep);
         untimed.merge(&rep.recorder);
         probe.good.iter().map(|i| (*i, handles[i])).collect()
     } else {
@@ -557,7 +557,7 @@ fn prepare(env: &RunEnv, cfg: &RawConfig, objs: &mut Vec<Obj>, untimed: &mut Rec
     src.generation = Some(0);
     src.io_phase = "prepare";
     src.record_objects = false;
-    let (rep, _) = drive(env, cfg, &mut src, &env.control(None, false))?;
+    let (rep, _) = drive(env, cfg, &mut src, &env.control(None, Verifier::OFF))?;
     untimed.merge(&rep.recorder);
     *objs = std::mem::take(&mut src.objs);
     if rep.errors.count > 0 || src.completed_objects != count {

@@ -53,8 +53,7 @@ pub fn run(env: &RunEnv, cfg: &CheckpointConfig) -> Result<WorkloadOutput, Error
         check_present(env, &plan, &folder, reads)?;
     }
     let params = RankParams { queue_depth: cfg.queue_depth as usize, transfer_bytes: transfer, seed: env.common.seed };
-    let verify = env.common.verify && env.target.info().caps.stores_data;
-    let ctl = env.control(None, verify);
+    let ctl = env.control(None, env.verifier());
     let between = cfg.checkpoint.time_between_checkpoints.0;
     // MPI ranks are checkpoint ranks: this process runs its share of them
     // (all of them alone), each as a thread.

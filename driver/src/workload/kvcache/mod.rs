@@ -247,7 +247,7 @@ pub fn run(
         }
         let mut sim = Sim::new(p, Box::new(TargetBackend { target: env.target, prefix: prefix.clone() }));
         sim.feed = feed;
-        let verify = env.common.verify && env.target.info().caps.stores_data;
+        let verify = env.verifier();
         let mut reports = Vec::new();
         for (prefix, count, phase) in &setups {
             env.phase.set(phase);

@@ -13,7 +13,7 @@
 //! reference writes.
 
 use super::models::{Attention, ModelSpec, NPY_HEADER_BYTES, Sizing};
-use crate::datagen::{self, Expect, VerifyError, VerifyErrorKind, VerifyOutcome};
+use crate::datagen::{self, Expect, Verifier, VerifyError, VerifyErrorKind, VerifyOutcome};
 use crate::datasets::formats::npy_header;
 
 /// The numpy dtype and its item size for a model dtype.
@@ -74,8 +74,8 @@ pub fn fill_chunk(header: &[u8], offset: u64, dst: &mut [u8], expect: &Expect) {
 
 /// Checks a read chunk at object offset `offset`: the header bytes it
 /// covers exactly against `header` (counted verified, or one bad block at
-/// the first differing byte), the rest against the generator.
-pub fn verify_chunk(header: &[u8], offset: u64, data: &[u8], expect: &Expect) -> VerifyOutcome {
+/// the first differing byte), the rest against the generator by `policy`.
+pub fn verify_chunk(header: &[u8], offset: u64, data: &[u8], expect: &Expect, policy: &Verifier) -> VerifyOutcome {
     let mut outcome = VerifyOutcome::default();
     let start = (offset as usize).min(header.len());
     let n = (header.len() - start).min(data.len());
@@ -91,7 +91,7 @@ pub fn verify_chunk(header: &[u8], offset: u64, data: &[u8], expect: &Expect) ->
         }
     }
     if n < data.len() {
-        outcome.merge(&datagen::verify(&data[n..], offset + n as u64, expect));
+        outcome.merge(&policy.verify(&data[n..], offset + n as u64, expect));
     }
     outcome
 }
@@ -181,19 +181,19 @@ mod tests {
         let mut plain = vec![0u8; chunk.len()];
         datagen::fill(&mut plain, 7, 99, 3, 0);
         assert_eq!(&chunk[128..], &plain[128..]);
-        let ok = verify_chunk(&h, 0, &chunk, &expect);
+        let ok = verify_chunk(&h, 0, &chunk, &expect, &Verifier::FULL);
         assert!(ok.is_ok(), "{:?}", ok.first_error);
         assert_eq!((ok.verified_bytes, ok.unverified_bytes), (chunk.len() as u64, 0));
         for at in [9usize, 127, 128, 5000] {
             let mut bad = chunk.clone();
             bad[at] ^= 1;
-            let v = verify_chunk(&h, 0, &bad, &expect);
+            let v = verify_chunk(&h, 0, &bad, &expect, &Verifier::FULL);
             assert_eq!(v.bad_blocks, 1, "byte {at}");
             let e = v.first_error.expect("first error");
             assert_eq!(e.kind, VerifyErrorKind::Corrupt { byte_offset: at as u64 }, "byte {at}");
         }
         // Another entry's header is not accepted.
         let other = entry_header(&tiny, &s, s.payload_bytes(11));
-        assert_eq!(verify_chunk(&other, 0, &chunk, &expect).bad_blocks, 1);
+        assert_eq!(verify_chunk(&other, 0, &chunk, &expect, &Verifier::FULL).bad_blocks, 1);
     }
 }

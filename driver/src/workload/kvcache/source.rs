@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use super::sim::{Backend, Sim};
-use crate::datagen::VerifyOutcome;
+use crate::datagen::{Verifier, VerifyOutcome};
 use crate::engine::{Data, Next, OpSource, Request};
 use crate::kvtrace::TraceWriter;
 use crate::target::{Completion, ObjectHandle, Op, Target};
@@ -85,9 +85,9 @@ impl TraceSink {
 pub struct KvSource<'s, 'a> {
     pub sim: &'s mut Sim<'a>,
     pub trace: &'s mut TraceSink,
-    /// Check the `.npy` header chunks of reads (as the engine verifies the
-    /// others); the outcome goes to `verify`.
-    pub verify_headers: bool,
+    /// Checks the `.npy` header chunks of reads (as the engine verifies the
+    /// others, by the same policy); the outcome goes to `verify`.
+    pub verify_headers: Verifier,
     pub verify: VerifyOutcome,
 }
 
@@ -104,8 +104,8 @@ impl OpSource for KvSource<'_, '_> {
 
     fn completed(&mut self, req: &Request, c: &Completion) {
         // Only `.npy` header chunks are read with `Data::None`.
-        if let (true, Ok(_), Op::Read { .. }, Data::None) = (self.verify_headers, &c.result, req.op, req.data) {
-            let v = self.sim.check_header_chunk(req, c.data());
+        if let (true, Ok(_), Op::Read { .. }, Data::None) = (self.verify_headers.is_on(), &c.result, req.op, req.data) {
+            let v = self.sim.check_header_chunk(req, c.data(), &self.verify_headers);
             self.verify.merge(&v);
         }
         let result = match (&c.result, req.op) {

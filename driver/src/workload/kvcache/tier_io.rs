@@ -9,7 +9,7 @@ use super::models::NPY_HEADER_BYTES;
 use super::npy;
 use super::pipeline::{Phys, Step, Tag};
 use super::sim::{CPU_CHUNK, Mode, Sim, Timer, object_name};
-use crate::datagen::{self, Expect, VerifyOutcome};
+use crate::datagen::{self, Expect, Verifier, VerifyOutcome};
 use crate::engine::{Data, Request};
 use crate::recorder::SeriesKey;
 use crate::target::{ObjectHandle, Op, OpKind};
@@ -294,12 +294,12 @@ impl Sim<'_> {
     }
 
     /// Checks a read chunk that covers the `.npy` header.
-    pub fn check_header_chunk(&self, req: &Request, data: &[u8]) -> VerifyOutcome {
+    pub fn check_header_chunk(&self, req: &Request, data: &[u8], policy: &Verifier) -> VerifyOutcome {
         let (Some(x), Op::Read { offset, .. }) = (self.transfer_of(req), req.op) else {
             return VerifyOutcome::default();
         };
         let expect = Expect { seed: self.p.seed, object: x.object, generation: Some(x.generation) };
-        npy::verify_chunk(x.npy_header.as_deref().unwrap_or_default(), offset, data, &expect)
+        npy::verify_chunk(x.npy_header.as_deref().unwrap_or_default(), offset, data, &expect, policy)
     }
 
     /// A storage op completed (`Err` = failed with that message).

@@ -203,7 +203,7 @@ fn generate(args: &DatagenArgs, world: &World) -> Result<Outcome, Error> {
         stop: stop.clone(),
         deadline: None,
         live: Arc::new(LiveCounters::default()),
-        verify: false,
+        verify: crate::datagen::Verifier::OFF,
         continue_on_error: false,
         stall_timeout: cfg.common.io.timeout,
         clock: clock.clone(),

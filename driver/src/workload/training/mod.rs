@@ -125,7 +125,7 @@ pub fn run(env: &RunEnv, t: &TrainingConfig) -> Result<WorkloadOutput, Error> {
     // One spare slot so the engine can always ask the source for its next
     // move (a compute end) while every reader has a request in flight.
     let depth = readers * t.reader_queue_depth as usize + 1;
-    let verify = env.common.verify && env.target.info().caps.stores_data;
+    let verify = env.verifier();
     let params = SourceParams {
         spec: spec.clone(),
         handles,
@@ -153,7 +153,8 @@ pub fn run(env: &RunEnv, t: &TrainingConfig) -> Result<WorkloadOutput, Error> {
     // Every MPI rank starts reading together (alone: at once).
     let start = env.begin_measure()?;
     let deadline = env.common.duration.map(|d| start + d);
-    let ctl = env.control(deadline, false);
+    // The source checks its reads itself (container formats), through `verify`.
+    let ctl = env.control(deadline, crate::datagen::Verifier::OFF);
     let mut report = WorkerReport::default();
     engine::run_worker(&mut src, queue.as_mut(), &mut pool, &ctl, &mut report);
     let io_mode = queue.io_mode();

@@ -30,7 +30,7 @@ use mlpdrive_emu::Prng;
 use super::plan::{SampleRef, epoch_samples};
 use crate::buf::{align_down, align_up};
 use crate::config::training::{ComputeTime, ShuffleMode};
-use crate::datagen::VerifyOutcome;
+use crate::datagen::{Verifier, VerifyOutcome};
 use crate::datasets::compose::Layout;
 use crate::datasets::{DatasetSpec, Split};
 use crate::engine::{Data, Next, OpSource, Request};
@@ -68,7 +68,8 @@ pub struct SourceParams {
     pub compute: ComputeTime,
     pub shuffle: ShuffleMode,
     pub seed: u64,
-    pub verify: bool,
+    /// How reads are checked (the run's policy; off when the target stores nothing).
+    pub verify: Verifier,
 }
 
 /// A reader's open file.
@@ -487,8 +488,8 @@ impl OpSource for TrainSource {
         let r = &mut a.readers[ri];
         r.in_flight -= 1;
         if let Some(cur) = r.cursor.as_mut() {
-            if verify {
-                self.verify.merge(&cur.layout.verify(c.data(), offset));
+            if verify.is_on() {
+                self.verify.merge(&cur.layout.verify(c.data(), offset, &verify));
             }
             if let Some(slot) = cur.pending.iter_mut().find(|p| p.0 == offset && !p.2) {
                 slot.2 = true;

@@ -300,7 +300,7 @@ pub fn run(env: &RunEnv, cfg: &VdbConfig) -> Result<WorkloadOutput, Error> {
         }
         let point_start = env.clock.now();
         let deadline = env.common.duration.map(|d| point_start + d);
-        let ctl = env.control(deadline, false);
+        let ctl = env.control(deadline, crate::datagen::Verifier::OFF);
         let qd = (cfg.queries_in_flight * beam_width) as usize;
         let params = SearchParams {
             beam_width: beam_width as usize,

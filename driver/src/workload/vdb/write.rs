@@ -81,7 +81,13 @@ pub fn write_index(env: &RunEnv, name: &str, bytes: &[u8], rec: &mut Recorder) -
         env.target.queue(DEPTH, &mut pool).map_err(|e| Error::failed(format!("cannot set up a queue: {e}")))?;
     let mut src = WriteSource { obj, bytes, next: 0, committed: false, in_flight: 0 };
     let mut rep = WorkerReport::default();
-    engine::run_worker(&mut src, queue.as_mut(), &mut pool, &env.control(None, false), &mut rep);
+    engine::run_worker(
+        &mut src,
+        queue.as_mut(),
+        &mut pool,
+        &env.control(None, crate::datagen::Verifier::OFF),
+        &mut rep,
+    );
     drop(queue);
     rec.merge(&rep.recorder);
     if rep.errors.count > 0 || !src.committed || src.in_flight > 0 {
