@@ -154,7 +154,27 @@ pub(crate) fn write_outputs(out: &ResultsArgs, ex: &Executed) -> Result<i32, Err
     if !out.quiet {
         eprintln!("mlpdrive: results in {}", written.display());
     }
+    if result.status != RunStatus::Ok {
+        // On stderr even with --quiet: a script that discards stdout still
+        // learns why the run exited non-zero.
+        eprintln!("{}", failure_line(result, &written));
+    }
     Ok(if result.status == RunStatus::Ok { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// One stderr line for a run that did not end ok: its status, the I/O and
+/// verification error counts with the first of each, and where the results are.
+fn failure_line(result: &RunResult, written: &Path) -> String {
+    let mut line = format!("mlpdrive: run {}: {} I/O errors", result.status.as_str(), result.errors.count);
+    if let Some(first) = &result.errors.first {
+        line.push_str(&format!(" (first: {first})"));
+    }
+    line.push_str(&format!(", {} verify errors", result.verify.errors));
+    if let Some(first) = &result.verify.first {
+        line.push_str(&format!(" (first: {first})"));
+    }
+    line.push_str(&format!("; results in {}", written.display()));
+    line
 }
 
 /// Runs `work` with a sampler alongside and builds this process's result.

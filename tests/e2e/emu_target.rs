@@ -45,6 +45,9 @@ fn injected_read_errors_fail_the_run_with_a_count() {
     assert_eq!(j["status"], "failed");
     assert!(j["errors"]["count"].as_u64().unwrap() > 10, "{j}");
     assert!(j["errors"]["first"].as_str().unwrap().contains("Input/output error"), "{j}");
+    // --quiet (run_emu passes it) still says on stderr why the run failed.
+    assert!(r.stderr.contains("mlpdrive: run failed: "), "{}", r.show());
+    assert!(r.stderr.contains("I/O errors (first: ") && r.stderr.contains("Input/output error"), "{}", r.show());
 }
 
 #[test]
@@ -56,6 +59,8 @@ fn injected_read_corruption_is_caught_by_verification() {
     let j = j.unwrap();
     assert!(j["verify_errors"].as_u64().unwrap() > 0, "{j}");
     assert_eq!(j["errors"]["count"], 0, "corruption is not an I/O error: {j}");
+    assert!(r.stderr.contains("mlpdrive: run failed: 0 I/O errors, "), "{}", r.show());
+    assert!(r.stderr.contains("verify errors (first: "), "{}", r.show());
 }
 
 #[test]
