@@ -124,11 +124,8 @@ fn write(
         results::write_json_atomic(path, merged)
             .map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))?;
     }
-    print!("{}", results::summary::render_text(merged));
-    if !out.quiet {
-        eprintln!("mlpdrive: results of {} ranks in {}", reports.len(), written.display());
-    }
-    Ok(if merged.status == RunStatus::Ok { EXIT_OK } else { EXIT_FAILED })
+    let where_line = format!("mlpdrive: results of {} ranks in {}", reports.len(), written.display());
+    Ok(run::finish(out, merged, &written, &where_line))
 }
 
 fn hostname() -> String {

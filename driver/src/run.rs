@@ -150,16 +150,22 @@ pub(crate) fn write_outputs(out: &ResultsArgs, ex: &Executed) -> Result<i32, Err
         results::write_json_atomic(path, result)
             .map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))?;
     }
+    Ok(finish(out, result, &written, &format!("mlpdrive: results in {}", written.display())))
+}
+
+/// The end of every run that wrote its results: the summary on stdout, the
+/// `where` line on stderr unless --quiet, a failure line on stderr even with
+/// --quiet (a script that discards stdout still learns why the run exited
+/// non-zero), and the exit code.
+pub(crate) fn finish(out: &ResultsArgs, result: &RunResult, written: &Path, where_line: &str) -> i32 {
     print!("{}", results::summary::render_text(result));
     if !out.quiet {
-        eprintln!("mlpdrive: results in {}", written.display());
+        eprintln!("{where_line}");
     }
     if result.status != RunStatus::Ok {
-        // On stderr even with --quiet: a script that discards stdout still
-        // learns why the run exited non-zero.
-        eprintln!("{}", failure_line(result, &written));
+        eprintln!("{}", failure_line(result, written));
     }
-    Ok(if result.status == RunStatus::Ok { EXIT_OK } else { EXIT_FAILED })
+    if result.status == RunStatus::Ok { EXIT_OK } else { EXIT_FAILED }
 }
 
 /// One stderr line for a run that did not end ok: its status, the I/O and
