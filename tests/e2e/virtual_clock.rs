@@ -110,7 +110,7 @@ fn a_simulated_minute_of_laid_out_sequential_reads_with_store_none_is_identical_
 #[test]
 fn store_none_keeps_no_data_bytes() {
     // 1 GiB laid out and read back with verification: store=mem would hold
-    // the whole GiB; store=none holds 32 bytes per 4 KiB block (8 MiB).
+    // the whole GiB; store=none holds 40 bytes per 4 KiB block (10 MiB).
     let d = scratch();
     let target = "emu://nvme-gen4?clock=virtual&store=none";
     let (r, j) = run_raw(

@@ -103,16 +103,41 @@ pub struct BlockId {
     pub generation: u64,
 }
 
-/// Writes the exact bytes of one block.
-pub fn fill_block(dst: &mut [u8; BLOCK_BYTES], id: BlockId) {
+/// A block's identity with its checksum: enough to regenerate its exact bytes
+/// without hashing them again (see [`fill_sealed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealedBlock {
+    /// Which block.
+    pub id: BlockId,
+    /// Its checksum (bytes `[0, 8)` of the block), computed over its bytes.
+    pub checksum: u64,
+}
+
+/// Writes the exact bytes of one block; returns its checksum.
+pub fn fill_block(dst: &mut [u8; BLOCK_BYTES], id: BlockId) -> SealedBlock {
+    write_unsealed(dst, id);
+    let checksum = checksum::checksum(dst);
+    put_u64(dst, CHECKSUM_AT, checksum);
+    SealedBlock { id, checksum }
+}
+
+/// Writes the exact bytes of a block whose checksum is already known (taken
+/// from [`fill_block`] or [`whole_block_sealed`] of the same block): the
+/// same bytes as [`fill_block`] without the hash, which is most of a block's
+/// cost. A store that keeps no bytes uses it to serve reads.
+pub fn fill_sealed(dst: &mut [u8; BLOCK_BYTES], block: SealedBlock) {
+    write_unsealed(dst, block.id);
+    put_u64(dst, CHECKSUM_AT, block.checksum);
+}
+
+/// Payload rows and header, everything but the checksum.
+fn write_unsealed(dst: &mut [u8; BLOCK_BYTES], id: BlockId) {
     payload::write_rows(dst, id);
     put_u64(dst, MAGIC_AT, BLOCK_MAGIC);
     put_u64(dst, SEED_AT, id.seed);
     put_u64(dst, OBJECT_AT, id.object);
     put_u64(dst, BLOCK_AT, id.block);
     put_u64(dst, GEN_AT, id.generation);
-    let checksum = checksum::checksum(dst);
-    put_u64(dst, CHECKSUM_AT, checksum);
 }
 
 /// The identity of a whole generated block, read from its header: `Some`
@@ -121,8 +146,16 @@ pub fn fill_block(dst: &mut [u8; BLOCK_BYTES], id: BlockId) {
 /// [`fill_block`], which is how a store that keeps no bytes (`emu://…?store=none`)
 /// serves reads.
 pub fn whole_block_id(bytes: &[u8; BLOCK_BYTES]) -> Option<BlockId> {
+    whole_block_sealed(bytes).map(|sealed| sealed.id)
+}
+
+/// [`whole_block_id`] with the block's (checked) checksum, for
+/// [`fill_sealed`].
+pub fn whole_block_sealed(bytes: &[u8; BLOCK_BYTES]) -> Option<SealedBlock> {
     let header = Header::parse(bytes);
-    (header.magic == BLOCK_MAGIC && checksum::checksum(bytes) == get_u64(bytes, CHECKSUM_AT)).then_some(header.id)
+    let checksum = get_u64(bytes, CHECKSUM_AT);
+    (header.magic == BLOCK_MAGIC && checksum::checksum(bytes) == checksum)
+        .then_some(SealedBlock { id: header.id, checksum })
 }
 
 /// The identity a block's header claims, from a buffer that starts at the
@@ -152,7 +185,9 @@ pub fn fill(dst: &mut [u8], seed: u64, object: u64, generation: u64, offset: u64
         let id = BlockId { seed, object, block: span.block, generation };
         let out = &mut dst[pos..pos + span.len()];
         match <&mut [u8; BLOCK_BYTES]>::try_from(&mut *out) {
-            Ok(whole) => fill_block(whole, id),
+            Ok(whole) => {
+                fill_block(whole, id);
+            }
             Err(_) => {
                 fill_block(&mut scratch, id);
                 out.copy_from_slice(&scratch[span.lo..span.hi]);
@@ -476,6 +511,23 @@ mod tests {
         assert_eq!(header_block_id(&block), Some(id), "the header alone still names the block");
         assert_eq!(whole_block_id(&[0u8; BLOCK_BYTES]), None);
         assert_eq!(header_block_id(&[7u8; 64]), None, "not our magic");
+    }
+
+    #[test]
+    fn a_sealed_block_regenerates_the_same_bytes_without_hashing() {
+        for (block, generation) in [(0u64, 1u64), (9, 4), (1 << 40, u64::MAX)] {
+            let id = BlockId { seed: SEED, object: object_key("sealed"), block, generation };
+            let mut hashed = [0u8; BLOCK_BYTES];
+            let sealed = fill_block(&mut hashed, id);
+            assert_eq!(whole_block_sealed(&hashed), Some(sealed), "the seal read back is the one made");
+            let mut regenerated = [1u8; BLOCK_BYTES];
+            fill_sealed(&mut regenerated, sealed);
+            assert!(regenerated == hashed, "block {block} gen {generation}");
+        }
+        let mut damaged = [0u8; BLOCK_BYTES];
+        fill_block(&mut damaged, BlockId { seed: SEED, object: 1, block: 2, generation: 3 });
+        damaged[4000] ^= 0x10;
+        assert_eq!(whole_block_sealed(&damaged), None, "a damaged block is not sealed");
     }
 
     const GEN: u64 = 7;

@@ -14,7 +14,7 @@
 //!   ([`Target::clock`]); the queue jumps it to the next completion instead
 //!   of waiting, so the run is a deterministic discrete-event simulation.
 //! - `store=mem` (default): objects' bytes in memory. `store=none`: only the
-//!   identity of each 4 KiB block (32 bytes), reads regenerate the data
+//!   identity and checksum of each 4 KiB block (40 bytes), reads regenerate the data
 //!   ([`store`]).
 
 mod chunks;

@@ -6,14 +6,15 @@
 //!   function of a block's identity (seed, object key, block index,
 //!   generation; see `datagen`), and every 4 KiB block carries that identity
 //!   in its header. So the store keeps, per 4 KiB block of the object, only
-//!   the 32-byte identity of the block written there, and a read regenerates
-//!   the bytes from it. Verification therefore still sees exactly what was
+//!   the 32-byte identity of the block written there and its 8-byte checksum
+//!   (checked when the block was written), and a read regenerates the bytes
+//!   from them (without hashing them again). Verification therefore still sees exactly what was
 //!   written, including misplaced blocks (a valid block written to another
 //!   place is kept and returned as is).
 //!
-//! `store=none` memory: 32 bytes per 4 KiB block up to the object's highest
-//! written block (a `Vec` of identities, 0.8 % of the data size: 1 TiB of
-//! written data costs 8 GiB, 256 MiB costs 2 MiB), plus a small map entry
+//! `store=none` memory: 40 bytes per 4 KiB block up to the object's highest
+//! written block (a `Vec` of sealed identities, 1 % of the data size: 1 TiB
+//! of written data costs 10 GiB, 256 MiB costs 2.5 MiB), plus a small map entry
 //! for each block that is only partly valid (a write that ended inside it, or
 //! a truncation inside it): their bytes beyond that point read as zeros.
 //!
@@ -29,7 +30,7 @@ use std::sync::Arc;
 
 use super::chunks::{ChunkPool, ChunkedBytes};
 use super::span::spans;
-use crate::datagen::{self, BLOCK_BYTES, BlockId};
+use crate::datagen::{self, BLOCK_BYTES, BlockId, SealedBlock};
 
 /// Which store an `emu://` target keeps its objects in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,15 +112,17 @@ const WHOLE: u16 = BLOCK_BYTES as u16;
 /// block index `u64::MAX` (it would be byte offset 2^76), and a write that
 /// claims it is refused.
 const UNWRITTEN: BlockId = BlockId { seed: 0, object: 0, block: u64::MAX, generation: 0 };
+/// The slot of a block never written.
+const HOLE: SealedBlock = SealedBlock { id: UNWRITTEN, checksum: 0 };
 
 /// `store=none`: the identity of each 4 KiB block, nothing else.
 #[derive(Default)]
 pub(super) struct IdStore {
     /// Logical size, bytes.
     len: u64,
-    /// Identity of the block written at each block index ([`UNWRITTEN`] for
-    /// holes).
-    blocks: Vec<BlockId>,
+    /// Identity and checksum of the block written at each block index
+    /// ([`HOLE`] for holes).
+    blocks: Vec<SealedBlock>,
     /// Blocks valid only up to a byte within the block (zeros after it).
     /// Blocks not listed are valid throughout.
     short: BTreeMap<u64, u16>,
@@ -143,9 +146,9 @@ fn mixed_block(at: u64) -> String {
 impl IdStore {
     /// The identity written at `block` and how many of its bytes are valid
     /// (`None`, 0 for a hole).
-    fn state(&self, block: u64) -> (Option<BlockId>, u16) {
-        match self.blocks.get(block as usize).copied().filter(|id| *id != UNWRITTEN) {
-            Some(id) => (Some(id), self.short.get(&block).copied().unwrap_or(WHOLE)),
+    fn state(&self, block: u64) -> (Option<SealedBlock>, u16) {
+        match self.blocks.get(block as usize).copied().filter(|b| b.id != UNWRITTEN) {
+            Some(b) => (Some(b), self.short.get(&block).copied().unwrap_or(WHOLE)),
             None => (None, 0),
         }
     }
@@ -158,27 +161,32 @@ impl IdStore {
             let chunk = &bytes[pos..pos + (span.hi - span.lo)];
             let at = span.unit * BLOCK;
             let (current, valid) = self.state(span.unit);
+            let current = current.map(|c| c.id);
             let hi = span.hi as u16;
-            let matches = |id: BlockId, scratch: &mut [u8; BLOCK_BYTES]| {
-                datagen::fill_block(scratch, id);
-                scratch[span.lo..span.hi] == *chunk
+            // The block `id` regenerated, sealed, if the written bytes are
+            // its bytes at this place.
+            let matching = |id: BlockId, scratch: &mut [u8; BLOCK_BYTES]| {
+                let sealed = datagen::fill_block(scratch, id);
+                (scratch[span.lo..span.hi] == *chunk).then_some(sealed)
             };
-            let (id, new_valid) = if let Ok(whole) = <&[u8; BLOCK_BYTES]>::try_from(chunk) {
-                (datagen::whole_block_id(whole).ok_or_else(|| not_mlpdrive_data(at))?, WHOLE)
+            let (sealed, new_valid) = if let Ok(whole) = <&[u8; BLOCK_BYTES]>::try_from(chunk) {
+                (datagen::whole_block_sealed(whole).ok_or_else(|| not_mlpdrive_data(at))?, WHOLE)
             } else if span.lo == 0 {
                 // A block's start: its header names it, unless the write is
                 // too short to hold one and continues the block already there.
                 let id = match datagen::header_block_id(chunk) {
                     Some(id) => id,
-                    None => current.filter(|c| matches(*c, &mut scratch)).ok_or_else(|| not_mlpdrive_data(at))?,
+                    None => {
+                        current.filter(|c| matching(*c, &mut scratch).is_some()).ok_or_else(|| not_mlpdrive_data(at))?
+                    }
                 };
-                if !matches(id, &mut scratch) {
+                let Some(sealed) = matching(id, &mut scratch) else {
                     return Err(not_mlpdrive_data(at));
-                }
+                };
                 match current {
-                    Some(c) if c == id => (id, valid.max(hi)),
+                    Some(c) if c == id => (sealed, valid.max(hi)),
                     Some(_) if hi < valid => return Err(mixed_block(at)),
-                    _ => (id, hi),
+                    _ => (sealed, hi),
                 }
             } else {
                 // Inside a block: it must continue the block already there,
@@ -186,26 +194,26 @@ impl IdStore {
                 let Some(c) = current.filter(|_| span.lo as u16 <= valid) else {
                     return Err(mixed_block(at));
                 };
-                if !matches(c, &mut scratch) {
+                let Some(sealed) = matching(c, &mut scratch) else {
                     return Err(if datagen::header_block_id(&scratch).is_some() {
                         mixed_block(at)
                     } else {
                         not_mlpdrive_data(at)
                     });
-                }
-                (c, valid.max(hi))
+                };
+                (sealed, valid.max(hi))
             };
-            if id == UNWRITTEN {
+            if sealed.id == UNWRITTEN {
                 return Err(not_mlpdrive_data(at));
             }
-            plan.push((span.unit, id, new_valid));
+            plan.push((span.unit, sealed, new_valid));
         }
-        for (block, id, valid) in plan {
+        for (block, sealed, valid) in plan {
             let i = block as usize;
             if self.blocks.len() <= i {
-                self.blocks.resize(i + 1, UNWRITTEN);
+                self.blocks.resize(i + 1, HOLE);
             }
-            self.blocks[i] = id;
+            self.blocks[i] = sealed;
             if valid == WHOLE {
                 self.short.remove(&block);
             } else {
@@ -224,15 +232,15 @@ impl IdStore {
         let mut scratch = [0u8; BLOCK_BYTES];
         for (pos, span) in spans(offset, n, BLOCK_BYTES) {
             let dst = &mut out[pos..pos + (span.hi - span.lo)];
-            let (id, valid) = self.state(span.unit);
-            let Some(id) = id else {
+            let (sealed, valid) = self.state(span.unit);
+            let Some(sealed) = sealed else {
                 dst.fill(0);
                 continue;
             };
             match <&mut [u8; BLOCK_BYTES]>::try_from(&mut *dst) {
-                Ok(whole) if valid == WHOLE => datagen::fill_block(whole, id),
+                Ok(whole) if valid == WHOLE => datagen::fill_sealed(whole, sealed),
                 _ => {
-                    datagen::fill_block(&mut scratch, id);
+                    datagen::fill_sealed(&mut scratch, sealed);
                     let end = span.hi.min(usize::from(valid)).max(span.lo);
                     dst[..end - span.lo].copy_from_slice(&scratch[span.lo..end]);
                     dst[end - span.lo..].fill(0);
@@ -314,8 +322,8 @@ mod tests {
     }
 
     #[test]
-    fn identities_are_32_bytes_per_block() {
-        assert_eq!(std::mem::size_of::<BlockId>(), 32);
+    fn identities_are_40_bytes_per_block() {
+        assert_eq!(std::mem::size_of::<SealedBlock>(), 40);
     }
 
     #[test]
