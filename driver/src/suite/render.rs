@@ -45,7 +45,6 @@ pub fn validity(m: &SuiteManifest, rules: &RulesReport) -> String {
 fn failed_rules(rules: &RulesReport) -> Vec<String> {
     let mut ids: Vec<String> =
         rules.findings.iter().filter(|f| f.verdict == Verdict::Fail).map(|f| f.rule.to_string()).collect();
-    ids.dedup();
     ids.sort();
     ids.dedup();
     ids
