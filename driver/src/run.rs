@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::cli::{ResultsArgs, RunArgs};
 use crate::clock::Clock;
 use crate::config::{self, RunConfig};
-use crate::datagen::VerifyMode;
+use crate::datagen::{SampleKey, VerifyMode};
 use crate::error::{EXIT_FAILED, EXIT_OK, Error};
 use crate::mpi::World;
 use crate::progress::{Progress, Rates};
@@ -250,7 +250,7 @@ fn execute_rank(
     match outcome {
         Ok(output) => {
             recorder = output.recorder.clone();
-            fill_from_output(&mut result, output, crate::signal::interrupted());
+            fill_from_output(&mut result, output, crate::signal::interrupted(), cfg.common.verify_sample_key);
         }
         Err(Error::Failed(msg)) => {
             result.status = RunStatus::Failed;
@@ -488,7 +488,7 @@ pub(crate) fn skeleton(
     }
 }
 
-pub(crate) fn fill_from_output(r: &mut RunResult, out: WorkloadOutput, interrupted: bool) {
+pub(crate) fn fill_from_output(r: &mut RunResult, out: WorkloadOutput, interrupted: bool, sample_key: SampleKey) {
     r.duration_s = out.window_s;
     r.io_mode = out.io_mode;
     r.summary = out.summary;
@@ -513,7 +513,7 @@ pub(crate) fn fill_from_output(r: &mut RunResult, out: WorkloadOutput, interrupt
         r.verify.mode = VerifyMode::Off;
         r.verify.sample_every = None;
     }
-    if let Some(note) = r.verify.mode.note(r.verify.sample_every).filter(|_| r.target.kind != "null") {
+    if let Some(note) = r.verify.mode.note(r.verify.sample_every, sample_key).filter(|_| r.target.kind != "null") {
         r.notes.push(note);
     }
     r.status = if interrupted {

@@ -26,23 +26,24 @@ fn read_back_after(damage: impl FnOnce(&std::fs::File), modes: &[&str]) -> Vec<(
         .map(|mode| {
             let res = d.path().join("res");
             std::fs::remove_dir_all(&res).unwrap();
-            let set = format!("verify={mode}");
-            let r = run_in(
-                d.path(),
-                "raw-smoke",
-                &[
-                    "--set",
-                    "rw=read",
-                    "--set",
-                    "bytes=16MiB",
-                    "--set",
-                    "duration=null",
-                    "--set",
-                    "block_size=64KiB",
-                    "--set",
-                    &set,
-                ],
-            );
+            // "MODE[,KEY=VALUE…]": the mode, then more `--set`s.
+            let mut parts = mode.split(',');
+            let set = format!("verify={}", parts.next().unwrap());
+            let extra: Vec<String> = parts.flat_map(|kv| ["--set".to_string(), kv.to_string()]).collect();
+            let mut args = vec![
+                "--set",
+                "rw=read",
+                "--set",
+                "bytes=16MiB",
+                "--set",
+                "duration=null",
+                "--set",
+                "block_size=64KiB",
+                "--set",
+                &set,
+            ];
+            args.extend(extra.iter().map(String::as_str));
+            let r = run_in(d.path(), "raw-smoke", &args);
             let run = only_run_dir(&res);
             let summary = std::fs::read_to_string(run.join("summary.txt")).unwrap();
             (r.code, read_json(&run.join("results.json")), summary)
@@ -142,6 +143,28 @@ fn sampled_mode_catches_payload_damage_only_in_its_subset_and_never_claims_the_r
     let (code, j, _) = &runs[1];
     assert_eq!(*code, 1);
     assert_eq!(j["verify_errors"], BLOCKS - 1, "{j}");
+}
+
+#[test]
+fn a_random_sample_key_still_catches_payload_damage_and_says_how_it_was_keyed() {
+    // As above: payload damage past the prefix in every block but block 0.
+    let runs = read_back_after(
+        |f| {
+            for block in 1..BLOCKS {
+                flip(f, block * 4096 + 2000);
+            }
+        },
+        &["sampled", "sampled,verify_sample_key=random"],
+    );
+    for (i, (code, j, _)) in runs.iter().enumerate() {
+        assert_eq!(*code, 1, "{j}");
+        let caught = j["verify_errors"].as_u64().unwrap();
+        assert!(caught > 0 && caught < BLOCKS / 8, "about 1 in 16 blocks caught: {j}");
+        assert_eq!(bytes(j, "verified_bytes") + bytes(j, "header_checked_bytes"), FILE_BYTES - caught * 4096, "{j}");
+        let (key, note) = if i == 0 { ("seed", "keyed by the seed") } else { ("random", "keyed by a random key") };
+        assert_eq!(j["config"]["verify_sample_key"], key, "{}", j["config"]);
+        assert!(j["notes"].to_string().contains(note), "{}", j["notes"]);
+    }
 }
 
 #[test]

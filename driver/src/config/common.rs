@@ -11,7 +11,7 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::KNOWN_WORKLOADS;
 use super::errors::{self, Scope, key_error};
-use crate::datagen::{self, Verifier, VerifyMode};
+use crate::datagen::{self, SampleKey, Verifier, VerifyMode};
 use crate::error::Error;
 use crate::units::Dur;
 
@@ -24,6 +24,7 @@ pub const COMMON_KEYS: &[&str] = &[
     "duration",
     "verify",
     "verify_sample_every",
+    "verify_sample_key",
     "continue_on_error",
     "io",
     "progress_interval",
@@ -52,6 +53,11 @@ pub struct Common {
     pub verify: VerifyMode,
     /// Sampled mode: 1 in this many blocks gets the full payload checksum.
     pub verify_sample_every: u64,
+    /// Sampled mode: what keys the subset (the seed, or a random secret).
+    pub verify_sample_key: SampleKey,
+    /// The secret of `verify_sample_key: random`, drawn when the config is
+    /// loaded (0 otherwise). Never written to results or logs.
+    pub verify_sample_secret: u64,
     /// Keep going after an I/O error (counted) instead of stopping the run.
     pub continue_on_error: bool,
     /// How I/O is issued.
@@ -64,9 +70,13 @@ pub struct Common {
 
 impl Common {
     /// The run's verification policy (the subset of sampled mode is keyed
-    /// by the seed).
+    /// by the seed or by the run's secret).
     pub fn verifier(&self) -> Verifier {
-        Verifier::new(self.verify, self.seed, self.verify_sample_every)
+        let key = match self.verify_sample_key {
+            SampleKey::Seed => self.seed,
+            SampleKey::Random => self.verify_sample_secret,
+        };
+        Verifier::new(self.verify, key, self.verify_sample_every)
     }
 }
 
@@ -144,6 +154,7 @@ struct CommonKeys {
     duration: Option<Dur>,
     verify: Option<VerifyMode>,
     verify_sample_every: Option<u64>,
+    verify_sample_key: Option<SampleKey>,
     continue_on_error: Option<bool>,
     io: Option<IoKeys>,
     progress_interval: Option<Dur>,
@@ -224,6 +235,20 @@ fn resolve(keys: CommonKeys, source: &str) -> Result<Common, Error> {
         }
         None => datagen::DEFAULT_SAMPLE_EVERY,
     };
+    let verify_sample_key = match keys.verify_sample_key {
+        Some(_) if verify != VerifyMode::Sampled => {
+            return Err(key_error(
+                "verify_sample_key",
+                format!("applies only with `verify: sampled` (verify is {verify}); remove it or set verify=sampled"),
+            ));
+        }
+        Some(key) => key,
+        None => SampleKey::Seed,
+    };
+    let verify_sample_secret = match verify_sample_key {
+        SampleKey::Random => SampleKey::random_secret(),
+        SampleKey::Seed => 0,
+    };
     Ok(Common {
         workload,
         description,
@@ -231,6 +256,8 @@ fn resolve(keys: CommonKeys, source: &str) -> Result<Common, Error> {
         duration,
         verify,
         verify_sample_every,
+        verify_sample_key,
+        verify_sample_secret,
         continue_on_error: keys.continue_on_error.unwrap_or(false),
         io: IoConfig { direct: io.direct.unwrap_or(true), engine: io.engine.unwrap_or(EngineKind::IoUring), timeout },
         progress_interval,
@@ -254,6 +281,7 @@ pub(crate) fn to_mapping(common: &Common) -> Mapping {
     map.insert("verify".into(), common.verify.as_str().into());
     if common.verify == VerifyMode::Sampled {
         map.insert("verify_sample_every".into(), common.verify_sample_every.into());
+        map.insert("verify_sample_key".into(), common.verify_sample_key.as_str().into());
     }
     map.insert("continue_on_error".into(), common.continue_on_error.into());
     let mut io = Mapping::new();

@@ -59,6 +59,8 @@ fn raw_preset_loads_with_defaults() {
             duration: Some(Duration::from_secs(10)),
             verify: VerifyMode::Full,
             verify_sample_every: crate::datagen::DEFAULT_SAMPLE_EVERY,
+            verify_sample_key: crate::datagen::SampleKey::Seed,
+            verify_sample_secret: 0,
             continue_on_error: false,
             io: IoConfig { direct: true, engine: EngineKind::IoUring, timeout: Duration::from_secs(30) },
             progress_interval: Duration::from_secs(5),
@@ -294,7 +296,8 @@ fn unknown_keys_list_the_known_ones() {
             "unknown config key `blok_size` for workload raw; known keys: rw, rwmix_read, \
              block_size, queue_depth, jobs, size, bytes, object_size, objects, concurrency (and the common \
              keys: workload, \
-             description, seed, duration, verify, verify_sample_every, continue_on_error, io, progress_interval, s3)"
+             description, seed, duration, verify, verify_sample_every, verify_sample_key, continue_on_error, io, \
+             progress_interval, s3)"
         ),
         "{e}"
     );
@@ -508,6 +511,7 @@ fn odd_values_never_panic() {
         "duration",
         "verify",
         "verify_sample_every",
+        "verify_sample_key",
         "continue_on_error",
         "io",
         "io.direct",
@@ -636,6 +640,39 @@ fn verify_accepts_modes_and_booleans_and_sampling_rates() {
     assert_eq!(cfg.common.verifier().sample_every(), Some(64));
     assert_eq!(cfg.common.verifier(), crate::datagen::Verifier::new(VerifyMode::Sampled, 9, 64), "keyed by the seed");
     assert_eq!(cfg.effective["verify_sample_every"], Value::from(64));
+}
+
+#[test]
+fn a_random_sample_key_picks_an_unpredictable_subset_that_is_never_recorded() {
+    use crate::datagen::SampleKey;
+    let seeded = load("raw", &sets(&["verify=sampled"]), Some(9), None).unwrap();
+    assert_eq!(seeded.common.verify_sample_key, SampleKey::Seed, "the default");
+    assert_eq!(seeded.effective["verify_sample_key"], Value::from("seed"));
+    let random = |_| load("raw", &sets(&["verify=sampled", "verify_sample_key=random"]), Some(9), None).unwrap();
+    let (a, b) = (random(0), random(1));
+    assert_eq!(a.common.verify_sample_key, SampleKey::Random);
+    assert_eq!(a.effective["verify_sample_key"], Value::from("random"));
+    assert_ne!(a.common.verify_sample_secret, b.common.verify_sample_secret, "a fresh secret per load");
+    assert_ne!(a.common.verifier(), seeded.common.verifier(), "not keyed by the seed");
+    // The subsets differ (1 in 16 of 4096 blocks: the chance that two
+    // independent keys pick the same subset is nil).
+    let subset = |v: crate::datagen::Verifier| (0..4096u64).filter(|b| v.samples(7, *b)).collect::<Vec<_>>();
+    let (sa, sb) = (subset(a.common.verifier()), subset(b.common.verifier()));
+    assert!(sa.len() > 150 && sa.len() < 370, "about 1 in 16: {}", sa.len());
+    assert_ne!(sa, sb);
+    assert_ne!(sa, subset(seeded.common.verifier()));
+    // The secret is in no output: the effective config names the choice only.
+    let text = serde_json::to_string(&a.effective).unwrap();
+    assert!(!text.contains(&a.common.verify_sample_secret.to_string()), "{text}");
+    assert_eq!(
+        raw_err(&["verify_sample_key=random"]),
+        "config key `verify_sample_key`: applies only with `verify: sampled` (verify is full); remove it or set \
+         verify=sampled"
+    );
+    assert_eq!(
+        raw_err(&["verify=sampled", "verify_sample_key=secret"]),
+        "config key `verify_sample_key`: expected one of seed, random, got 'secret'"
+    );
 }
 
 #[test]

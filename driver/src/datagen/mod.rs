@@ -66,7 +66,9 @@ mod checksum;
 mod payload;
 mod verifier;
 
-pub use verifier::{DEFAULT_SAMPLE_EVERY, PREFIX_BYTES, SAMPLE_EVERY_MAX, SAMPLE_EVERY_MIN, Verifier, VerifyMode};
+pub use verifier::{
+    DEFAULT_SAMPLE_EVERY, PREFIX_BYTES, SAMPLE_EVERY_MAX, SAMPLE_EVERY_MIN, SampleKey, Verifier, VerifyMode,
+};
 
 /// Size of one generated block; the unit of uniqueness and verification.
 pub const BLOCK_BYTES: usize = 4096;

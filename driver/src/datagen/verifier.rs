@@ -14,12 +14,13 @@
 //!   in full.
 //! - **off**: nothing is checked.
 //!
-//! The subset is a keyed hash of (object key, block index) with a key
-//! derived from the run's seed: the same seed checks the same blocks, another
-//! seed other blocks, and storage that does not know the seed and this
-//! scheme cannot tell which blocks will be checked. (The data seed is in
-//! every block's header, so a device built to cheat mlpdrive could; use
-//! `full` against such a device.)
+//! The subset is a keyed hash of (object key, block index). By default the
+//! key is derived from the run's seed: the same seed checks the same blocks,
+//! another seed other blocks. The data seed is in every block's header, so
+//! a device built to cheat mlpdrive could compute that subset;
+//! `verify_sample_key: random` keys it with a secret drawn for the run and
+//! written nowhere, which no storage can predict (the split between
+//! verified and header-checked bytes then varies from run to run).
 //!
 //! Why: hashing every 4 KiB block read costs about 0.15 CPU-s per GB on our
 //! VMs, bound by memory bandwidth (O_DIRECT buffers are cold when hashed);
@@ -49,6 +50,70 @@ pub const SAMPLE_EVERY_MAX: u64 = 1 << 20;
 /// Domain separator of the sampling key (ASCII "mlpdsamp").
 const SAMPLE_DOMAIN: u64 = u64::from_le_bytes(*b"mlpdsamp");
 
+/// What keys sampled mode's subset: the `verify_sample_key` config key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SampleKey {
+    /// The run's seed: the same seed checks the same blocks (reproducible,
+    /// and the default). The seed is in every block's header, so storage
+    /// built to cheat could compute the subset.
+    #[default]
+    Seed,
+    /// A key drawn from the OS's randomness when the config is loaded and
+    /// never written anywhere: storage cannot tell which blocks will be
+    /// checked; another run checks other blocks.
+    Random,
+}
+
+impl SampleKey {
+    /// Every choice, in the spelling configs use.
+    pub const NAMES: &'static [&'static str] = &["seed", "random"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SampleKey::Seed => "seed",
+            SampleKey::Random => "random",
+        }
+    }
+
+    /// A fresh secret for [`SampleKey::Random`]: std's per-process hash
+    /// keys (taken from the OS's randomness) hashing the time and the pid.
+    pub fn random_secret() -> u64 {
+        use std::hash::BuildHasher;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()))
+    }
+}
+
+impl fmt::Display for SampleKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for SampleKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SampleKey, String> {
+        match s {
+            "seed" => Ok(SampleKey::Seed),
+            "random" => Ok(SampleKey::Random),
+            other => Err(format!("expected one of {}, got '{other}'", SampleKey::NAMES.join(", "))),
+        }
+    }
+}
+
+impl Serialize for SampleKey {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SampleKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<SampleKey, D::Error> {
+        crate::config::deserialize_from_str(deserializer, SampleKey::NAMES)
+    }
+}
+
 /// What the `verify` key asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum VerifyMode {
@@ -72,12 +137,16 @@ impl VerifyMode {
 
     /// The results note for a mode that does not check every byte
     /// (`sample_every`: sampled mode's rate).
-    pub fn note(self, sample_every: Option<u64>) -> Option<String> {
+    pub fn note(self, sample_every: Option<u64>, sample_key: SampleKey) -> Option<String> {
+        let keyed = match sample_key {
+            SampleKey::Seed => "subset keyed by the seed, which storage can read in the headers",
+            SampleKey::Random => "subset keyed by a random key of this run",
+        };
         match self {
             VerifyMode::Full => None,
             VerifyMode::Sampled => Some(format!(
-                "verify=sampled: payload checked in 1 of {} blocks (every block's header and first \
-                 {PREFIX_BYTES} bytes checked); corruption elsewhere is not detected",
+                "verify=sampled: payload checked in 1 of {} blocks ({keyed}; every block's header and \
+                 first {PREFIX_BYTES} bytes checked); corruption elsewhere is not detected",
                 sample_every.unwrap_or(DEFAULT_SAMPLE_EVERY)
             )),
             VerifyMode::Off => Some("verify=off: read data was not checked".into()),
@@ -142,7 +211,7 @@ pub struct Verifier {
     mode: VerifyMode,
     /// 1 in this many whole blocks gets the full checksum (sampled mode).
     sample_every: u64,
-    /// Key of the subset hash, from the run's seed.
+    /// Key of the subset hash, from the run's seed or a random secret.
     sample_key: u64,
 }
 
@@ -152,14 +221,15 @@ impl Verifier {
     /// Nothing checked.
     pub const OFF: Verifier = Verifier { mode: VerifyMode::Off, sample_every: 1, sample_key: 0 };
 
-    /// The policy for `mode`; `seed` keys the subset and `sample_every`
-    /// (≥ 1) is its 1-in-N rate, both used only by `sampled`.
-    pub fn new(mode: VerifyMode, seed: u64, sample_every: u64) -> Verifier {
+    /// The policy for `mode`; `key` (the run's seed, or a secret) keys the
+    /// subset and `sample_every` (≥ 1) is its 1-in-N rate, both used only by
+    /// `sampled`.
+    pub fn new(mode: VerifyMode, key: u64, sample_every: u64) -> Verifier {
         match mode {
             VerifyMode::Full => Verifier::FULL,
             VerifyMode::Off => Verifier::OFF,
             VerifyMode::Sampled => {
-                Verifier { mode, sample_every: sample_every.max(1), sample_key: mix64(seed ^ SAMPLE_DOMAIN) }
+                Verifier { mode, sample_every: sample_every.max(1), sample_key: mix64(key ^ SAMPLE_DOMAIN) }
             }
         }
     }

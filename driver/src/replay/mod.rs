@@ -135,6 +135,8 @@ fn run_config(args: &ReplayArgs, deletes: Deletes, tiers: Tiers) -> RunConfig {
         duration: None,
         verify: crate::datagen::VerifyMode::Full,
         verify_sample_every: crate::datagen::DEFAULT_SAMPLE_EVERY,
+        verify_sample_key: crate::datagen::SampleKey::Seed,
+        verify_sample_secret: 0,
         continue_on_error: args.continue_on_error,
         io: IoConfig { direct: !args.buffered, engine: EngineKind::IoUring, timeout: config::DEFAULT_IO_TIMEOUT },
         progress_interval: config::DEFAULT_PROGRESS_INTERVAL,

@@ -12,8 +12,15 @@ use crate::error::Error;
 
 /// mlpdrive's own keys that change how the harness runs, not the workload's
 /// I/O: allowed in both divisions.
-pub const HARNESS_KEYS: &[&str] =
-    &["description", "progress_interval", "verify", "verify_sample_every", "continue_on_error", "io"];
+pub const HARNESS_KEYS: &[&str] = &[
+    "description",
+    "progress_interval",
+    "verify",
+    "verify_sample_every",
+    "verify_sample_key",
+    "continue_on_error",
+    "io",
+];
 
 /// The effective config of a built-in preset, as a run of it records it.
 pub fn effective_config(preset: &str) -> Result<Value, Error> {
