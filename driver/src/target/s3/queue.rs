@@ -96,7 +96,7 @@ impl S3Queue {
         op: Op,
         (obj, offset, len): (ObjectHandle, u64, u32),
         buf: Option<AlignedBuf>,
-        fill: Option<&mut dyn FnMut(&mut [u8], u64)>,
+        fill: Option<Fill>,
     ) {
         let submitted = Instant::now();
         let Some(buf) = buf else {
@@ -177,6 +177,8 @@ impl S3Queue {
 }
 
 type Held = (u64, Op, Option<AlignedBuf>, Instant);
+/// Writes the object's bytes at an offset into a buffer (a generator).
+type Fill<'a> = &'a mut dyn FnMut(&mut [u8], u64);
 
 /// Starts a part upload; `hold` is a write whose completion waits for it.
 fn spawn_part(sh: &Arc<Shared>, up: &mut upload::Upload, part: ReadyPart, hold: Option<Held>, tx: Sender<Completion>) {
