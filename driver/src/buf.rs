@@ -6,14 +6,28 @@
 //! value; the target hands them back in the completion, success or not (the
 //! tokio-uring `BufResult` idea), so ownership always says who may touch the
 //! bytes.
+//!
+//! Buffers of [`MAP_MIN_BYTES`] or more are anonymous mappings of their own:
+//! the kernel hands them out zeroed (no memset at allocation) and faults
+//! all their pages in with one `MADV_POPULATE_WRITE` instead of one trap
+//! per 4 KiB page on first use. (Transparent huge pages were measured too
+//! and are not asked for: on a VM whose balloon takes free memory back,
+//! zeroing each fresh 2 MiB page made a 64 MiB S3 PUT run 3× as costly.)
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
+
+/// Buffers at least this large are mapped on their own (see the module doc).
+pub const MAP_MIN_BYTES: usize = 2 << 20;
+/// Page size the mapped buffers are aligned to (mmap's guarantee).
+const PAGE_BYTES: usize = 4096;
 
 /// A heap buffer whose address and capacity are multiples of `align`.
 pub struct AlignedBuf {
     ptr: NonNull<u8>,
     layout: Layout,
+    /// Length of the buffer's own mapping, or 0 if it is on the heap.
+    mapped_bytes: usize,
     /// Index of the pool slot this buffer came from (for registered buffers).
     slot: u32,
 }
@@ -31,10 +45,16 @@ impl AlignedBuf {
         let align = align.max(64).next_power_of_two();
         let capacity = capacity.max(1).div_ceil(align) * align;
         let layout = Layout::from_size_align(capacity, align).expect("buffer layout");
+        if capacity >= MAP_MIN_BYTES
+            && align <= PAGE_BYTES
+            && let Some(ptr) = map_zeroed(capacity)
+        {
+            return AlignedBuf { ptr, layout, mapped_bytes: capacity, slot: u32::MAX };
+        }
         // SAFETY: layout has a non-zero size (capacity >= align >= 64).
         let raw = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, layout, slot: u32::MAX }
+        AlignedBuf { ptr, layout, mapped_bytes: 0, slot: u32::MAX }
     }
 
     pub fn capacity(&self) -> usize {
@@ -72,9 +92,43 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.mapped_bytes > 0 {
+            // SAFETY: ptr and mapped_bytes are exactly the mapping made in
+            // `map_zeroed`, which only this buffer owns.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.mapped_bytes) };
+            return;
+        }
         // SAFETY: ptr was allocated with exactly this layout in `new`.
         unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
     }
+}
+
+/// A private anonymous mapping of `bytes` (zeroed by the kernel, page
+/// aligned, faulted in); None if the kernel refuses the mapping (the caller
+/// falls back to the heap).
+fn map_zeroed(bytes: usize) -> Option<NonNull<u8>> {
+    // SAFETY: a fresh anonymous mapping at an address the kernel chooses
+    // touches no existing memory.
+    let raw = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return None;
+    }
+    // Fault every page in now, in one call (Linux 5.14+; older kernels
+    // refuse the advice and the pages come in on first use). The buffer
+    // is about to be filled whole, and a batched fault costs less than one
+    // trap per 4 KiB page.
+    // SAFETY: [raw, raw + bytes) is the mapping just made.
+    unsafe { libc::madvise(raw, bytes, libc::MADV_POPULATE_WRITE) };
+    NonNull::new(raw.cast())
 }
 
 impl std::fmt::Debug for AlignedBuf {
@@ -181,6 +235,22 @@ mod tests {
         assert_eq!(pool.available(), 3);
         pool.give(b);
         assert_eq!(pool.iovecs().len(), 4);
+    }
+
+    #[test]
+    fn large_buffers_are_mapped_zeroed_and_writable() {
+        let mut b = AlignedBuf::new(MAP_MIN_BYTES + 1, 512);
+        assert_eq!(b.capacity(), MAP_MIN_BYTES + 512);
+        assert!(b.mapped_bytes > 0, "a large buffer is a mapping of its own");
+        assert_eq!(b.as_ptr() as usize % PAGE_BYTES, 0);
+        assert!(b.as_slice().iter().all(|&x| x == 0));
+        let n = b.capacity();
+        b.as_mut_slice()[n - 1] = 7;
+        assert_eq!(b.as_slice()[n - 1], 7);
+        // A larger alignment than a page stays on the heap.
+        let h = AlignedBuf::new(MAP_MIN_BYTES, 2 * PAGE_BYTES);
+        assert_eq!(h.mapped_bytes, 0);
+        assert_eq!(h.as_ptr() as usize % (2 * PAGE_BYTES), 0);
     }
 
     #[test]

@@ -184,15 +184,18 @@ pub fn run_worker(
                     }
                 }
             }
-            if let (Op::Write { offset, len, .. }, Data::Fill { object, seed, generation }, Some(b)) =
-                (req.op, req.data, buf.as_mut())
-            {
-                datagen::fill(&mut b.as_mut_slice()[..len as usize], seed, object, generation, offset);
-            } else if let (Op::Write { len, .. }, Data::Source, Some(b)) = (req.op, req.data, buf.as_mut()) {
+            if let (Op::Write { len, .. }, Data::Source, Some(b)) = (req.op, req.data, buf.as_mut()) {
                 source.fill(&req, &mut b.as_mut_slice()[..len as usize]);
             }
             let tag = free_tags.pop().expect("free tag");
-            match queue.submit(tag, req.op, buf) {
+            let submitted = match (req.op, req.data) {
+                (Op::Write { .. }, Data::Fill { object, seed, generation }) => {
+                    let mut fill = |dst: &mut [u8], at: u64| datagen::fill(dst, seed, object, generation, at);
+                    queue.submit_fill(tag, req.op, buf, &mut fill)
+                }
+                _ => queue.submit(tag, req.op, buf),
+            };
+            match submitted {
                 Ok(()) => reqs[tag as usize] = Some(req),
                 Err(full) => {
                     free_tags.push(tag);

@@ -185,6 +185,23 @@ pub trait Queue: Send {
     /// Buffers must come from this worker's pool with aligned capacity that
     /// covers the aligned span of the operation.
     fn submit(&mut self, tag: u64, op: Op, buf: Option<AlignedBuf>) -> Result<(), QueueFull>;
+    /// Queues a write whose payload `fill(dst, offset)` produces: it writes
+    /// the object's bytes at `offset` into `dst`. The default fills `buf`
+    /// and submits it; a target that buffers writes anyway (S3's part
+    /// buffers) has the payload generated straight into its own buffer,
+    /// without a copy.
+    fn submit_fill(
+        &mut self,
+        tag: u64,
+        op: Op,
+        mut buf: Option<AlignedBuf>,
+        fill: &mut dyn FnMut(&mut [u8], u64),
+    ) -> Result<(), QueueFull> {
+        if let (Op::Write { offset, len, .. }, Some(b)) = (op, buf.as_mut()) {
+            fill(&mut b.as_mut_slice()[..len as usize], offset);
+        }
+        self.submit(tag, op, buf)
+    }
     /// Flushes queued submissions to the device, waits until at least
     /// `min_complete` operations have completed or `timeout` passed, and
     /// appends every available completion to `out`. Returns how many were

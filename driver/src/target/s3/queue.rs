@@ -87,18 +87,31 @@ impl S3Queue {
         });
     }
 
-    fn submit_write(&mut self, tag: u64, op: Op, obj: ObjectHandle, offset: u64, len: u32, buf: Option<AlignedBuf>) {
+    /// A write: its bytes are copied from `buf` into the object's part
+    /// buffers, or, with `fill`, generated straight into them (`buf` is
+    /// then only handed back).
+    fn submit_write(
+        &mut self,
+        tag: u64,
+        op: Op,
+        (obj, offset, len): (ObjectHandle, u64, u32),
+        buf: Option<AlignedBuf>,
+        fill: Option<Fill>,
+    ) {
         let submitted = Instant::now();
         let Some(buf) = buf else {
             return self.fail_now(tag, op, None, "write without a buffer".into());
         };
-        let data = &buf.as_slice()[..len as usize];
         let mut ups = self.sh.uploads.lock().expect("uploads poisoned");
         let Some(up) = ups.get_mut(&obj.0) else {
             drop(ups);
             return self.fail_now(tag, op, Some(buf), "write to an object that was not created for writing".into());
         };
-        let ready = match up.absorb(offset, data) {
+        let absorbed = match fill {
+            Some(f) => up.absorb_with(offset, len as usize, f),
+            None => up.absorb(offset, &buf.as_slice()[..len as usize]),
+        };
+        let ready = match absorbed {
             Ok(r) => r,
             Err(m) => {
                 let key = up.key.clone();
@@ -164,6 +177,8 @@ impl S3Queue {
 }
 
 type Held = (u64, Op, Option<AlignedBuf>, Instant);
+/// Writes the object's bytes at an offset into a buffer (a generator).
+type Fill<'a> = &'a mut dyn FnMut(&mut [u8], u64);
 
 /// Starts a part upload; `hold` is a write whose completion waits for it.
 fn spawn_part(sh: &Arc<Shared>, up: &mut upload::Upload, part: ReadyPart, hold: Option<Held>, tx: Sender<Completion>) {
@@ -319,9 +334,25 @@ impl Queue for S3Queue {
                 Some(o) => self.submit_read(tag, op, o, offset, len, buf),
                 None => self.fail_now(tag, op, buf, format!("read of unknown object handle {}", obj.0)),
             },
-            Op::Write { obj, offset, len } => self.submit_write(tag, op, obj, offset, len, buf),
+            Op::Write { obj, offset, len } => self.submit_write(tag, op, (obj, offset, len), buf, None),
             Op::Commit { obj, size } => self.submit_commit(tag, op, obj, size, buf),
         }
+        Ok(())
+    }
+
+    fn submit_fill(
+        &mut self,
+        tag: u64,
+        op: Op,
+        buf: Option<AlignedBuf>,
+        fill: &mut dyn FnMut(&mut [u8], u64),
+    ) -> Result<(), QueueFull> {
+        let Op::Write { obj, offset, len } = op else { return self.submit(tag, op, buf) };
+        if self.in_flight >= self.depth {
+            return Err(QueueFull { op, buf });
+        }
+        self.in_flight += 1;
+        self.submit_write(tag, op, (obj, offset, len), buf, Some(fill));
         Ok(())
     }
 

@@ -23,13 +23,18 @@ use tokio::task::JoinHandle;
 
 use super::Shared;
 use super::errors::{Kind, S3Failure};
+use crate::buf::AlignedBuf;
+
+/// Alignment of part buffers (a page: large ones are mappings of their own,
+/// see [`AlignedBuf`]).
+const PART_ALIGN: usize = 4096;
 
 /// Part buffers kept for reuse: a part's bytes go to the SDK as [`Bytes`]
 /// whose owner hands the buffer back here when the request is done with
 /// it, so the next object's parts reuse memory that is already mapped
 /// instead of page-faulting in a fresh allocation for every object.
 pub(super) struct PartPool {
-    free: std::sync::Mutex<Vec<Vec<u8>>>,
+    free: std::sync::Mutex<Vec<AlignedBuf>>,
     /// Buffers kept at most (more in flight are freed when they return).
     keep: usize,
 }
@@ -39,44 +44,68 @@ impl PartPool {
         Arc::new(PartPool { free: std::sync::Mutex::new(Vec::new()), keep })
     }
 
-    fn take(&self) -> Vec<u8> {
-        self.free.lock().expect("part pool poisoned").pop().unwrap_or_default()
+    /// A buffer of at least `bytes`: the smallest kept one that is large
+    /// enough, else a new one (large ones are zeroed by the kernel, not
+    /// written, until used).
+    fn take(&self, bytes: usize) -> AlignedBuf {
+        let mut free = self.free.lock().expect("part pool poisoned");
+        let best = free
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= bytes)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => free.swap_remove(i),
+            None => {
+                drop(free);
+                AlignedBuf::new(bytes, PART_ALIGN)
+            }
+        }
     }
 
-    /// `data` as [`Bytes`] that returns its buffer to the pool when dropped.
-    fn bytes(self: &Arc<Self>, data: Vec<u8>) -> Bytes {
-        Bytes::from_owner(Pooled { data, pool: self.clone() })
+    fn give(&self, buf: AlignedBuf) {
+        let mut free = self.free.lock().expect("part pool poisoned");
+        if free.len() < self.keep {
+            free.push(buf);
+        }
+    }
+
+    /// The first `len` bytes of `buf` as [`Bytes`] that return the buffer
+    /// to the pool when dropped.
+    fn bytes(self: &Arc<Self>, buf: AlignedBuf, len: usize) -> Bytes {
+        Bytes::from_owner(Pooled { buf: Some(buf), len, pool: self.clone() })
     }
 }
 
 /// A part's buffer on its way through the SDK.
 struct Pooled {
-    data: Vec<u8>,
+    buf: Option<AlignedBuf>,
+    len: usize,
     pool: Arc<PartPool>,
 }
 
 impl AsRef<[u8]> for Pooled {
     fn as_ref(&self) -> &[u8] {
-        &self.data
+        self.buf.as_ref().map_or(&[], |b| &b.as_slice()[..self.len])
     }
 }
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let mut data = std::mem::take(&mut self.data);
-        data.clear();
-        let mut free = self.pool.free.lock().expect("part pool poisoned");
-        if free.len() < self.pool.keep {
-            free.push(data);
+        if let Some(buf) = self.buf.take() {
+            self.pool.give(buf);
         }
     }
 }
 
-/// A part being filled.
+/// A part being filled: chunks are written straight into its buffer.
 struct PartBuf {
-    data: Vec<u8>,
+    buf: AlignedBuf,
     /// Bytes written into it so far (chunks never overlap).
     filled: u64,
+    /// End of the furthest chunk written.
+    end: usize,
 }
 
 /// One uploaded (or uploading) part: its 0-based index and the task.
@@ -93,8 +122,8 @@ pub(super) struct Upload {
     pub parts: Vec<PartTask>,
     /// First failure of a part upload (later writes and the commit fail).
     pub failed: Arc<std::sync::Mutex<Option<String>>>,
-    /// Where part buffers come from and go back to (none: plain Vecs).
-    pool: Option<Arc<PartPool>>,
+    /// Where part buffers come from and go back to.
+    pool: Arc<PartPool>,
 }
 
 /// A complete part ready to go: 0-based index and bytes.
@@ -113,26 +142,21 @@ impl Upload {
             mpu: Arc::new(OnceCell::new()),
             parts: Vec::new(),
             failed: Arc::new(std::sync::Mutex::new(None)),
-            pool: None,
+            pool: PartPool::new(0),
         }
     }
 
     /// Takes part buffers from `pool` and hands them back after the upload.
     pub fn with_pool(mut self, pool: Arc<PartPool>) -> Upload {
-        self.pool = Some(pool);
+        self.pool = pool;
         self
     }
 
-    fn new_part(&self) -> PartBuf {
-        let data = self.pool.as_ref().map(|p| p.take()).unwrap_or_default();
-        PartBuf { data, filled: 0 }
-    }
-
-    fn bytes(&self, data: Vec<u8>) -> Bytes {
-        match &self.pool {
-            Some(p) => p.bytes(data),
-            None => Bytes::from(data),
-        }
+    /// Bytes part `index` is expected to hold: a whole part, or what the
+    /// size hint leaves for it (0: unknown).
+    fn expected_bytes(&self, index: u32) -> u64 {
+        let start = u64::from(index) * self.part_bytes;
+        if self.size_hint > start { self.part_bytes.min(self.size_hint - start) } else { 0 }
     }
 
     pub fn multipart_started(&self) -> bool {
@@ -142,14 +166,30 @@ impl Upload {
     /// Copies a chunk into its part(s); returns the parts it completed that
     /// may go now.
     pub fn absorb(&mut self, offset: u64, data: &[u8]) -> Result<Vec<ReadyPart>, String> {
+        self.absorb_with(offset, data.len(), &mut |dst: &mut [u8], at: u64| {
+            let from = (at - offset) as usize;
+            dst.copy_from_slice(&data[from..from + dst.len()]);
+        })
+    }
+
+    /// Has `write(dst, at)` put the object's bytes `[at, at + dst.len())`
+    /// of a chunk of `len` bytes at `offset` straight into its part
+    /// buffer(s) (a generator writes its payload there, with no copy);
+    /// returns the parts it completed that may go now.
+    pub fn absorb_with(
+        &mut self,
+        offset: u64,
+        len: usize,
+        write: &mut dyn FnMut(&mut [u8], u64),
+    ) -> Result<Vec<ReadyPart>, String> {
         if let Some(e) = self.failed.lock().expect("upload flag poisoned").as_ref() {
             return Err(format!("an earlier part of this object failed: {e}"));
         }
         let ps = self.part_bytes;
         let mut at = offset;
-        let mut rest = data;
+        let end = offset + len as u64;
         let mut touched = Vec::new();
-        while !rest.is_empty() {
+        while at < end {
             let index = u32::try_from(at / ps).map_err(|_| "offset beyond S3's 10000 parts".to_string())?;
             if index >= 10_000 {
                 return Err(format!(
@@ -165,29 +205,31 @@ impl Upload {
                 ));
             }
             let within = (at - u64::from(index) * ps) as usize;
-            let n = rest.len().min(ps as usize - within);
-            if !self.filling.contains_key(&index) {
-                let fresh = self.new_part();
-                self.filling.insert(index, fresh);
-            }
-            let part = self.filling.get_mut(&index).expect("inserted above");
-            if part.data.is_empty() && within == 0 {
-                // The part's first bytes: one copy, no zero fill first (and no
-                // part-sized buffer for an object smaller than a part).
-                part.data.extend_from_slice(&rest[..n]);
-            } else {
-                if part.data.len() < within + n {
-                    part.data.resize(within + n, 0);
+            let n = ((end - at) as usize).min(ps as usize - within);
+            // The part's buffer: as large as the part is expected to be (one
+            // allocation, no zero fill, no growing), or larger if a chunk
+            // goes beyond that.
+            let need = within + n;
+            let expected = self.expected_bytes(index) as usize;
+            let part = match self.filling.remove(&index) {
+                Some(p) if p.buf.capacity() >= need => p,
+                Some(p) => {
+                    let mut buf = self.pool.take(need.max(expected).max(2 * p.buf.capacity()).min(ps as usize));
+                    buf.as_mut_slice()[..p.end].copy_from_slice(&p.buf.as_slice()[..p.end]);
+                    self.pool.give(p.buf);
+                    PartBuf { buf, filled: p.filled, end: p.end }
                 }
-                part.data[within..within + n].copy_from_slice(&rest[..n]);
-            }
+                None => PartBuf { buf: self.pool.take(need.max(expected)), filled: 0, end: 0 },
+            };
+            let part = self.filling.entry(index).or_insert(part);
+            write(&mut part.buf.as_mut_slice()[within..need], at);
+            part.end = part.end.max(need);
             part.filled += n as u64;
             if part.filled > ps {
                 return Err(format!("chunks overlap in part {} (offset {at})", index + 1));
             }
             touched.push(index);
             at += n as u64;
-            rest = &rest[n..];
         }
         Ok(self.take_full(&touched))
     }
@@ -209,7 +251,7 @@ impl Upload {
             let full = self.filling.get(&index).is_some_and(|p| p.filled == ps);
             if full && (index > 0 || beyond_first) {
                 let p = self.filling.remove(&index).expect("present");
-                out.push(ReadyPart { index, data: self.bytes(p.data) });
+                out.push(ReadyPart { index, data: self.pool.bytes(p.buf, ps as usize) });
             }
         }
         out
@@ -224,16 +266,12 @@ impl Upload {
         let ps = self.part_bytes;
         if !self.multipart_started() && size <= ps {
             let data = match self.filling.remove(&0) {
-                Some(p) if p.filled >= size => {
-                    let mut v = p.data;
-                    v.resize(size as usize, 0);
-                    v
-                }
+                Some(p) if p.filled >= size && p.end as u64 >= size => self.pool.bytes(p.buf, size as usize),
                 Some(p) => return Err(holes(size, p.filled)),
-                None if size == 0 => Vec::new(),
+                None if size == 0 => Bytes::new(),
                 None => return Err(holes(size, 0)),
             };
-            return Ok(Finish::Single(self.bytes(data)));
+            return Ok(Finish::Single(data));
         }
         let last = ((size.max(1) - 1) / ps) as u32;
         let mut ready = Vec::new();
@@ -243,10 +281,8 @@ impl Upload {
             }
             let want = if index == last { size - u64::from(index) * ps } else { ps };
             match self.filling.remove(&index) {
-                Some(p) if p.filled >= want => {
-                    let mut v = p.data;
-                    v.resize(want as usize, 0);
-                    ready.push(ReadyPart { index, data: self.bytes(v) });
+                Some(p) if p.filled >= want && p.end as u64 >= want => {
+                    ready.push(ReadyPart { index, data: self.pool.bytes(p.buf, want as usize) });
                 }
                 Some(p) => return Err(holes(size, u64::from(index) * ps + p.filled)),
                 None => return Err(holes(size, u64::from(index) * ps)),
@@ -558,9 +594,48 @@ mod tests {
         let Finish::Single(b) = u.finish(8).unwrap() else { panic!("expected one PUT") };
         assert_eq!(&b[..], &[6; 8]);
         assert_eq!(b.as_ptr(), addr);
+        drop(b);
         // At most `keep` buffers are kept.
-        let parts: Vec<Bytes> = (0..4).map(|i| pool.bytes(vec![i; 4])).collect();
+        let parts: Vec<Bytes> = (0..4).map(|_| pool.bytes(pool.take(4), 4)).collect();
         drop(parts);
         assert_eq!(pool.free.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_generator_writes_straight_into_the_parts() {
+        // Object offsets reach the writer, split at the part boundary.
+        let mut u = Upload::new("k".into(), 12, PS);
+        let mut seen = Vec::new();
+        let r = u
+            .absorb_with(4, 8, &mut |dst: &mut [u8], at: u64| {
+                seen.push((at, dst.len()));
+                for (i, b) in dst.iter_mut().enumerate() {
+                    *b = (at as usize + i) as u8;
+                }
+            })
+            .unwrap();
+        assert_eq!(seen, vec![(4, 4), (8, 4)]);
+        assert!(r.is_empty(), "part 1 is not complete yet");
+        let r = u.absorb(0, &[0, 1, 2, 3]).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(&r[0].data[..], &[0, 1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn a_part_larger_than_its_hint_grows_and_keeps_its_bytes() {
+        // The hint says 2 bytes (a one-page buffer); the object turns out
+        // to be three pages.
+        let ps = 4 * PART_ALIGN as u64;
+        let mut u = Upload::new("k".into(), 2, ps);
+        u.absorb(0, &[1; PART_ALIGN]).unwrap();
+        u.absorb(PART_ALIGN as u64, &[2; 2 * PART_ALIGN]).unwrap();
+        match u.finish(3 * PART_ALIGN as u64).unwrap() {
+            Finish::Single(b) => {
+                assert_eq!(b.len(), 3 * PART_ALIGN);
+                assert!(b[..PART_ALIGN].iter().all(|&x| x == 1));
+                assert!(b[PART_ALIGN..].iter().all(|&x| x == 2));
+            }
+            Finish::Multipart { .. } => panic!("expected one PUT"),
+        }
     }
 }
