@@ -7,6 +7,12 @@ package, printing one line per (W, L) with recall@1/@10, node reads per query
 
     vdb-reference.py gen DIR N DIM NQ NOISE SEED
     vdb-reference.py diskannpy DIR R LBUILD THREADS "W:L W:L ..." ROUNDS
+    vdb-reference.py diskannpy-build DIR R LBUILD THREADS
+    vdb-reference.py diskannpy-search DIR THREADS "W:L W:L ..." ROUNDS
+
+`diskannpy` builds the index in DIR/diskannpy unless it is there already,
+then searches; `diskannpy-build` only builds (so its process's rusage is the
+build's), `diskannpy-search` only loads the built index and searches.
 """
 import os
 import sys
@@ -65,13 +71,11 @@ def recall(found, gt, at):
     return float(np.mean([len(set(f[:at]) & set(g[:at])) / at for f, g in zip(found, gt)]))
 
 
-def run_diskannpy(out, r, lbuild, threads, points, rounds):
+def build_diskannpy(out, r, lbuild, threads):
     import diskannpy
 
     base = read_bin(os.path.join(out, "base.fbin"))
-    queries = read_bin(os.path.join(out, "query.fbin"))
-    gt = np.load(os.path.join(out, "gt100.npy"))
-    n, dim = base.shape
+    n = base.shape[0]
     idx = os.path.join(out, "diskannpy")
     os.makedirs(idx, exist_ok=True)
     # PQ of 64 bytes per vector (DiskANN derives the chunk count from the
@@ -85,6 +89,15 @@ def run_diskannpy(out, r, lbuild, threads, points, rounds):
             build_memory_maximum=16.0, num_threads=threads, pq_disk_bytes=0, vector_dtype=np.float32,
         )
         print(f"diskannpy build_s {time.time() - t0:.1f} (threads {threads}, R {r}, L_b {lbuild})", flush=True)
+
+
+def search_diskannpy(out, threads, points, rounds):
+    import diskannpy
+
+    queries = read_bin(os.path.join(out, "query.fbin"))
+    gt = np.load(os.path.join(out, "gt100.npy"))
+    dim = queries.shape[1]
+    idx = os.path.join(out, "diskannpy")
     index = diskannpy.StaticDiskIndex(idx, num_threads=threads, num_nodes_to_cache=0, distance_metric="l2",
                                       vector_dtype=np.float32, dimensions=dim)
     for rnd in range(rounds):
@@ -102,6 +115,12 @@ if __name__ == "__main__":
         gen(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6]), int(sys.argv[7]))
     elif sys.argv[1] == "diskannpy":
         pts = [tuple(int(x) for x in p.split(":")) for p in sys.argv[6].split()]
-        run_diskannpy(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), pts, int(sys.argv[7]))
+        build_diskannpy(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+        search_diskannpy(sys.argv[2], int(sys.argv[5]), pts, int(sys.argv[7]))
+    elif sys.argv[1] == "diskannpy-build":
+        build_diskannpy(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    elif sys.argv[1] == "diskannpy-search":
+        pts = [tuple(int(x) for x in p.split(":")) for p in sys.argv[4].split()]
+        search_diskannpy(sys.argv[2], int(sys.argv[3]), pts, int(sys.argv[5]))
     else:
         sys.exit(f"unknown command {sys.argv[1]}")

@@ -35,6 +35,8 @@ const ALPHA_STEP: f32 = 1.2;
 /// Largest batch, as a fraction of the points, and its floor in points.
 const MAX_BATCH_FRACTION: f64 = 0.02;
 const MIN_MAX_BATCH: usize = 16;
+/// How many neighbours ahead the greedy search prefetches vectors.
+const PREFETCH_AHEAD: usize = 6;
 
 pub struct Graph {
     pub medoid: u32,
@@ -239,14 +241,19 @@ fn greedy_visited(m: &Matrix, adj: &[Vec<u32>], start: u32, q: &[f32], l: usize,
     let mut fresh = std::mem::take(&mut s.fresh);
     while let Some((d, id)) = s.list.pop_nearest() {
         expanded.push((d, id));
-        // Unvisited neighbours first, their vectors prefetched, then the
-        // distances: the loads overlap instead of stalling one by one.
+        // Unvisited neighbours first, then their distances with the vector
+        // PREFETCH_AHEAD places ahead prefetched: the loads overlap with
+        // the arithmetic instead of stalling one by one (prefetching all of
+        // them at once stalled on the full line-fill buffers instead).
         fresh.clear();
         fresh.extend(adj[id as usize].iter().copied().filter(|&nb| s.visit(nb)));
-        for &nb in &fresh {
+        for &nb in fresh.iter().take(PREFETCH_AHEAD) {
             prefetch(m.row(nb as usize));
         }
-        for &nb in &fresh {
+        for (i, &nb) in fresh.iter().enumerate() {
+            if let Some(&ahead) = fresh.get(i + PREFETCH_AHEAD) {
+                prefetch(m.row(ahead as usize));
+            }
             s.list.insert(l2_sq_inline(q, m.row(nb as usize)), nb);
         }
     }

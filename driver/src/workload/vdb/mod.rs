@@ -56,6 +56,9 @@ pub struct Prepared {
     pub file: Vec<u8>,
     pub gt_s: f64,
     pub build_s: f64,
+    /// CPU seconds (user + system, every thread of the process) spent in
+    /// the build (graph and codes), from getrusage.
+    pub build_cpu_s: f64,
     /// Of `build_s`: training and encoding the codes.
     pub codes_s: f64,
     pub mean_degree: f64,
@@ -151,6 +154,7 @@ pub fn prepare(cfg: &VdbConfig, seed: u64, clock: &dyn Fn() -> Instant) -> Resul
     let t0 = clock();
     let (truth, truth_source) = truth(cfg, &base, &queries, threads, &mut notes)?;
     let t1 = clock();
+    let cpu0 = crate::rusage::self_usage();
     let params = graph::BuildParams {
         max_degree: cfg.max_degree as usize,
         build_list: cfg.build_list as usize,
@@ -166,6 +170,7 @@ pub fn prepare(cfg: &VdbConfig, seed: u64, clock: &dyn Fn() -> Instant) -> Resul
         None => quant::Codes::Sq8(quant::Sq8::encode(&base)),
     };
     let t2 = clock();
+    let cpu = crate::rusage::self_usage().since(&cpu0);
     let mean_degree = g.adj.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
     let (layout, file) = layout::encode(&base, &g, cfg.max_degree as usize);
     Ok(Prepared {
@@ -178,6 +183,7 @@ pub fn prepare(cfg: &VdbConfig, seed: u64, clock: &dyn Fn() -> Instant) -> Resul
         file,
         gt_s: (t1 - t0).as_secs_f64(),
         build_s: (t2 - t1).as_secs_f64(),
+        build_cpu_s: cpu.cpu_user_s + cpu.cpu_sys_s,
         codes_s: (t2 - t_codes).as_secs_f64(),
         mean_degree,
         build_threads: threads,
@@ -498,6 +504,7 @@ fn summary(cfg: &VdbConfig, p: &Prepared, points: &[Point], write_s: f64, cpu_ti
             .collect::<Vec<_>>(),
         "build_s": cpu_timed.then_some(p.build_s),
         "codes_build_s": cpu_timed.then_some(p.codes_s),
+        "build_cpu_s": cpu_timed.then_some(p.build_cpu_s),
         "ground_truth_s": cpu_timed.then_some(p.gt_s),
         "ground_truth_source": p.truth_source.name(),
         "index_write_s": write_s,

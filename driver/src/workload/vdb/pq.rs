@@ -75,7 +75,12 @@ fn kmeans(points: &[f32], sub: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> 
     // squared distance to the nearest centre so far.
     let first = (rng.next_u64() % n as u64) as usize;
     centres.extend_from_slice(row(first));
-    let mut nearest_d: Vec<f32> = (0..n).map(|i| sq_dist(row(i), row(first))).collect();
+    // The points dimension-major, so the distance update per new centre
+    // runs over contiguous columns (vectorised).
+    let by_dim: Vec<f32> = (0..sub).flat_map(|d| (0..n).map(move |i| points[i * sub + d])).collect();
+    let mut nearest_d = vec![f32::INFINITY; n];
+    let mut dist = vec![0f32; n];
+    lower_nearest(&by_dim, row(first), &mut dist, &mut nearest_d);
     for _ in 1..CENTRES {
         let total: f64 = nearest_d.iter().map(|&d| f64::from(d)).sum();
         let pick = if total > 0.0 {
@@ -93,9 +98,7 @@ fn kmeans(points: &[f32], sub: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> 
             (rng.next_u64() % n as u64) as usize
         };
         let c = row(pick).to_vec();
-        for (i, d) in nearest_d.iter_mut().enumerate() {
-            *d = d.min(sq_dist(row(i), &c));
-        }
+        lower_nearest(&by_dim, &c, &mut dist, &mut nearest_d);
         centres.extend_from_slice(&c);
     }
     let mut assign = vec![0u8; n];
@@ -127,6 +130,25 @@ fn kmeans(points: &[f32], sub: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> 
         }
     }
     centres
+}
+
+/// `nearest_d[i] = min(nearest_d[i], |point i − c|²)` for the points given
+/// dimension-major (`by_dim`: `c.len()` columns of `nearest_d.len()`
+/// values); `dist` is scratch of the same length. Each distance sums its
+/// dimensions in order, the same bits as [`sq_dist`].
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+fn lower_nearest(by_dim: &[f32], c: &[f32], dist: &mut [f32], nearest_d: &mut [f32]) {
+    let n = nearest_d.len();
+    dist.fill(0.0);
+    for (col, &cd) in by_dim.chunks_exact(n).zip(c) {
+        for (t, &x) in dist.iter_mut().zip(col) {
+            let e = x - cd;
+            *t += e * e;
+        }
+    }
+    for (d, &t) in nearest_d.iter_mut().zip(dist.iter()) {
+        *d = d.min(t);
+    }
 }
 
 /// `CENTRES × sub` centres (row-major) as `sub × CENTRES` (one row of 256
