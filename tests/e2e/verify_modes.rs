@@ -58,6 +58,15 @@ fn flip(f: &std::fs::File, at: u64) {
     f.write_all_at(&b, at).unwrap();
 }
 
+/// A flipped payload byte past the checked prefix in every block but
+/// block 0 (which the read run probes, in full, to decide whether the
+/// layout is still valid: damage there makes it lay the file out again).
+fn damage_every_payload_but_block_0(f: &std::fs::File) {
+    for block in 1..BLOCKS {
+        flip(f, block * 4096 + 2000);
+    }
+}
+
 fn bytes(j: &serde_json::Value, field: &str) -> u64 {
     j["verify"][field].as_u64().unwrap_or_else(|| panic!("verify.{field} missing: {j}"))
 }
@@ -118,17 +127,7 @@ fn sampled_mode_catches_damaged_headers_in_any_block() {
 
 #[test]
 fn sampled_mode_catches_payload_damage_only_in_its_subset_and_never_claims_the_rest() {
-    // A flipped payload byte past the checked prefix in every block but
-    // block 0 (which the read run probes, in full, to decide whether the
-    // layout is still valid: damage there makes it lay the file out again).
-    let runs = read_back_after(
-        |f| {
-            for block in 1..BLOCKS {
-                flip(f, block * 4096 + 2000);
-            }
-        },
-        &["sampled", "full"],
-    );
+    let runs = read_back_after(damage_every_payload_but_block_0, &["sampled", "full"]);
     let (code, j, _) = &runs[0];
     assert_eq!(*code, 1, "{j}");
     let caught = j["verify_errors"].as_u64().unwrap();
@@ -147,15 +146,7 @@ fn sampled_mode_catches_payload_damage_only_in_its_subset_and_never_claims_the_r
 
 #[test]
 fn a_random_sample_key_still_catches_payload_damage_and_says_how_it_was_keyed() {
-    // As above: payload damage past the prefix in every block but block 0.
-    let runs = read_back_after(
-        |f| {
-            for block in 1..BLOCKS {
-                flip(f, block * 4096 + 2000);
-            }
-        },
-        &["sampled", "sampled,verify_sample_key=random"],
-    );
+    let runs = read_back_after(damage_every_payload_but_block_0, &["sampled", "sampled,verify_sample_key=random"]);
     for (i, (code, j, _)) in runs.iter().enumerate() {
         assert_eq!(*code, 1, "{j}");
         let caught = j["verify_errors"].as_u64().unwrap();
